@@ -1,0 +1,237 @@
+"""What every picpipe command shares: arguments, the record loop, errors and exit codes.
+
+A command module holds only what is its own (csvkit style): it subclasses `Command` (or
+`StreamCommand` for the usual record-in, record-out loop) and calls `main()`.
+
+Exit codes (DESIGN §1): 0 all records fine, 1 some record carries an error, 2 usage or
+configuration error (nothing processed), 130 interrupted, 141 the reader closed the pipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+from typing import TYPE_CHECKING
+
+from picpipe import __version__, console
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.stream import Item, Output, Record, read_items, say_error
+
+if TYPE_CHECKING:
+    from picpipe.config import Config
+
+EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+
+
+class Command:
+    """Argument parsing and the error/exit-code envelope around `run`."""
+
+    prog = "picpipe"
+    description = ""
+    #: Shown under --help: real pipelines, one per line (indented by two spaces).
+    examples = ""
+    #: Default for -j/--jobs; None means the command takes no -j.
+    default_jobs: int | None = None
+    config: Config
+
+    # -- to override -------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's own options."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
+    def build_parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=self.prog,
+            description=self.description,
+            epilog=f"examples:\n{self.examples}" if self.examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_common_options(parser, self.default_jobs)
+        self.add_arguments(parser)
+        return parser
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        console.prog = self.prog
+        parser = self.build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "debug", False):
+            console.debug = True
+        try:
+            from picpipe import config
+
+            self.config = config.load()
+            return self.run(args)
+        except UsageError as exc:
+            console.error(exc.message, exc.hint)
+            return EXIT_USAGE
+        except BrokenPipeError:
+            return broken_pipe()
+        except KeyboardInterrupt:
+            try:
+                self.on_interrupt()
+            except (BrokenPipeError, KeyboardInterrupt):
+                pass
+            console.say("interrupted")
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # a bug: say so plainly, trace only on request
+            if console.debug:
+                import traceback
+
+                traceback.print_exc()
+            console.error(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "run again with --debug (or PICPIPE_DEBUG=1) for a traceback, and report it",
+            )
+            return EXIT_RECORD_ERRORS
+
+    def on_interrupt(self) -> None:
+        """After Ctrl-C: a chance to write what was already finished."""
+
+
+def add_common_options(parser: argparse.ArgumentParser, default_jobs: int | None) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s (picpipe) {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also PICPIPE_DEBUG=1)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
+    if default_jobs is not None:
+        parser.add_argument(
+            "-j", "--jobs", type=positive_int, default=default_jobs, metavar="N",
+            help=f"work on N records at once; output keeps input order (default {default_jobs})",
+        )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
+def broken_pipe() -> int:
+    """The reader went away (`| head -1`): stop quietly, as Unix tools killed by SIGPIPE do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def require_input(paths: Sequence[str]) -> None:
+    """Refuse to wait on a terminal for records nobody is going to type."""
+    if not paths and sys.stdin is not None and sys.stdin.isatty():
+        raise UsageError(
+            "no input: give image paths as arguments or pipe records in",
+            "for example: ls *.png | pp-... , or see --help",
+        )
+
+
+def fail_record(record: Record, stage: str, exc: BaseException) -> Record:
+    """Attach an `error` object to a record (a copy): the record itself is never lost."""
+    if isinstance(exc, PicpipeError):
+        error = exc.to_dict(stage)
+    elif isinstance(exc, OSError):
+        error = PicpipeError("io", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                             "check that the file exists and is readable").to_dict(stage)
+    else:
+        if console.debug:
+            import traceback
+
+            traceback.print_exception(exc)
+        error = PicpipeError("internal", f"{type(exc).__name__}: {exc}",
+                             "this is a picpipe bug: re-run with --debug and report it").to_dict(stage)
+    return {**record, "error": error}
+
+
+class StreamCommand(Command):
+    """Records in, records out: the loop shared by pp-link, pp-mark and the stages to come."""
+
+    stage = "?"
+    default_jobs: int | None = 1
+    out: Output | None = None
+    _results: Iterable[tuple[Item, Record]] = ()
+    #: Human messages for errors this stage creates go to stderr as they happen.
+    report_new_errors = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("paths", nargs="*", metavar="PATH",
+                            help="image files (default: records or paths read from stdin; - is stdin)")
+
+    def start(self, args: argparse.Namespace) -> None:
+        """Check options and load configuration before the first record (raise UsageError)."""
+
+    def process(self, record: Record) -> Record:
+        """Do this stage's work on one record; raise PicpipeError for a record-level failure."""
+        return record
+
+    def finish(self, args: argparse.Namespace) -> None:
+        """After the last record: summaries on stderr."""
+
+    def handle(self, item: Item) -> tuple[Item, Record]:
+        """Run `process` for one item; error records from earlier stages pass through untouched."""
+        record = item.record
+        if "error" in record:
+            return item, record
+        try:
+            result = self.process(record)
+        except Exception as exc:
+            result = fail_record(record, self.stage, exc)
+            if self.report_new_errors:
+                say_error(item.where, result)
+        return item, result
+
+    def run(self, args: argparse.Namespace) -> int:
+        require_input(args.paths)
+        self.start(args)
+        self.out = Output(quiet=args.quiet)
+        from picpipe.concurrency import ordered_map
+
+        self._results = ordered_map(self.handle, read_items(args.paths), getattr(args, "jobs", 1))
+        for item, record in self._results:
+            self.write(item, record)
+        self.out.progress.done()
+        self.finish(args)
+        return self.out.status
+
+    def write(self, item: Item, record: Record) -> None:
+        """Put one finished record on stdout (override for text output)."""
+        assert self.out is not None
+        self.out.record(record)
+
+    def on_interrupt(self) -> None:
+        for item, record in getattr(self._results, "pending", list)():
+            self.write(item, record)
+
+
+def not_implemented(prog: str, issue: int, summary: str) -> int:
+    """Entry point of a command that is planned but not built yet: say so, exit 2."""
+    console.prog = prog
+    argv = sys.argv[1:]
+    if "--version" in argv:
+        print(f"{prog} (picpipe) {__version__}")
+        return EXIT_OK
+    message = f"{prog} is not implemented yet ({summary}; planned in issue #{issue})"
+    if "-h" in argv or "--help" in argv:
+        print(f"usage: {prog} ...\n\n{message}.")
+        return EXIT_USAGE
+    console.error(message, "see README.md for what works today: pp-link and pp-mark")
+    return EXIT_USAGE

@@ -1,0 +1,11 @@
+"""One module per command; each exposes `main()` (the console script entry point)."""
+
+#: Command name → module, for the bin/ launcher and pyproject's console scripts.
+COMMANDS = {
+    "pp-compress": "picpipe.commands.compress",
+    "pp-upload": "picpipe.commands.upload",
+    "pp-link": "picpipe.commands.link",
+    "pp-mark": "picpipe.commands.mark",
+    "pp-backup": "picpipe.commands.backup",
+    "pp-davtest": "picpipe.commands.davtest",
+}

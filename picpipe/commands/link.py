@@ -1,0 +1,81 @@
+"""pp-link: print each record's link as Markdown, HTML, URL, BBCode or a template."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from picpipe.cli import StreamCommand
+from picpipe.errors import UsageError
+from picpipe.links import STYLES, Template, format_link, parse_rewrite
+from picpipe.stream import Item, Record
+
+
+class LinkCommand(StreamCommand):
+    prog = "pp-link"
+    stage = "link"
+    description = (
+        "Print one link per record, in input order. Records come from pp-upload or pp-mark find\n"
+        "(a JSON object with a url per line). Placeholders for --template: $url, $fileName\n"
+        "(name without extension), $extName (.png), and {field} / {a.b} for any record field."
+    )
+    examples = """\
+  ls *.png | pp-upload --host qiniu | pp-link --md
+  pp-mark find --host github | pp-link --rewrite https://cdn.jsdelivr.net/gh/me/img@main/=https://img.example.com/ --md
+  pp-mark find --since 2024-01-01 | pp-link --template '<img src="$url" width="{width}">'
+  pp-mark find | pp-link --html --json | jq -r .link
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        style = parser.add_mutually_exclusive_group()
+        for name, text in (("md", "![name](url) (default)"), ("html", '<img src="url" alt="name">'),
+                           ("url", "the URL alone"), ("bbcode", "[img]url[/img]")):
+            style.add_argument(f"--{name}", dest="style", action="store_const", const=name, help=text)
+        style.add_argument("--template", "-t", metavar="T", help="a template such as '![$fileName]($url)'")
+        parser.add_argument("--json", action="store_true", help="keep the record stream and add a `link` field")
+        parser.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
+                            help="replace the URL prefix OLD by NEW (repeatable; first match wins)")
+
+    def start(self, args: argparse.Namespace) -> None:
+        defaults = self.config.section("link")
+        template = args.template or (None if args.style else defaults.get("template"))
+        self.style = args.style or defaults.get("format") or "md"
+        if template is None and self.style not in STYLES:
+            raise UsageError(f"unknown link format {self.style!r} in the configuration",
+                             f"use one of: {', '.join(STYLES)}")
+        self.template = Template(template) if template else None
+        rules = args.rewrite or _as_list(defaults.get("rewrite"))
+        try:
+            self.rewrite = [parse_rewrite(rule) for rule in rules]
+        except ValueError as exc:
+            raise UsageError(str(exc), "for example: --rewrite https://old.example.com/=https://new.example.com/") from None
+        self.json = args.json
+        # In text mode every error record leaves the stream here, so `write` reports them all.
+        self.report_new_errors = self.json
+
+    def process(self, record: Record) -> Record:
+        return {**record, "link": format_link(record, self.style, self.template, self.rewrite)}
+
+    def write(self, item: Item, record: Record) -> None:
+        assert self.out is not None
+        if self.json:
+            self.out.record(record)
+        elif "error" in record:
+            self.out.report(item.where, record)
+        else:
+            self.out.text(record["link"])
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def main() -> int:
+    return LinkCommand().main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

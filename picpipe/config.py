@@ -1,0 +1,196 @@
+"""Configuration (DESIGN §3): one TOML file of named profiles, overridable from the environment.
+
+Precedence, lowest first: the file, `PICPIPE_*` environment variables, command-line flags.
+A value written `env:NAME` is read from the environment when the profile is used, so the file
+itself can hold no secret. Every secret value seen is registered with `picpipe.redact`.
+
+    ledger = "~/notes/picpipe-ledger.jsonl"     # optional
+
+    [link]                                      # pp-link defaults
+    format = "md"
+    rewrite = ["https://old-cdn.example.com/=https://cdn.example.com/"]
+
+    [profiles.nutstore]
+    type = "webdav"
+    url = "https://dav.jianguoyun.com/dav/picpipe/"
+    user = "me@example.com"
+    password = "env:NUTSTORE_APP_PASSWORD"
+
+Environment: `PICPIPE_<PROFILE>_<KEY>` (`PICPIPE_NUTSTORE_PASSWORD`), `PICPIPE_LINK_<KEY>`,
+`PICPIPE_LEDGER`, `PICPIPE_CONFIG` (the file itself).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from picpipe import console, redact
+from picpipe.errors import UsageError
+
+#: Keys every profile understands.
+COMMON_KEYS = ("type", "endpoint", "base_url", "path")
+#: Keys per profile type (DESIGN §3). The host modules of pp-upload will own these.
+TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "local": ("dir",),
+    "webdav": ("url", "user", "password"),
+    "s3": ("bucket", "region", "access_key", "secret_key", "path_style"),
+    "qiniu": ("bucket", "access_key", "secret_key", "region"),
+    "aliyun": ("bucket", "region", "access_key_id", "access_key_secret"),
+    "upyun": ("bucket", "operator", "password"),
+    "tencent": ("bucket", "region", "secret_id", "secret_key"),
+    "github": ("repo", "branch", "token", "cdn"),
+    "gitee": ("repo", "branch", "token", "cdn"),
+    "smms": ("token",),
+    "imgur": ("client_id",),
+}
+#: Top-level tables other than [profiles]; their names cannot be profile names.
+SECTIONS = {"link": ("format", "template", "rewrite")}
+TOP_LEVEL_KEYS = ("ledger", "profiles", *SECTIONS)
+RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles"}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get("PICPIPE_CONFIG"):
+        return Path(environ["PICPIPE_CONFIG"]).expanduser()
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "picpipe" / "config.toml"
+
+
+def env_name(*parts: str) -> str:
+    """`PICPIPE_MY_NAS_PASSWORD` for profile `my-nas`, key `password`."""
+    return "_".join(["PICPIPE", *(p.upper().replace("-", "_") for p in parts)])
+
+
+@dataclass
+class Config:
+    """A loaded configuration file (possibly none) plus the environment it resolves against."""
+
+    path: Path | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    @property
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        return self.data.get("profiles", {})
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A settings table such as [link], with PICPIPE_LINK_<KEY> overrides."""
+        values = dict(self.data.get(name, {}))
+        for key in SECTIONS[name]:
+            if env_name(name, key) in self.environ:
+                values[key] = self.environ[env_name(name, key)]
+        return {k: self._resolve(f"[{name}]", k, v) for k, v in values.items()}
+
+    def ledger(self) -> str | None:
+        """The ledger path from PICPIPE_LEDGER or the file's `ledger` key, if either is set."""
+        value = self.environ.get("PICPIPE_LEDGER") or self.data.get("ledger")
+        return os.path.expanduser(value) if value else None
+
+    def profile(self, name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The settings of profile `name`: file < PICPIPE_<NAME>_<KEY> < overrides (flags).
+
+        A name that is no profile but a type (`--host local`) gives that type's defaults.
+        """
+        if not _NAME.match(name):
+            raise UsageError(f"bad profile name {name!r}", "profile names are letters, digits, '-' and '_'")
+        if name in self.profiles:
+            values = dict(self.profiles[name])
+        elif name in TYPE_KEYS or env_name(name, "type") in self.environ:
+            values = {"type": name}
+        else:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise UsageError(
+                f"no profile named {name!r} (profiles in {self.path or 'the configuration'}: {known})",
+                f"add [profiles.{name}] with a type to {self.path or config_path()}, "
+                f"or set {env_name(name, 'type')}; types: {', '.join(TYPE_KEYS)}",
+            )
+        for key in (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ())):
+            if env_name(name, key) in self.environ:
+                values[key] = self.environ[env_name(name, key)]
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        kind = values.get("type")
+        if kind not in TYPE_KEYS:
+            raise UsageError(f"profile {name!r} has type {kind!r}", f"use one of: {', '.join(TYPE_KEYS)}")
+        resolved = {k: self._resolve(f"[profiles.{name}]", k, v) for k, v in values.items()}
+        resolved["name"] = name
+        return resolved
+
+    def _resolve(self, where: str, key: str, value: Any) -> Any:
+        """Follow `env:NAME`; register secrets so that no sink can print them."""
+        if isinstance(value, str) and value.startswith("env:"):
+            variable = value[4:]
+            if variable not in self.environ:
+                raise UsageError(
+                    f"{where} {key} = \"{value}\" but the environment variable {variable} is not set",
+                    f"export {variable}=... before running, or write the value in the file",
+                )
+            value = self.environ[variable]
+        if redact.is_secret_key(key):
+            redact.register(value)
+        return value
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read the configuration file if there is one; a missing default file is an empty config."""
+    _register_environment_secrets(environ)
+    explicit = path is not None or bool(environ.get("PICPIPE_CONFIG"))
+    file = Path(path).expanduser() if path is not None else config_path(environ)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise UsageError(f"config file {file} does not exist", "check PICPIPE_CONFIG or --config") from None
+        return Config(None, {}, environ)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {file}: {exc.strerror}") from None
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {file} is not valid TOML: {exc}", "see the example in README.md") from None
+    config = Config(file, data, environ)
+    _check(config)
+    return config
+
+
+def _register_environment_secrets(environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if name.startswith("PICPIPE_") and any(name.lower().endswith("_" + key) for key in redact.SECRET_KEYS):
+            redact.register(value)
+
+
+def _check(config: Config) -> None:
+    """Validate names and keys, register literal secrets, warn about readable secret files."""
+    data, where = config.data, config.path
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            console.warn(f"{where}: unknown top-level key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise UsageError(f"{where}: [profiles] must hold tables such as [profiles.NAME]")
+    literal_secret = False
+    for name, values in profiles.items():
+        if not _NAME.match(name) or name in RESERVED_NAMES:
+            raise UsageError(f"{where}: bad profile name {name!r}",
+                             "use letters, digits, '-' and '_', and none of: " + ", ".join(sorted(RESERVED_NAMES)))
+        known = (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ()))
+        for key, value in values.items():
+            if redact.is_secret_key(key) and isinstance(value, str) and not value.startswith("env:"):
+                redact.register(value)
+                literal_secret = True
+            if values.get("type") in TYPE_KEYS and key not in known:
+                console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
+    if literal_secret and where is not None and os.name == "posix":
+        mode = where.stat().st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            console.warn(f"{where} holds secrets and is readable by other users; run: chmod 600 {where}"
+                         " (or write secrets as env:NAME)")

@@ -1,0 +1,33 @@
+"""Messages for people, on stderr, always redacted.
+
+stdout belongs to the record stream; everything a person should read goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from picpipe.redact import redact_text
+
+prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "picpipe"
+#: Show tracebacks: `--debug` or PICPIPE_DEBUG=1.
+debug = os.environ.get("PICPIPE_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed with the command name, secrets masked."""
+    try:
+        sys.stderr.write(f"{prog}: {redact_text(message)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed: nothing sensible left to do
+        pass
+
+
+def warn(message: str) -> None:
+    say(f"warning: {message}")
+
+
+def error(message: str, hint: str | None = None) -> None:
+    say(f"error: {message}" + (f"\n  hint: {redact_text(hint)}" if hint else ""))
+

@@ -1,0 +1,166 @@
+"""Link formats for pp-link: Markdown, HTML, URL, BBCode and PicGo-style templates.
+
+    >>> format_link({"url": "https://cdn.example.com/a b.png", "source": "shots/a b.png"}, "md")
+    '![a b](https://cdn.example.com/a%20b.png)'
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from picpipe.errors import PicpipeError
+
+STYLES = ("md", "html", "url", "bbcode")
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# RFC 3986 characters that may stay as they are in each part; everything else is %-encoded.
+_SAFE_PATH = "/:@!$&'*+,;=~-._"
+_SAFE_QUERY = _SAFE_PATH + "?"
+
+
+def _quote_keeping_escapes(text: str, safe: str) -> str:
+    """Percent-encode `text`, leaving `%XX` escapes that are already there alone."""
+    out, last = [], 0
+    for match in _ESCAPE.finditer(text):
+        out.append(quote(text[last:match.start()], safe=safe))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(quote(text[last:], safe=safe))
+    return "".join(out)
+
+
+def encode_url(url: str) -> str:
+    """A URL with spaces and non-ASCII characters encoded (IDNA host, UTF-8 %-escapes), once."""
+    parts = urlsplit(url.strip())
+    netloc = parts.netloc
+    if parts.hostname and not parts.hostname.isascii():
+        try:
+            netloc = netloc.replace(parts.hostname, parts.hostname.encode("idna").decode("ascii"))
+        except UnicodeError:
+            netloc = _quote_keeping_escapes(netloc, "@:[]")
+    return urlunsplit((
+        parts.scheme,
+        netloc,
+        _quote_keeping_escapes(parts.path, _SAFE_PATH),
+        _quote_keeping_escapes(parts.query, _SAFE_QUERY),
+        _quote_keeping_escapes(parts.fragment, _SAFE_QUERY),
+    ))
+
+
+def parse_rewrite(rule: str) -> tuple[str, str]:
+    """`OLD=NEW` → (OLD, NEW); split at the first `=` followed by a scheme or a `/`."""
+    match = re.match(r"^(.+?)=((?:[a-zA-Z][a-zA-Z0-9+.-]*:|/).*)$", rule) or re.match(r"^(.+?)=(.*)$", rule)
+    if not match or not match.group(1):
+        raise ValueError(f"a rewrite rule is OLD=NEW, not {rule!r}")
+    return match.group(1), match.group(2)
+
+
+def rewrite_url(url: str, rules: Sequence[tuple[str, str]]) -> str:
+    """Swap the first matching URL prefix (a CDN or domain change)."""
+    for old, new in rules:
+        if url.startswith(old):
+            return new + url[len(old):]
+    return url
+
+
+def file_name(record: Mapping[str, Any]) -> str:
+    """The image's file name: from `source`, else `path`, else `key`, else the URL's last segment."""
+    for field in ("source", "path", "key"):
+        value = record.get(field)
+        if isinstance(value, str) and value.strip():
+            return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    url = record.get("url")
+    if isinstance(url, str):
+        return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    return ""
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """("photo", ".png") for "photo.png"; a dot file or no extension gives ("name", "")."""
+    stem, dot, ext = name.rpartition(".")
+    return (stem, "." + ext) if dot and stem else (name, "")
+
+
+def _md_alt(text: str) -> str:
+    return re.sub(r"([\\\[\]])", r"\\\1", " ".join(text.split()))
+
+
+def _url_of(record: Mapping[str, Any], rules: Sequence[tuple[str, str]]) -> str:
+    url = record.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise PicpipeError("no_url", "the record has no url to link to",
+                           "pipe the images through pp-upload first, or add a url field")
+    return encode_url(rewrite_url(url.strip(), rules))
+
+
+def format_link(
+    record: Mapping[str, Any],
+    style: str = "md",
+    template: Template | None = None,
+    rewrite: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The link text for one record; raises PicpipeError when the record lacks what it needs."""
+    if template is not None:
+        return template.render(record, rewrite)
+    url = _url_of(record, rewrite)
+    alt = split_name(file_name(record))[0]
+    if style == "md":
+        return f"![{_md_alt(alt)}]({url.replace('(', '%28').replace(')', '%29')})"
+    if style == "html":
+        return f'<img src="{html.escape(url)}" alt="{html.escape(alt)}">'
+    if style == "bbcode":
+        return f"[img]{url}[/img]"
+    if style == "url":
+        return url
+    raise ValueError(f"unknown link style {style!r}")
+
+
+class Template:
+    """PicGo's `$url`, `$fileName`, `$extName`, plus `{field}` / `{a.b.0}` for any record field.
+
+    `{{` and `}}` are literal braces. The URL (as `$url` or `{url}`) is always the encoded,
+    rewritten one.
+    """
+
+    _TOKEN = re.compile(r"\$(url|fileName|extName)|\{\{|\}\}|\{([^{}\s]+)\}")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self, record: Mapping[str, Any], rewrite: Sequence[tuple[str, str]] = ()) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                return token[0]
+            name = match.group(1) or match.group(2)
+            if name == "url":
+                return _url_of(record, rewrite)
+            if name == "fileName":
+                return split_name(file_name(record))[0]
+            if name == "extName":
+                return split_name(file_name(record))[1]
+            return _field(record, name)
+
+        return self._TOKEN.sub(substitute, self.text)
+
+
+def _field(record: Mapping[str, Any], dotted: str) -> str:
+    value: Any = record
+    for part in dotted.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise PicpipeError(
+                "missing_field", f"the template asks for {{{dotted}}}, which this record does not have",
+                "fields here: " + ", ".join(sorted(record)) + " (use {{ and }} for literal braces)",
+            )
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "" if value is None else str(value)

@@ -1,0 +1,99 @@
+"""The one place that keeps secrets out of stdout, stderr, records and the ledger.
+
+Configuration loading registers every secret value it sees (`register`). All three sinks
+(the record writer, the stderr reporter, the ledger writer) pass their text through
+`redact_text`, so a secret that slipped into an exception message, a URL or a record field
+is replaced by `***` whatever failed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+
+#: Setting names whose values are secrets (DESIGN §3), also used to drop fields on import.
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "secret_key",
+        "secret_id",
+        "secretid",
+        "secretkey",
+        "access_key",
+        "access_key_id",
+        "access_key_secret",
+        "accesskey",
+        "accesskeyid",
+        "accesskeysecret",
+        "token",
+        "access_token",
+        "client_id",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private_key",
+    }
+)
+
+#: Shorter values are not registered: masking "abc" everywhere would corrupt URLs and paths.
+MIN_SECRET_LENGTH = 4
+
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+# Credentials that have a recognisable shape even when nobody registered them.
+_SHAPES = [
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), r"\1" + MASK + "@"),
+    (
+        re.compile(r"(?i)\b(authorization|x-picgo-secret|x-api-key)(\"?\s*[:=]\s*\"?)(?:(bearer|basic|token|digest)\s+)?[^\s\"',;]+"),
+        lambda m: f"{m[1]}{m[2]}{m[3] + ' ' if m[3] else ''}{MASK}",
+    ),
+    (
+        re.compile(
+            r"(?i)([?&](?:access_token|token|key|secret|password|signature|x-amz-signature|x-amz-credential"
+            r"|x-oss-signature|q-signature|sign)=)[^&#\s\"']+"
+        ),
+        r"\1" + MASK,
+    ),
+]
+
+
+def register(value: object) -> None:
+    """Remember a secret value so that every sink masks it from now on."""
+    global _pattern
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH and value not in _secrets:
+        _secrets.add(value)
+        # Longest first, so a secret that contains another is masked whole.
+        _pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+
+
+def is_secret_key(name: str) -> bool:
+    """True for setting or field names that hold credentials (`secret_key`, `Password`, ...)."""
+    return name.lower().replace("-", "_") in SECRET_KEYS
+
+
+def mask_registered(text: str) -> str:
+    """Mask registered secret values only: safe for record fields such as URLs."""
+    return _pattern.sub(MASK, text) if _pattern is not None else text
+
+
+def redact_text(text: str) -> str:
+    """Mask registered secrets and credential-shaped substrings: for messages meant for people."""
+    text = mask_registered(text)
+    for shape, replacement in _SHAPES:
+        text = shape.sub(replacement, text)  # type: ignore[arg-type]
+    return text
+
+
+def drop_secret_fields(obj: Any) -> Any:
+    """A copy of `obj` without fields named like credentials, at any depth (for imports)."""
+    if isinstance(obj, dict):
+        return {k: drop_secret_fields(v) for k, v in obj.items() if not (isinstance(k, str) and is_secret_key(k))}
+    if isinstance(obj, list):
+        return [drop_secret_fields(v) for v in obj]
+    return obj

@@ -1,0 +1,211 @@
+"""The JSON Lines record stream (DESIGN §1): lenient input, one flushed line per record.
+
+Input: a JSON object per line, or a bare path, or positional paths; blank lines are skipped;
+a line that looks like JSON but is not an object becomes an error record naming its line.
+Output: compact UTF-8 JSON, one `write` + `flush` per record, never half a line (SIGINT is held
+back while a line is written), registered secrets masked.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from picpipe import console
+from picpipe.redact import mask_registered
+
+#: Longer input lines are refused (as error records) instead of filling memory.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+Record = dict[str, Any]
+
+
+@dataclass
+class Item:
+    """One input record and where it came from (`line 3`, `argument 2`), for messages."""
+
+    where: str
+    record: Record
+
+
+def input_error(where: str, type: str, message: str, hint: str, raw: str | None) -> Record:
+    record: Record = {"error": {"stage": "input", "type": type, "message": f"{where}: {message}", "hint": hint}}
+    if raw is not None:
+        record["raw"] = raw
+    return record
+
+
+def parse_line(text: str, where: str) -> Record | None:
+    """A record from one input line; None for a blank line."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if stripped[0] in "{[\"":
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            if stripped[0] == "{":
+                return input_error(
+                    where, "bad_json", f"invalid JSON at column {exc.colno}: {exc.msg}",
+                    "each line must be one JSON object, or a file path", text,
+                )
+        else:
+            if isinstance(value, dict):
+                return value
+            return input_error(
+                where, "not_an_object", f"a JSON {type(value).__name__} is not a record",
+                "each line must be one JSON object ({...}), or a file path", text,
+            )
+    # A bare path (ls, find, fd, xargs). `[draft] a.png` that is no JSON is a path too.
+    return {"path": text.rstrip("\r\n")}
+
+
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, complete) for each line, refusing lines over MAX_LINE_BYTES."""
+    number = 0
+    while True:
+        chunk = stream.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):  # skip the rest of the long line
+                chunk = stream.readline(MAX_LINE_BYTES)
+            yield number, b"", False
+        else:
+            yield number, chunk, True
+
+
+def read_stream(stream: BinaryIO) -> Iterator[Item]:
+    """Items from a byte stream of JSON Lines or paths."""
+    for number, chunk, complete in _lines(stream):
+        where = f"line {number}"
+        if not complete:
+            yield Item(where, input_error(where, "line_too_long", f"longer than {MAX_LINE_BYTES} bytes",
+                                          "split the input into one record per line", None))
+            continue
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = chunk.decode("utf-8", "backslashreplace").rstrip("\r\n")
+            yield Item(where, input_error(where, "bad_encoding", "not valid UTF-8",
+                                          "convert the input to UTF-8 (iconv -t UTF-8)", raw))
+            continue
+        if number == 1:
+            text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools
+        record = parse_line(text.rstrip("\r\n"), where)
+        if record is not None:
+            yield Item(where, record)
+
+
+def read_items(paths: Iterable[str], stdin: BinaryIO | None = None) -> Iterator[Item]:
+    """Positional paths if any (`-` is stdin), else stdin."""
+    paths = list(paths)
+    if not paths:
+        yield from read_stream(stdin if stdin is not None else sys.stdin.buffer)
+        return
+    for index, path in enumerate(paths, 1):
+        if path == "-":
+            yield from read_stream(stdin if stdin is not None else sys.stdin.buffer)
+        else:
+            yield Item(f"argument {index}", {"path": path})
+
+
+def dumps(record: Record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+@contextmanager
+def no_interrupt() -> Iterator[None]:
+    """Hold SIGINT back while a line is written, so Ctrl-C never leaves half a line."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class Progress:
+    """Count and rate on stderr, only when stderr is a terminal and the run is long."""
+
+    DELAY = 2.0  # seconds before the first update: short runs stay silent
+    EVERY = 0.5
+
+    def __init__(self, enabled: bool, noun: str = "records") -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.noun = noun
+        self.count = 0
+        self.start = time.monotonic()
+        self._next = self.start + self.DELAY
+        self._shown = False
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.enabled and time.monotonic() >= self._next:
+            elapsed = time.monotonic() - self.start
+            sys.stderr.write(f"\r{console.prog}: {self.count} {self.noun}, {self.count / elapsed:.0f}/s ")
+            sys.stderr.flush()
+            self._shown = True
+            self._next = time.monotonic() + self.EVERY
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class Output:
+    """Writes records (or text lines) to stdout and keeps the tally for the exit status."""
+
+    def __init__(self, stream: BinaryIO | None = None, quiet: bool = False, noun: str = "records") -> None:
+        self.stream = stream if stream is not None else sys.stdout.buffer
+        self.errors = 0
+        self.progress = Progress(not quiet, noun)
+
+    def _write(self, text: str) -> None:
+        data = (mask_registered(text) + "\n").encode("utf-8")
+        with no_interrupt():
+            self.stream.write(data)
+            self.stream.flush()
+        self.progress.tick()
+
+    def record(self, record: Record) -> None:
+        """Write one record as a JSON line; an error record counts toward exit status 1."""
+        if "error" in record:
+            self.errors += 1
+        self._write(dumps(record))
+
+    def text(self, line: str) -> None:
+        self._write(line)
+
+    def report(self, item_where: str, record: Record) -> None:
+        """Tell a person about an error record that leaves the JSON stream here (text output)."""
+        self.errors += 1
+        say_error(item_where, record)
+
+    @property
+    def status(self) -> int:
+        return 1 if self.errors else 0
+
+
+def say_error(where: str, record: Record) -> None:
+    """`line 3: upload failed (http_403): message` + hint, on stderr."""
+    err = record.get("error")
+    if not isinstance(err, dict):
+        console.say(f"{where}: error: {err!r}")
+        return
+    message = str(err.get("message", "failed"))
+    label = f"{err.get('stage', '?')}/{err.get('type', '?')}"
+    if not message.startswith(where):
+        message = f"{where}: {message}"
+    console.error(f"{message} [{label}]", err.get("hint"))
