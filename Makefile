@@ -1,0 +1,44 @@
+# picpipe: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+DEMO := demo-out
+SHELL := /bin/bash
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@echo "== 1. sample images, 'uploaded' to a local folder (pp-upload arrives in issue #4)"
+	$(BIN)/python -m picpipe.demo $(DEMO) > $(DEMO)/uploaded.jsonl
+	@echo "== 2. record them in the ledger and print Markdown links"
+	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | $(BIN)/pp-link --md | tee $(DEMO)/post.md
+	@echo "== 3. ask the ledger: where did the screenshot go?"
+	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl find --source '截图*' | $(BIN)/pp-link --template '$$fileName$$extName -> $$url ({width}x{height}, sha256 {sha256})'
+	@echo "== 4. the CDN moved: rewrite every link"
+	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl find | $(BIN)/pp-link --html --rewrite "file://$(CURDIR)/$(DEMO)/host/=https://img.example.com/"
+	@echo "== 5. bad input is reported, the rest goes through, exit status 1"
+	printf '{"url": "https://img.example.com/ok.png"}\n{"url": oops}\n' | $(BIN)/pp-link --md; echo "exit status $$?"
+	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl"
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+lint: install
+	$(BIN)/ruff check picpipe tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,330 @@
+"""pp-mark: the ledger. A tee by default; `find`, `merge`, `import` and `check` below."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+
+from picpipe import console
+from picpipe.cli import (
+    Command,
+    StreamCommand,
+    positive_float,
+    positive_int,
+    require_input,
+)
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
+from picpipe.stream import Item, Output, Record, read_items, say_error
+
+SUBCOMMANDS = ("tee", "find", "merge", "import", "check")
+
+
+def ledger_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", metavar="FILE",
+                        help="the ledger file (default $PICPIPE_LEDGER, else ~/.local/share/picpipe/ledger.jsonl)")
+
+
+class LedgerCommand(Command):
+    """A pp-mark subcommand: knows the ledger and reports its bad lines once each."""
+
+    bad_lines = 0
+    MAX_BAD_LINE_MESSAGES = 10
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        ledger_argument(parser)
+
+    def open_ledger(self, args: argparse.Namespace) -> Ledger:
+        path = args.ledger or self.config.ledger()
+        ledger = Ledger(path)
+        if ledger.path.is_dir():
+            raise UsageError(f"the ledger {ledger.path} is a folder", "give a file with --ledger FILE")
+        return ledger
+
+    def bad_line(self, ledger: Ledger) -> BadLine:
+        def report(number: int, problem: str) -> None:
+            self.bad_lines += 1
+            if self.bad_lines <= self.MAX_BAD_LINE_MESSAGES:
+                console.warn(f"{ledger.path}:{number}: skipped a bad line: {problem} (the line is left as it is)")
+        return report
+
+    def report_bad_lines(self) -> None:
+        if self.bad_lines > self.MAX_BAD_LINE_MESSAGES:
+            console.warn(f"skipped {self.bad_lines} bad ledger lines in all")
+
+
+class TeeCommand(StreamCommand, LedgerCommand):
+    prog = "pp-mark"
+    stage = "mark"
+    description = (
+        "Pass records through unchanged and append every record that has a url or backups to\n"
+        "the ledger, so you can always find which bytes went to which URL and where the copies are.\n"
+        "Subcommands: find, merge, import, check (pp-mark SUBCOMMAND --help)."
+    )
+    examples = """\
+  ls *.png | pp-upload --host qiniu | pp-mark | pp-link --md
+  pp-mark find --source 'screenshot*.png' | jq -r .url
+  pp-mark import ~/.config/picgo/picgo.db && pp-mark check
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        StreamCommand.add_arguments(self, parser)
+        ledger_argument(parser)
+
+    def start(self, args: argparse.Namespace) -> None:
+        self.ledger = self.open_ledger(args)
+        try:
+            self.ledger.open()
+        except OSError as exc:
+            raise UsageError(f"cannot open the ledger {self.ledger.path}: {exc.strerror}",
+                             "check the folder's permissions, or choose another file with --ledger") from None
+        self.unrecorded = 0
+
+    def write(self, item: Item, record: Record) -> None:
+        # Ledger first, then stdout: a record that went downstream is already recorded.
+        if worth_keeping(record):
+            try:
+                self.ledger.append([ledger_entry(record)])
+            except OSError as exc:
+                self.unrecorded += 1
+                if self.unrecorded == 1:
+                    console.error(f"{item.where}: could not append to the ledger {self.ledger.path}: {exc.strerror}",
+                                  "free disk space or fix permissions; records still pass through")
+        super().write(item, record)
+
+    def finish(self, args: argparse.Namespace) -> None:
+        self.ledger.close()
+        if self.unrecorded:
+            assert self.out is not None
+            self.out.errors += self.unrecorded
+            console.error(f"{self.unrecorded} records were not recorded in the ledger")
+
+
+class FindCommand(LedgerCommand):
+    prog = "pp-mark find"
+    description = "Emit the latest state of every image in the ledger that matches all the filters."
+    examples = """\
+  pp-mark find --url 'https://cdn.example.com/*' | pp-link --md
+  pp-mark find --sha256 3fa2 | jq .backups
+  pp-mark find --host github --since 2024-01-01 | pp-link --url
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--url", metavar="GLOB", help="URL, or a glob such as 'https://old.cdn/*'")
+        parser.add_argument("--sha256", metavar="HEX", help="content hash or its first characters")
+        parser.add_argument("--host", metavar="NAME", help="profile name the image was uploaded with")
+        parser.add_argument("--since", metavar="TIME", help="uploaded at or after TIME (2024-01-31 or ISO 8601)")
+        parser.add_argument("--source", metavar="GLOB",
+                            help="original file: a path glob, or a file-name glob when it has no '/'")
+
+    def run(self, args: argparse.Namespace) -> int:
+        if args.since:
+            from picpipe.timeutil import parse_time
+
+            try:
+                parse_time(args.since)
+            except ValueError:
+                raise UsageError(f"--since {args.since!r} is not a date or time",
+                                 "use 2024-01-31 or 2024-01-31T08:00:00Z") from None
+        ledger = self.open_ledger(args)
+        if not ledger.path.exists():
+            raise UsageError(f"no ledger at {ledger.path} yet",
+                             "records are added by `... | pp-mark`, or `pp-mark import` your PicGo history")
+        out = Output(quiet=args.quiet)
+        filters = {k: getattr(args, k) for k in ("url", "sha256", "host", "since", "source")}
+        for state in ledger.states(self.bad_line(ledger)):
+            if matches(state, **filters):
+                out.record(state)
+        self.report_bad_lines()
+        return 0
+
+
+class MergeCommand(LedgerCommand):
+    prog = "pp-mark merge"
+    description = (
+        "Add to the ledger every line of the given ledgers that it does not hold yet, so ledgers\n"
+        "from several machines combine without loss. Running it again adds nothing."
+    )
+    examples = """\
+  pp-mark merge laptop-ledger.jsonl
+  pp-mark --ledger all.jsonl merge a.jsonl b.jsonl
+  ssh nas cat .local/share/picpipe/ledger.jsonl | pp-mark merge -
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("files", nargs="+", metavar="FILE", help="ledgers to merge in (- is stdin)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        ledger = self.open_ledger(args)
+        entries: list[Record] = []
+        for name in args.files:
+            source = Ledger(name if name != "-" else "/dev/stdin")
+            if name != "-" and not source.path.is_file():
+                raise UsageError(f"{name}: no such ledger file")
+            entries.extend(entry for _, entry in source.lines(self.bad_line(source)))
+        added, present = ledger.add_new(entries, self.bad_line(ledger))
+        ledger.close()
+        self.report_bad_lines()
+        if not args.quiet:
+            console.say(f"{ledger.path}: {added} lines added, {present} already there")
+        return 0
+
+
+class ImportCommand(LedgerCommand):
+    prog = "pp-mark import"
+    description = (
+        "Bring a PicGo / PicList gallery (picgo.db, piclist.db, or the older data.json) or a\n"
+        "picgo-plugin-autobackup mark.json into the ledger, and print the imported records.\n"
+        "Uploader secrets stored in those files are dropped. Importing twice adds nothing."
+    )
+    examples = """\
+  pp-mark import ~/.config/picgo/picgo.db
+  pp-mark import "$APPDATA/picgo/picgo.db" Autobackup/mark.json | pp-link --url
+  pp-mark import --dry-run ~/Library/Application\\ Support/picgo/picgo.db | jq -r .url
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("files", nargs="+", metavar="FILE", help="picgo.db, piclist.db, data.json or mark.json")
+        parser.add_argument("-n", "--dry-run", action="store_true", help="print the records, do not touch the ledger")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from picpipe.importers import HistoryReader
+
+        ledger = self.open_ledger(args)
+        out = Output(quiet=args.quiet)
+        records: list[Record] = []
+        for name in args.files:
+            try:
+                reader = HistoryReader(name)
+                found = list(reader)
+            except PicpipeError as exc:
+                say_error(name, {"error": exc.to_dict("import")})
+                out.errors += 1
+                continue
+            for reason in reader.skipped:
+                console.warn(f"{name}: skipped {reason}")
+            if not args.quiet:
+                console.say(f"{name}: {len(found)} records ({reader.format}), {len(reader.skipped)} skipped")
+            records.extend(found)
+        if not args.dry_run and records:
+            added, present = ledger.add_new(records, self.bad_line(ledger))
+            ledger.close()
+            if not args.quiet:
+                console.say(f"{ledger.path}: {added} lines added, {present} already there")
+        for record in records:
+            out.record(record)
+        self.report_bad_lines()
+        return out.status
+
+
+class CheckCommand(LedgerCommand):
+    prog = "pp-mark check"
+    default_jobs = 16
+    description = (
+        "Probe the URL of every image in the ledger (or of records on stdin with -) and emit the\n"
+        "dead ones as error records with the reason: http_404, http_500, dns, tls, timeout,\n"
+        "connection_refused ... HEAD first, GET when HEAD is refused. Exit 1 when any is dead."
+    )
+    examples = """\
+  pp-mark check | jq -r '.url + "  " + .error.type'
+  pp-mark find --host smms | pp-mark check - --timeout 5
+  pp-mark check --all | jq -c '{url, status: .check.status}'
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("source", nargs="?", choices=["-"], help="- reads records from stdin instead of the ledger")
+        parser.add_argument("--per-host", type=positive_int, default=4, metavar="N",
+                            help="at most N requests at once to one host (default 4)")
+        parser.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
+                            help="seconds to connect and to wait for an answer (default 10)")
+        parser.add_argument("--retries", type=int, default=1, metavar="N",
+                            help="extra tries after a timeout or a connection error (default 1)")
+        parser.add_argument("--all", action="store_true", help="emit the live ones too, with a `check` field")
+
+    def items(self, args: argparse.Namespace) -> Iterator[Item]:
+        """Records on stdin, or the live (not deleted) images of the ledger."""
+        if args.source == "-":
+            require_input([])
+            return read_items(["-"])
+        ledger = self.open_ledger(args)
+        if not ledger.path.exists():
+            raise UsageError(f"no ledger at {ledger.path} yet", "check links of records on stdin with: pp-mark check -")
+        states = ledger.states(self.bad_line(ledger))
+        return (Item(f"ledger entry {n}", s) for n, s in enumerate(states, 1) if not s.get("deleted_at"))
+
+    def run(self, args: argparse.Namespace) -> int:
+        from picpipe.linkcheck import check_urls
+
+        out = Output(quiet=args.quiet, noun="URLs")
+        counts = {"live": 0, "dead": 0, "skipped": 0}
+
+        def url_of(item: Item) -> str | None:
+            url = item.record.get("url")
+            return url if "error" not in item.record and isinstance(url, str) and url else None
+
+        for item, probe in check_urls(self.items(args), url_of, jobs=args.jobs, per_host=args.per_host,
+                                      timeout=args.timeout, retries=max(0, args.retries)):
+            record = item.record
+            if probe is None:
+                if "error" in record:  # an upstream error passes through
+                    out.record(record)
+                else:
+                    counts["skipped"] += 1
+                continue
+            result = {**record, "check": {"status": probe.status, "method": probe.method, "ms": probe.elapsed_ms}}
+            if probe.error is None:
+                counts["live"] += 1
+                if args.all:
+                    out.record(result)
+                continue
+            counts["dead"] += 1
+            result["error"] = probe.error.to_dict("check")
+            if not args.quiet:
+                say_error(item.where, result)
+            out.record(result)
+        out.progress.done()
+        self.report_bad_lines()
+        if not args.quiet:
+            skipped = f", {counts['skipped']} without a url" if counts["skipped"] else ""
+            console.say(f"checked {counts['live'] + counts['dead']} URLs: {counts['live']} live, "
+                        f"{counts['dead']} dead{skipped}")
+        return out.status
+
+
+COMMAND_CLASSES: dict[str, type[Command]] = {
+    "tee": TeeCommand, "find": FindCommand, "merge": MergeCommand, "import": ImportCommand, "check": CheckCommand,
+}
+
+
+def split_subcommand(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """Find the subcommand wherever it stands (`pp-mark --ledger L find`); none means tee."""
+    takes_value = {"--ledger", "-j", "--jobs"}
+    argv = list(argv)
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            break
+        if token in takes_value:
+            index += 2
+            continue
+        if not token.startswith("-") or token == "-":
+            if token in SUBCOMMANDS:
+                return token, argv[:index] + argv[index + 1:]
+            break
+        index += 1
+    return "tee", argv
+
+
+def main() -> int:
+    name, argv = split_subcommand(sys.argv[1:])
+    return COMMAND_CLASSES[name]().main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
