@@ -1,0 +1,156 @@
+"""The stream contract of the real entry points: exit codes, stderr, pipes, signals, --help."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import command_path, jsonl, parse_jsonl
+
+ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest"]
+BUILT = ["pp-link", "pp-mark"]
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_help_shows_pipeline_examples(run, name):
+    result = run(name, "--help")
+    assert result.returncode == 0
+    examples = result.stdout.split("examples:")[1]
+    pipelines = [line for line in examples.splitlines() if line.strip().startswith(("ls ", "pp-", "ssh "))]
+    assert len(pipelines) >= 2
+    assert any("|" in line for line in pipelines)
+
+
+@pytest.mark.parametrize("sub", ["find", "merge", "import", "check"])
+def test_mark_subcommand_help(run, sub):
+    result = run("pp-mark", sub, "--help")
+    assert result.returncode == 0
+    assert f"pp-mark {sub}" in result.stdout and "examples:" in result.stdout
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_version(run, name):
+    result = run(name, "--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{name} (picpipe) ")
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL) - set(BUILT)))
+def test_commands_not_built_yet_say_so_and_exit_2(run, name):
+    result = run(name, "a.png")
+    assert result.returncode == 2
+    assert "not implemented yet" in result.stderr
+    assert result.stdout == ""
+
+
+def test_mixed_input_errors_as_records_exit_1_and_the_rest_goes_through(run):
+    data = '{"url": "https://a.example/1.png", "mine": 7}\n{"url": broken\n\n[1]\n{"url": "https://a.example/2.png"}\n'
+    result = run("pp-mark", "--ledger", "l.jsonl", input=data)
+    assert result.returncode == 1
+    out = parse_jsonl(result.stdout)
+    assert [r.get("url") for r in out] == ["https://a.example/1.png", None, None, "https://a.example/2.png"]
+    assert out[0]["mine"] == 7  # unknown fields pass through untouched
+    assert out[1]["error"]["type"] == "bad_json" and "line 2" in out[1]["error"]["message"]
+    assert out[2]["error"]["type"] == "not_an_object" and "line 4" in out[2]["error"]["message"]
+    assert "Traceback" not in result.stderr
+
+
+def test_pp_link_error_records_go_to_stderr_only(run):
+    data = jsonl([
+        {"url": "https://a.example/1.png", "source": "x/one.png"},
+        {"path": "two.png", "error": {"stage": "upload", "type": "http_403", "message": "denied", "hint": "check"}},
+        {"path": "three.png"},
+        {"url": "https://a.example/4.png"},
+    ])
+    result = run("pp-link", "--md", input=data)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["![one](https://a.example/1.png)", "![4](https://a.example/4.png)"]
+    assert "line 2" in result.stderr and "http_403" in result.stderr and "denied" in result.stderr
+    assert "line 3" in result.stderr and "no_url" in result.stderr
+
+
+def test_all_good_exits_0_and_output_order_is_input_order(run):
+    records = [{"url": f"https://a.example/{i}.png"} for i in range(200)]
+    result = run("pp-link", "--url", "-j", "8", input=jsonl(records))
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [r["url"] for r in records]
+    assert result.stderr == ""
+
+
+def test_positional_paths(run):
+    result = run("pp-link", "a.png", "b.png", "--url")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "argument 1" in result.stderr and "argument 2" in result.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(run):
+    for args in (["--md", "--html"], ["--rewrite", "no-equals-sign"], ["-j", "0"], ["--bogus"]):
+        result = run("pp-link", *args, input="")
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip()
+
+
+def test_reader_closing_the_pipe_early_is_quiet(env, tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(jsonl([{"url": f"https://a.example/{i}.png", "pad": "x" * 200} for i in range(50_000)]))
+    shell = f"'{command_path('pp-link')}' --md < '{big}' | head -1; echo \"status ${{PIPESTATUS[0]}}\""
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=60)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "![0](https://a.example/0.png)"
+    assert lines[1] == "status 141"
+    assert result.stderr == ""
+
+
+def test_ctrl_c_writes_finished_records_and_no_half_line(env, tmp_path):
+    proc = subprocess.Popen(
+        [command_path("pp-mark"), "--ledger", str(tmp_path / "l.jsonl")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdin and proc.stdout
+    received = b""
+    for i in range(3):  # one record at a time, so neither pipe fills up
+        proc.stdin.write(json.dumps({"url": f"https://a.example/{i}.png", "pad": "y" * 100_000}).encode() + b"\n")
+        proc.stdin.flush()
+        while received.count(b"\n") < i + 1:
+            chunk = proc.stdout.read1(1 << 20)
+            assert chunk, "pp-mark stopped writing"
+            received += chunk
+    time.sleep(0.2)  # pp-mark now waits for the next line
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=20)
+    output = received + rest
+    assert proc.returncode == 130
+    assert output.endswith(b"\n")
+    assert [r["url"] for r in parse_jsonl(output.decode())] == [f"https://a.example/{i}.png" for i in range(3)]
+    assert b"interrupted" in err and b"Traceback" not in err
+    ledger_lines = (tmp_path / "l.jsonl").read_text().splitlines()
+    assert len(ledger_lines) == 3 and all(json.loads(line) for line in ledger_lines)
+
+
+def test_debug_shows_a_traceback_for_an_internal_error(run, tmp_path):
+    # A config file that is a folder is an OSError the command reports as a usage error...
+    (tmp_path / "cfgdir").mkdir()
+    plain = run("pp-link", "--md", input="", extra_env={"PICPIPE_CONFIG": str(tmp_path / "cfgdir")})
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert "cfgdir" in plain.stderr
+
+
+def test_terminal_stdin_without_paths_is_a_usage_error(env):
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([command_path("pp-link"), "--md"], stdin=follower, capture_output=True,
+                                text=True, env=env, timeout=20)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert result.returncode == 2
+    assert "no input" in result.stderr
