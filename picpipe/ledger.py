@@ -10,6 +10,7 @@ has no hash. Its state is the latest record for that identity; backups accumulat
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -81,6 +82,9 @@ class Ledger:
         if self._fd is not None:
             try:
                 os.fsync(self._fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # cannot sync such a file: fine
+                    raise
             finally:
                 os.close(self._fd)
                 self._fd = None
