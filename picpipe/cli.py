@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from picpipe import __version__, console
 from picpipe.errors import PicpipeError, UsageError
@@ -47,7 +47,7 @@ class Command:
 
     # -- shared ------------------------------------------------------------------------
     def build_parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(
+        parser = Parser(
             prog=self.prog,
             description=self.description,
             epilog=f"examples:\n{self.examples}" if self.examples else None,
@@ -59,14 +59,20 @@ class Command:
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         console.prog = self.prog
-        parser = self.build_parser()
-        args = parser.parse_args(argv)
+        from picpipe import config
+
+        # Loaded before the arguments, so that even argparse's messages mask configured secrets;
+        # a broken file is reported after parsing, so that --help still works.
+        try:
+            self.config, config_error = config.load(), None
+        except UsageError as exc:
+            config_error = exc
+        args = self.build_parser().parse_args(argv)
         if getattr(args, "debug", False):
             console.debug = True
         try:
-            from picpipe import config
-
-            self.config = config.load()
+            if config_error is not None:
+                raise config_error
             return self.run(args)
         except UsageError as exc:
             console.error(exc.message, exc.hint)
@@ -82,9 +88,7 @@ class Command:
             return EXIT_INTERRUPTED
         except Exception as exc:  # a bug: say so plainly, trace only on request
             if console.debug:
-                import traceback
-
-                traceback.print_exc()
+                console.traceback(exc)
             console.error(
                 f"internal error: {type(exc).__name__}: {exc}",
                 "run again with --debug (or PICPIPE_DEBUG=1) for a traceback, and report it",
@@ -93,6 +97,16 @@ class Command:
 
     def on_interrupt(self) -> None:
         """After Ctrl-C: a chance to write what was already finished."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its error messages redacted like every other message."""
+
+    def error(self, message: str) -> NoReturn:
+        from picpipe.redact import redact_text
+
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {redact_text(message)}\n")
 
 
 def add_common_options(parser: argparse.ArgumentParser, default_jobs: int | None) -> None:
@@ -154,9 +168,7 @@ def fail_record(record: Record, stage: str, exc: BaseException) -> Record:
                              "check that the file exists and is readable").to_dict(stage)
     else:
         if console.debug:
-            import traceback
-
-            traceback.print_exception(exc)
+            console.traceback(exc)
         error = PicpipeError("internal", f"{type(exc).__name__}: {exc}",
                              "this is a picpipe bug: re-run with --debug and report it").to_dict(stage)
     return {**record, "error": error}

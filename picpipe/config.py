@@ -112,6 +112,8 @@ class Config:
                 f"add [profiles.{name}] with a type to {self.path or config_path()}, "
                 f"or set {env_name(name, 'type')}; types: {', '.join(TYPE_KEYS)}",
             )
+        if env_name(name, "type") in self.environ:  # first: the type says which other keys to read
+            values["type"] = self.environ[env_name(name, "type")]
         for key in (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ())):
             if env_name(name, key) in self.environ:
                 values[key] = self.environ[env_name(name, key)]
@@ -184,9 +186,12 @@ def _check(config: Config) -> None:
                              "use letters, digits, '-' and '_', and none of: " + ", ".join(sorted(RESERVED_NAMES)))
         known = (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ()))
         for key, value in values.items():
-            if redact.is_secret_key(key) and isinstance(value, str) and not value.startswith("env:"):
-                redact.register(value)
-                literal_secret = True
+            if redact.is_secret_key(key) and isinstance(value, str):
+                if value.startswith("env:"):
+                    redact.register(config.environ.get(value[4:]))
+                else:
+                    redact.register(value)
+                    literal_secret = True
             if values.get("type") in TYPE_KEYS and key not in known:
                 console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
     if literal_secret and where is not None and os.name == "posix":

@@ -31,3 +31,15 @@ def warn(message: str) -> None:
 def error(message: str, hint: str | None = None) -> None:
     say(f"error: {message}" + (f"\n  hint: {redact_text(hint)}" if hint else ""))
 
+
+
+def traceback(exc: BaseException) -> None:
+    """The traceback of `exc`, for --debug: redacted like every other message."""
+    import traceback as tb
+
+    text = "".join(tb.format_exception(exc))
+    try:
+        sys.stderr.write(redact_text(text))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

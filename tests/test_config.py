@@ -1,0 +1,116 @@
+"""Configuration: TOML profiles, env: indirection, PICPIPE_* and flag overrides, warnings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from picpipe import config, redact
+from picpipe.errors import UsageError
+
+TOML = """
+ledger = "~/my-ledger.jsonl"
+
+[link]
+format = "html"
+
+[profiles.nutstore]
+type = "webdav"
+url = "https://dav.jianguoyun.com/dav/picpipe/"
+user = "me@example.com"
+password = "env:NUTSTORE_APP_PASSWORD"
+
+[profiles.blog-cdn]
+type = "qiniu"
+bucket = "blog"
+access_key = "AK-literal-value"
+secret_key = "SK-literal-value"
+base_url = "https://img.example.com"
+"""
+
+
+def write(tmp_path, text: str = TOML, mode: int = 0o600):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_profiles_env_indirection_and_precedence(tmp_path, capsys):
+    path = write(tmp_path)
+    environ = {"NUTSTORE_APP_PASSWORD": "app-pass-1234", "PICPIPE_BLOG_CDN_BUCKET": "blog-from-env"}
+    cfg = config.load(path, environ)
+    nut = cfg.profile("nutstore")
+    assert nut == {"type": "webdav", "url": "https://dav.jianguoyun.com/dav/picpipe/", "user": "me@example.com",
+                   "password": "app-pass-1234", "name": "nutstore"}
+    cdn = cfg.profile("blog-cdn", {"base_url": "https://flag.example.com", "region": None})
+    assert cdn["bucket"] == "blog-from-env"            # environment beats the file
+    assert cdn["base_url"] == "https://flag.example.com"  # flags beat both
+    assert "region" not in cdn                          # an unset flag changes nothing
+    assert cfg.ledger() == os.path.expanduser("~/my-ledger.jsonl")
+    assert cfg.section("link") == {"format": "html"}
+    assert capsys.readouterr().err == ""  # 0600 file, known keys: no warning
+
+
+def test_a_type_name_is_a_profile_and_env_only_profiles_work(tmp_path):
+    cfg = config.Config(None, {}, {})
+    assert cfg.profile("local") == {"type": "local", "name": "local"}
+    env = {"PICPIPE_MYS3_TYPE": "s3", "PICPIPE_MYS3_BUCKET": "b", "PICPIPE_MYS3_SECRET_KEY": "sk-from-env-99"}
+    cfg = config.Config(None, {}, env)
+    assert cfg.profile("mys3") == {"type": "s3", "bucket": "b", "secret_key": "sk-from-env-99", "name": "mys3"}
+    assert redact.mask_registered("x sk-from-env-99 y") == "x *** y"
+
+
+def test_missing_default_file_is_empty_but_an_explicit_one_must_exist(tmp_path):
+    assert config.load(environ={"XDG_CONFIG_HOME": str(tmp_path)}).data == {}
+    with pytest.raises(UsageError, match="does not exist"):
+        config.load(environ={"PICPIPE_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_config_path_follows_xdg():
+    assert config.config_path({"XDG_CONFIG_HOME": "/x"}) == config.Path("/x/picpipe/config.toml")
+    assert config.config_path({"PICPIPE_CONFIG": "/y/c.toml", "XDG_CONFIG_HOME": "/x"}) == config.Path("/y/c.toml")
+
+
+@pytest.mark.parametrize(
+    ("name", "environ", "message"),
+    [
+        ("nutstore", {}, "NUTSTORE_APP_PASSWORD is not set"),
+        ("nope", {}, "no profile named 'nope'"),
+        ("bad name!", {}, "bad profile name"),
+    ],
+)
+def test_profile_errors_are_usage_errors_with_hints(tmp_path, name, environ, message):
+    cfg = config.load(write(tmp_path), environ)
+    with pytest.raises(UsageError, match=message) as info:
+        cfg.profile(name)
+    assert info.value.hint
+
+
+def test_bad_toml_and_bad_shapes(tmp_path):
+    with pytest.raises(UsageError, match="not valid TOML"):
+        config.load(write(tmp_path, "[profiles.x\ntype = 1"), {})
+    with pytest.raises(UsageError, match="bad profile name"):
+        config.load(write(tmp_path, '[profiles.link]\ntype = "local"\n'), {})
+    with pytest.raises(UsageError, match="has type 'ftp'"):
+        config.load(write(tmp_path, '[profiles.x]\ntype = "ftp"\n'), {}).profile("x")
+
+
+def test_warnings_for_readable_secrets_and_unknown_keys(tmp_path, capsys):
+    config.load(write(tmp_path, mode=0o644), {"NUTSTORE_APP_PASSWORD": "x"})
+    err = capsys.readouterr().err
+    assert "readable by other users" in err and "chmod 600" in err
+    # only env: references: nothing secret in the file, no warning
+    config.load(write(tmp_path, '[profiles.n]\ntype = "webdav"\npassword = "env:P"\n', mode=0o644), {})
+    assert capsys.readouterr().err == ""
+    config.load(write(tmp_path, '[profiles.q]\ntype = "qiniu"\nbukcet = "typo"\n[extra]\n'), {})
+    err = capsys.readouterr().err
+    assert "unknown key 'bukcet'" in err and "unknown top-level key 'extra'" in err
+
+
+def test_cli_reports_config_errors_with_exit_2(run, tmp_path):
+    path = write(tmp_path, "this is = not toml [")
+    result = run("pp-link", "--md", input="", extra_env={"PICPIPE_CONFIG": str(path)})
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr

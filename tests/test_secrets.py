@@ -1,0 +1,97 @@
+"""A configured secret never reaches stdout, stderr or the ledger, whatever fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SENTINEL, jsonl
+from httpfixture import running
+from picpipe import redact
+
+ENV_SECRET = "EnvSecret-7c1e-never-print"
+FLAG_SECRET = "Pass-From-Env-Ref-92ad"
+
+
+@pytest.fixture
+def secret_env(tmp_path, env):
+    config = tmp_path / "config" / "picpipe" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        "[profiles.nutstore]\n"
+        'type = "webdav"\nurl = "https://dav.jianguoyun.com/dav/p/"\nuser = "me"\n'
+        f'password = "{SENTINEL}"\n'
+        "[profiles.cos]\n"
+        'type = "tencent"\nsecret_id = "env:COS_ID"\nsecret_key = "env:COS_KEY"\n'
+    )
+    config.chmod(0o644)  # also triggers the readable-secrets warning, which must not quote them
+    env.update(COS_ID="id-not-secret-enough", COS_KEY=FLAG_SECRET, PICPIPE_SMMS_TOKEN=ENV_SECRET)
+    return env
+
+
+SECRETS = (SENTINEL, ENV_SECRET, FLAG_SECRET)
+
+
+def leaks(*texts: str) -> list[str]:
+    return [s for s in SECRETS for t in texts if s in t]
+
+
+def test_records_that_carry_secrets(run, secret_env, tmp_path):
+    records = [
+        {"url": f"https://me:{SENTINEL}@dav.example/a.png", "note": f"pw {ENV_SECRET}"},
+        {"url": "https://x.example/b.png", "password": FLAG_SECRET, "nested": {"token": SENTINEL}},
+        {"path": "c.png", "error": {"stage": "upload", "type": "http_401", "message": f"bad auth {SENTINEL}"}},
+    ]
+    data = jsonl(records) + f'{{"broken": "{SENTINEL}\n' + f"/photos/{ENV_SECRET}.png\n"
+    ledger = tmp_path / "l.jsonl"
+    tee = run("pp-mark", "--ledger", str(ledger), input=data, extra_env=secret_env)
+    link = run("pp-link", "--template", "{note} {url} $url", input=tee.stdout, extra_env=secret_env)
+    found = run("pp-mark", "--ledger", str(ledger), "find", extra_env=secret_env)
+    assert tee.returncode == 1 and link.returncode == 1
+    assert "readable by other users" in tee.stderr
+    assert tee.stdout.count("\n") == 5  # every record still went through, masked
+    assert "***" in tee.stdout and "***" in link.stdout
+    assert leaks(tee.stdout, tee.stderr, link.stdout, link.stderr, found.stdout, found.stderr,
+                 ledger.read_text()) == []
+    assert "password" not in ledger.read_text() and "token" not in ledger.read_text()
+
+
+def test_usage_errors_and_debug_tracebacks(run, secret_env, tmp_path):
+    bad_flag = run("pp-link", "-j", SENTINEL, extra_env=secret_env)
+    bad_rule = run("pp-link", "--rewrite", FLAG_SECRET, input="", extra_env=secret_env)
+    no_ledger = run("pp-mark", "--ledger", str(tmp_path / ENV_SECRET), "find", "--debug", extra_env=secret_env)
+    assert bad_flag.returncode == 2 and bad_rule.returncode == 2 and no_ledger.returncode == 2
+    assert leaks(bad_flag.stderr, bad_rule.stderr, no_ledger.stderr) == []
+
+
+def test_broken_config_file_with_a_secret(run, env, tmp_path):
+    config = tmp_path / "broken.toml"
+    config.write_text(f'[profiles.x]\npassword = "{SENTINEL}\n')
+    result = run("pp-link", input="", extra_env={**env, "PICPIPE_CONFIG": str(config)})
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+    assert SENTINEL not in result.stderr
+
+
+def test_check_and_import_failures(run, secret_env, tmp_path):
+    with running() as server:
+        dead = server.url(f"/missing.png?token={SENTINEL}").replace("http://", f"http://u:{ENV_SECRET}@")
+        check = run("pp-mark", "check", "-", input=jsonl([{"url": dead}]), extra_env=secret_env)
+    assert check.returncode == 1 and "http_404" in check.stdout
+    mark = tmp_path / "mark.json"
+    mark.write_text(json.dumps({"images": [{"space": "NutStore", "url": "https://i.example/a.png", "time": 1,
+                                            "path": f"https://me:{FLAG_SECRET}@dav.example/a.png",
+                                            "password": SENTINEL}]}))
+    ledger = tmp_path / "l.jsonl"
+    imported = run("pp-mark", "--ledger", str(ledger), "import", str(mark), extra_env=secret_env)
+    assert imported.returncode == 0
+    assert leaks(check.stdout, check.stderr, imported.stdout, imported.stderr, ledger.read_text()) == []
+
+
+def test_redact_text_shapes():
+    assert redact.redact_text("GET https://bob:hunter2@h.example/x?token=abc&X-Amz-Signature=def") == (
+        "GET https://bob:***@h.example/x?token=***&X-Amz-Signature=***")
+    assert redact.redact_text("Authorization: Bearer ghp_abcdef") == "Authorization: Bearer ***"
+    redact.register("abc")  # too short to mask safely everywhere
+    assert redact.mask_registered("abc") == "abc"
+    assert redact.drop_secret_fields({"a": [{"Secret-Key": 1, "b": 2}]}) == {"a": [{"b": 2}]}
