@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable, Sequence
-
 from typing import TYPE_CHECKING, NoReturn
 
 from picpipe import __version__, console

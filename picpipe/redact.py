@@ -9,6 +9,7 @@ is replaced by `***` whatever failed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 MASK = "***"
@@ -47,7 +48,7 @@ _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
 # Credentials that have a recognisable shape even when nobody registered them.
-_SHAPES = [
+_SHAPES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), r"\1" + MASK + "@"),
     (
         re.compile(r"(?i)\b(authorization|x-picgo-secret|x-api-key)(\"?\s*[:=]\s*\"?)(?:(bearer|basic|token|digest)\s+)?[^\s\"',;]+"),
@@ -86,7 +87,7 @@ def redact_text(text: str) -> str:
     """Mask registered secrets and credential-shaped substrings: for messages meant for people."""
     text = mask_registered(text)
     for shape, replacement in _SHAPES:
-        text = shape.sub(replacement, text)  # type: ignore[arg-type]
+        text = shape.sub(replacement, text)
     return text
 
 

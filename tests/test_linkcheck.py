@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import ROOT
 from httpfixture import ALL_HOSTS, LocalServer, closed_port, running, self_signed_context
-
 from picpipe import __version__
 from picpipe.linkcheck import check_urls, new_session, probe_url
 

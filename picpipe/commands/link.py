@@ -49,7 +49,8 @@ class LinkCommand(StreamCommand):
         try:
             self.rewrite = [parse_rewrite(rule) for rule in rules]
         except ValueError as exc:
-            raise UsageError(str(exc), "for example: --rewrite https://old.example.com/=https://new.example.com/") from None
+            hint = "for example: --rewrite https://old.example.com/=https://new.example.com/"
+            raise UsageError(str(exc), hint) from None
         self.json = args.json
         # In text mode every error record leaves the stream here, so `write` reports them all.
         self.report_new_errors = self.json
@@ -67,10 +68,11 @@ class LinkCommand(StreamCommand):
             self.out.text(record["link"])
 
 
-def _as_list(value: object) -> list[str]:
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """`rewrite` in the config may be one rule or a list; PICPIPE_LINK_REWRITE is one rule."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]  # type: ignore[union-attr]
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def main() -> int:
