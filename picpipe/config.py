@@ -26,7 +26,6 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,14 @@ def env_name(*parts: str) -> str:
     return "_".join(["PICPIPE", *(p.upper().replace("-", "_") for p in parts)])
 
 
-@dataclass
 class Config:
     """A loaded configuration file (possibly none) plus the environment it resolves against."""
 
-    path: Path | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    def __init__(self, path: Path | None = None, data: dict[str, Any] | None = None,
+                 environ: Mapping[str, str] = os.environ) -> None:
+        self.path = path
+        self.data = data or {}
+        self.environ = environ
 
     @property
     def profiles(self) -> dict[str, dict[str, Any]]:
