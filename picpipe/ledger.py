@@ -69,6 +69,7 @@ class Ledger:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         self._fd: int | None = None
+        self._end = -1  # file size right after our last append
 
     # -- writing ---------------------------------------------------------------------------
     def open(self) -> Ledger:
@@ -102,24 +103,25 @@ class Ledger:
 
         self.open()
         assert self._fd is not None
-        with no_interrupt():
+        with no_interrupt:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 yield self._fd
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    @staticmethod
-    def _write(fd: int, entries: list[Record]) -> int:
+    def _write(self, fd: int, entries: list[Record]) -> int:
         if not entries:
             return 0
         data = "".join(mask_registered(dumps(entry)) + "\n" for entry in entries).encode("utf-8")
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
+        # The file ends where our last line ended: its last byte is our newline, no need to look.
+        if size and size != self._end and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # fence off a torn line left by a crashed writer
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        self._end = size + len(data)
         return len(entries)
 
     def append(self, entries: Iterable[Record]) -> int:

@@ -34,9 +34,16 @@ def _quote_keeping_escapes(text: str, safe: str) -> str:
     return "".join(out)
 
 
+# A URL made only of these (and well-formed %XX escapes) needs no encoding: the common case.
+_ALREADY_ENCODED = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+
+
 def encode_url(url: str) -> str:
     """A URL with spaces and non-ASCII characters encoded (IDNA host, UTF-8 %-escapes), once."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if _ALREADY_ENCODED.fullmatch(url):
+        return url
+    parts = urlsplit(url)
     netloc = parts.netloc
     if parts.hostname and not parts.hostname.isascii():
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 MASK = "***"
@@ -73,6 +74,7 @@ def register(value: object) -> None:
         _pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
 
 
+@lru_cache(maxsize=4096)  # field names repeat in every record of a stream
 def is_secret_key(name: str) -> bool:
     """True for setting or field names that hold credentials (`secret_key`, `Password`, ...)."""
     return name.lower().replace("-", "_") in SECRET_KEYS

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any, BinaryIO, NamedTuple
 
 from picpipe import console
@@ -123,17 +122,46 @@ def dumps(record: Record) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-@contextmanager
-def no_interrupt() -> Iterator[None]:
-    """Hold SIGINT back while a line is written, so Ctrl-C never leaves half a line."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+class _HoldInterrupts:
+    """Hold Ctrl-C back while a line is written, so that it never leaves half a line.
+
+    A SIGINT that arrives inside the block only sets a flag (the interrupted write resumes,
+    PEP 475); KeyboardInterrupt is raised when the block ends. Cheaper than masking the signal
+    around every record, and a no-op outside the main thread or with a custom SIGINT handler.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        self.installed = True
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> None:
+        if not self.installed:
+            self.install()
+        self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.pending and not self.depth:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+#: `with no_interrupt:` around anything that must not be cut in half (a record, a ledger append).
+no_interrupt = _HoldInterrupts()
 
 
 class Progress:
@@ -175,7 +203,7 @@ class Output:
 
     def _write(self, text: str) -> None:
         data = (mask_registered(text) + "\n").encode("utf-8")
-        with no_interrupt():
+        with no_interrupt:
             self.stream.write(data)
             self.stream.flush()
         self.progress.tick()
