@@ -65,9 +65,9 @@ def main() -> int:
 
         case("start-up: --version, 20 runs", f"for i in $(seq 20); do {link} --version; done",
              "jq --version", f"for i in $(seq 20); do {jq} --version; done" if jq else None)
+        markdown = '"![" + (.source|split("/")[-1]|rtrimstr(".png")) + "](" + .url + ")"'
         case(f"pp-link --md, {RECORDS} records", f"{link} --md < {data}",
-             "jq -r (same Markdown)", f"{jq} -r '\"![\" + (.source|split(\"/\")[-1]|rtrimstr(\".png\")) + \"](\" + .url "
-             f"+ \")\"' < {data}" if jq else None)
+             "jq -r (same Markdown)", f"{jq} -r '{markdown}' < {data}" if jq else None)
         case(f"pp-mark tee into a ledger, {RECORDS} records",
              f"rm -f {tmp}/l1; {mark} --ledger {tmp}/l1 < {data}",
              "tee -a (append only)", f"rm -f {tmp}/l2; tee -a {tmp}/l2 < {data}")
