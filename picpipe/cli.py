@@ -200,7 +200,9 @@ class StreamCommand(Command):
     def handle(self, item: Item) -> tuple[Item, Record]:
         """Run `process` for one item; error records from earlier stages pass through untouched."""
         record = item.record
-        if "error" in record:
+        if "error" in record:  # an earlier stage's error passes through; a bad input line is ours to tell
+            if item.bad_input and self.report_new_errors:
+                say_error(item.where, record)
             return item, record
         try:
             result = self.process(record)

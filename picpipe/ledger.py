@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from picpipe.redact import drop_secret_fields, mask_registered
-from picpipe.stream import Record, dumps, no_interrupt
+from picpipe.redact import drop_secret_fields
+from picpipe.stream import Record, encode_line, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
 
 #: Fields that describe one pass through a pipeline, not the image: not kept in the ledger.
@@ -54,7 +54,7 @@ def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
     for key in ("path", "source"):
         if isinstance(entry.get(key), str) and entry[key] and not os.path.isabs(entry[key]):
             entry[key] = os.path.abspath(entry[key])
-    entry.setdefault("marked_at", marked_at or now_iso())
+    entry["marked_at"] = marked_at or now_iso()  # when this state was seen: the latest one wins
     return drop_secret_fields(entry)
 
 
@@ -113,7 +113,7 @@ class Ledger:
     def _write(self, fd: int, entries: list[Record]) -> int:
         if not entries:
             return 0
-        data = "".join(mask_registered(dumps(entry)) + "\n" for entry in entries).encode("utf-8")
+        data = b"".join(encode_line(entry) for entry in entries)
         size = os.fstat(fd).st_size
         # The file ends where our last line ended: its last byte is our newline, no need to look.
         if size and size != self._end and os.pread(fd, 1, size - 1) != b"\n":
@@ -204,7 +204,12 @@ def _union_backups(*records: Mapping[str, Any]) -> list[Any]:
 
 
 def resolve(entries: Iterable[Record]) -> list[Record]:
-    """Fold ledger lines into one state per identity: the newest record, with all backups."""
+    """Fold ledger lines into one state per identity.
+
+    The newer record's fields win over the older one's, fields only the older one has stay
+    (an imported gallery entry's host next to a mark.json entry's backups), backups accumulate,
+    and a newer record without `deleted_at` (uploaded again) lifts an older deletion.
+    """
     states: dict[tuple[str, ...], Record] = {}
     for entry in entries:
         key = identity(entry)
@@ -212,7 +217,10 @@ def resolve(entries: Iterable[Record]) -> list[Record]:
         if old is None:
             states[key] = entry
             continue
-        state = dict(entry if _newer(entry, old) else old)
+        older, newer = (old, entry) if _newer(entry, old) else (entry, old)
+        state = {**older, **newer}
+        if "deleted_at" not in newer:
+            state.pop("deleted_at", None)
         backups = _union_backups(old, entry)
         if backups:
             state["backups"] = backups
@@ -244,7 +252,10 @@ def matches(
             return False
     if source is not None:
         value = str(record.get("source") or record.get("path") or "")
-        target = value if "/" in source or os.sep in source else os.path.basename(value)
+        if "/" in source or os.sep in source:  # a path glob; the ledger keeps absolute paths
+            target, source = value, os.path.abspath(source)
+        else:
+            target = os.path.basename(value)
         if not fnmatch.fnmatchcase(target, source):
             return False
     return True

@@ -42,11 +42,15 @@ SECRET_KEYS = frozenset(
     }
 )
 
-#: Shorter values are not registered: masking "abc" everywhere would corrupt URLs and paths.
+#: Shorter values are not registered: masking "abc" in every message would garble it.
 MIN_SECRET_LENGTH = 4
+#: Inside record values a secret is masked as a substring only from this length on; a shorter
+#: one ("2026", "photo") only where a whole value equals it, so URLs and dates stay intact.
+MIN_SUBSTRING_LENGTH = 8
 
 _secrets: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+_pattern: re.Pattern[str] | None = None  # every secret: for messages
+_data_pattern: re.Pattern[str] | None = None  # long secrets: for record values
 
 # Credentials that have a recognisable shape even when nobody registered them.
 _SHAPES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
@@ -65,13 +69,18 @@ _SHAPES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
 ]
 
 
+def _alternation(values: set[str]) -> re.Pattern[str] | None:
+    # Longest first, so a secret that contains another is masked whole.
+    return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))) if values else None
+
+
 def register(value: object) -> None:
     """Remember a secret value so that every sink masks it from now on."""
-    global _pattern
+    global _pattern, _data_pattern
     if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH and value not in _secrets:
         _secrets.add(value)
-        # Longest first, so a secret that contains another is masked whole.
-        _pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+        _pattern = _alternation(_secrets)
+        _data_pattern = _alternation({v for v in _secrets if len(v) >= MIN_SUBSTRING_LENGTH})
 
 
 @lru_cache(maxsize=4096)  # field names repeat in every record of a stream
@@ -81,8 +90,26 @@ def is_secret_key(name: str) -> bool:
 
 
 def mask_registered(text: str) -> str:
-    """Mask registered secret values only: safe for record fields such as URLs."""
+    """Mask every registered secret in a message."""
     return _pattern.sub(MASK, text) if _pattern is not None else text
+
+
+def mask_data(value: Any) -> Any:
+    """A record (or any JSON value) with registered secrets masked in its strings.
+
+    Works on values, before JSON escaping, so a secret holding `"` or `\\` is found too.
+    """
+    if _pattern is None:
+        return value
+    if isinstance(value, str):
+        if value in _secrets:
+            return MASK
+        return _data_pattern.sub(MASK, value) if _data_pattern is not None else value
+    if isinstance(value, dict):
+        return {k: mask_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_data(v) for v in value]
+    return value
 
 
 def redact_text(text: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from picpipe import console
-from picpipe.redact import mask_registered
+from picpipe.redact import mask_data
 
 #: Longer input lines are refused (as error records) instead of filling memory.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -33,6 +33,8 @@ class Item(NamedTuple):
 
     where: str
     record: Record
+    #: The record is an input error made right here (bad JSON, bad encoding): report it here.
+    bad_input: bool = False
 
 
 def input_error(where: str, type: str, message: str, hint: str, raw: str | None) -> Record:
@@ -42,28 +44,34 @@ def input_error(where: str, type: str, message: str, hint: str, raw: str | None)
     return record
 
 
+#: First characters of a line that may be JSON; the rest are paths without a look.
+_JSON_START = frozenset('{["-0123456789tfn')
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def parse_line(text: str, where: str) -> Record | None:
     """A record from one input line; None for a blank line."""
     stripped = text.strip()
     if not stripped:
         return None
-    if stripped[0] in "{[\"":
+    if stripped[0] in _JSON_START:
         try:
             value = json.loads(stripped)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             if stripped[0] == "{":
-                return input_error(
-                    where, "bad_json", f"invalid JSON at column {exc.colno}: {exc.msg}",
-                    "each line must be one JSON object, or a file path", text,
-                )
+                problem = (f"at column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
+                           else "nested too deep")
+                return input_error(where, "bad_json", f"invalid JSON {problem}",
+                                   "each line must be one JSON object, or a file path", text)
         else:
             if isinstance(value, dict):
                 return value
             return input_error(
-                where, "not_an_object", f"a JSON {type(value).__name__} is not a record",
-                "each line must be one JSON object ({...}), or a file path", text,
+                where, "not_an_object", f"a JSON {_JSON_KINDS.get(type(value), 'value')} is not a record",
+                f"each line must be one JSON object ({{...}}) or a file path; for a file named {stripped}, "
+                f"write ./{stripped}", text,
             )
-    # A bare path (ls, find, fd, xargs). `[draft] a.png` that is no JSON is a path too.
+    # A bare path (ls, find, fd, xargs). `[draft] a.png` or `2024.png`, which are no JSON, too.
     return {"path": text.rstrip("\r\n")}
 
 
@@ -89,20 +97,19 @@ def read_stream(stream: BinaryIO) -> Iterator[Item]:
         where = f"line {number}"
         if not complete:
             yield Item(where, input_error(where, "line_too_long", f"longer than {MAX_LINE_BYTES} bytes",
-                                          "split the input into one record per line", None))
+                                          "split the input into one record per line", None), True)
             continue
         try:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError:
             raw = chunk.decode("utf-8", "backslashreplace").rstrip("\r\n")
             yield Item(where, input_error(where, "bad_encoding", "not valid UTF-8",
-                                          "convert the input to UTF-8 (iconv -t UTF-8)", raw))
+                                          "convert the input to UTF-8 (iconv -t UTF-8)", raw), True)
             continue
-        if number == 1:
-            text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools
+        text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools (also mid-stream, after cat)
         record = parse_line(text.rstrip("\r\n"), where)
         if record is not None:
-            yield Item(where, record)
+            yield Item(where, record, record.get("raw") is not None and "error" in record)
 
 
 def read_items(paths: Iterable[str], stdin: BinaryIO | None = None) -> Iterator[Item]:
@@ -120,6 +127,19 @@ def read_items(paths: Iterable[str], stdin: BinaryIO | None = None) -> Iterator[
 
 def dumps(record: Record) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_line(record: Record) -> bytes:
+    """One output line: compact UTF-8 JSON, secrets masked.
+
+    A lone surrogate (`"\\udcff"` in the input) cannot be UTF-8: that record is written with
+    ASCII escapes instead, which is the same JSON value, rather than stopping the stream.
+    """
+    record = mask_data(record)
+    try:
+        return (dumps(record) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
 
 class _HoldInterrupts:
@@ -143,9 +163,9 @@ class _HoldInterrupts:
         self.installed = True
 
     def _on_sigint(self, signum: int, frame: object) -> None:
-        if self.depth:
+        if self.depth and not self.pending:
             self.pending = True
-        else:
+        else:  # outside a write, or a second Ctrl-C while a write is stuck on a full pipe
             raise KeyboardInterrupt
 
     def __enter__(self) -> None:
@@ -201,8 +221,7 @@ class Output:
         self.errors = 0
         self.progress = Progress(not quiet, noun)
 
-    def _write(self, text: str) -> None:
-        data = (mask_registered(text) + "\n").encode("utf-8")
+    def _write(self, data: bytes) -> None:
         with no_interrupt:
             self.stream.write(data)
             self.stream.flush()
@@ -212,10 +231,10 @@ class Output:
         """Write one record as a JSON line; an error record counts toward exit status 1."""
         if "error" in record:
             self.errors += 1
-        self._write(dumps(record))
+        self._write(encode_line(record))
 
     def text(self, line: str) -> None:
-        self._write(line)
+        self._write((mask_data(line) + "\n").encode("utf-8", "backslashreplace"))
 
     def report(self, item_where: str, record: Record) -> None:
         """Tell a person about an error record that leaves the JSON stream here (text output)."""

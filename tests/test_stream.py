@@ -30,7 +30,7 @@ def test_json_objects_paths_and_blank_lines():
 @pytest.mark.parametrize(
     ("line", "type_"),
     [('{"path": "a.png"', "bad_json"), ("{oops}", "bad_json"),
-     ("[1, 2]", "not_an_object"), ('"a.png"', "not_an_object")],
+     ("[1, 2]", "not_an_object"), ('"a.png"', "not_an_object"), ("42", "not_an_object"), ("null", "not_an_object")],
 )
 def test_bad_json_lines_become_error_records_naming_the_line(line, type_):
     items = items_of(b'{"path": "ok.png"}\n' + line.encode() + b'\n{"path": "after.png"}\n')

@@ -118,6 +118,8 @@ class FindCommand(LedgerCommand):
         parser.add_argument("--since", metavar="TIME", help="uploaded at or after TIME (2024-01-31 or ISO 8601)")
         parser.add_argument("--source", metavar="GLOB",
                             help="original file: a path glob, or a file-name glob when it has no '/'")
+        parser.add_argument("--deleted", action="store_true",
+                            help="include images deleted from their host (tombstones with deleted_at)")
 
     def run(self, args: argparse.Namespace) -> int:
         if args.since:
@@ -135,7 +137,7 @@ class FindCommand(LedgerCommand):
         out = Output(quiet=args.quiet)
         filters = {k: getattr(args, k) for k in ("url", "sha256", "host", "since", "source")}
         for state in ledger.states(self.bad_line(ledger)):
-            if matches(state, **filters):
+            if (args.deleted or not state.get("deleted_at")) and matches(state, **filters):
                 out.record(state)
         self.report_bad_lines()
         return 0
@@ -162,7 +164,7 @@ class MergeCommand(LedgerCommand):
         entries: list[Record] = []
         for name in args.files:
             source = Ledger(name if name != "-" else "/dev/stdin")
-            if name != "-" and not source.path.is_file():
+            if name != "-" and not source.path.exists() or source.path.is_dir():
                 raise UsageError(f"{name}: no such ledger file")
             entries.extend(entry for _, entry in source.lines(self.bad_line(source)))
         added, present = ledger.add_new(entries, self.bad_line(ledger))
