@@ -114,8 +114,8 @@ def add_common_options(parser: argparse.ArgumentParser, default_jobs: int | None
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     if default_jobs is not None:
         parser.add_argument(
-            "-j", "--jobs", type=positive_int, default=default_jobs, metavar="N",
-            help=f"work on N records at once; output keeps input order (default {default_jobs})",
+            "-j", "--jobs", type=jobs_int, default=default_jobs, metavar="N",
+            help=f"work on N records at once, 1 to {MAX_JOBS}; output keeps input order (default {default_jobs})",
         )
 
 
@@ -126,6 +126,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
+    return value
+
+
+#: Threads are cheap but not free: more than this is a typo, not a plan.
+MAX_JOBS = 256
+
+
+def jobs_int(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_JOBS}: {text}")
     return value
 
 

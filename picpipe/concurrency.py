@@ -5,8 +5,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:  # imported when a pool starts: concurrent.futures pulls in logging (10+ ms)
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,6 +46,8 @@ class DaemonPool:
                     future.set_exception(exc)
 
     def submit(self, fn: Callable[..., R], /, *args: Any) -> Future[R]:
+        from concurrent.futures import Future
+
         future: Future[R] = Future()
         self._tasks.put((future, fn, args))
         return future
@@ -82,6 +86,8 @@ class OrderedMap(Iterator[R]):
                 self._slots.acquire()
                 self._futures.put(self._executor.submit(self._fn, item))
         except BaseException as exc:  # reading the input failed: the consumer re-raises it
+            from concurrent.futures import Future
+
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             self._futures.put(failed)

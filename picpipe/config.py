@@ -81,13 +81,17 @@ class Config:
     def profiles(self) -> dict[str, dict[str, Any]]:
         return self.data.get("profiles", {})
 
-    def section(self, name: str) -> dict[str, Any]:
-        """A settings table such as [link], with PICPIPE_LINK_<KEY> overrides."""
-        values = dict(self.data.get(name, {}))
-        for key in SECTIONS[name]:
-            if env_name(name, key) in self.environ:
-                values[key] = self.environ[env_name(name, key)]
-        return {k: self._resolve(f"[{name}]", k, v) for k, v in values.items()}
+    def section_layers(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A settings table such as [link] as (PICPIPE_LINK_<KEY> values, file values).
+
+        Kept apart so that a command can let a whole layer win (PICPIPE_LINK_FORMAT beats a
+        `template` in the file); `resolve` follows `env:` only for the values actually used.
+        """
+        env = {key: self.environ[env_name(name, key)] for key in SECTIONS[name] if env_name(name, key) in self.environ}
+        return env, dict(self.data.get(name, {}))
+
+    def resolve(self, where: str, key: str, value: Any) -> Any:
+        return self._resolve(where, key, value)
 
     def ledger(self) -> str | None:
         """The ledger path from PICPIPE_LEDGER or the file's `ledger` key, if either is set."""
@@ -170,12 +174,38 @@ def _register_environment_secrets(environ: Mapping[str, str]) -> None:
             redact.register(value)
 
 
+#: Expected shapes of the settings outside [profiles]: (python types, how to say it).
+SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "ledger": ((str,), "a file path string"),
+    "link.format": ((str,), "a string: md, html, url or bbcode"),
+    "link.template": ((str,), "a template string"),
+    "link.rewrite": ((str, list), 'a string "OLD=NEW" or a list of them'),
+}
+
+
+def _check_type(where: Path | None, name: str, value: Any) -> None:
+    types, expected = SETTING_TYPES[name]
+    if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+        raise UsageError(f"{where}: {name} must be {expected}, not {value!r}", "see the example in README.md")
+
+
 def _check(config: Config) -> None:
-    """Validate names and keys, register literal secrets, warn about readable secret files."""
+    """Validate names, keys and types, register literal secrets, warn about readable secret files."""
     data, where = config.data, config.path
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             console.warn(f"{where}: unknown top-level key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
+    if "ledger" in data:
+        _check_type(where, "ledger", data["ledger"])
+    for section, keys in SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: {section} must be a table ([{section}])", "see the example in README.md")
+        for key, value in table.items():
+            if key not in keys:
+                console.warn(f"{where}: [{section}] has unknown key {key!r} (known: {', '.join(keys)})")
+            else:
+                _check_type(where, f"{section}.{key}", value)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UsageError(f"{where}: [profiles] must hold tables such as [profiles.NAME]")

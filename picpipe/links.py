@@ -45,11 +45,14 @@ def encode_url(url: str) -> str:
         return url
     parts = urlsplit(url)
     netloc = parts.netloc
-    if parts.hostname and not parts.hostname.isascii():
+    if not netloc.isascii():
+        userinfo, at, hostport = netloc.rpartition("@")
+        host, colon, port = hostport.rpartition(":") if hostport.rpartition(":")[2].isdigit() else (hostport, "", "")
         try:
-            netloc = netloc.replace(parts.hostname, parts.hostname.encode("idna").decode("ascii"))
+            host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            netloc = _quote_keeping_escapes(netloc, "@:[]")
+            host = _quote_keeping_escapes(host, "[]")
+        netloc = _quote_keeping_escapes(userinfo, ":") + at + host + colon + port
     return urlunsplit((
         parts.scheme,
         netloc,

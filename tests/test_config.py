@@ -49,7 +49,7 @@ def test_profiles_env_indirection_and_precedence(tmp_path, capsys):
     assert cdn["base_url"] == "https://flag.example.com"  # flags beat both
     assert "region" not in cdn                          # an unset flag changes nothing
     assert cfg.ledger() == os.path.expanduser("~/my-ledger.jsonl")
-    assert cfg.section("link") == {"format": "html"}
+    assert cfg.section_layers("link") == ({}, {"format": "html"})
     assert capsys.readouterr().err == ""  # 0600 file, known keys: no warning
 
 
@@ -114,3 +114,26 @@ def test_cli_reports_config_errors_with_exit_2(run, tmp_path):
     result = run("pp-link", "--md", input="", extra_env={"PICPIPE_CONFIG": str(path)})
     assert result.returncode == 2
     assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['link = "md"\n', "ledger = 5\n", "[link]\nrewrite = 5\n", "[link]\ntemplate = 5\n", '[link]\nrewrite = [1]\n'],
+)
+def test_wrongly_typed_settings_are_usage_errors(tmp_path, text):
+    with pytest.raises(UsageError, match="must be"):
+        config.load(write(tmp_path, text), {})
+
+
+def test_link_settings_resolve_env_only_when_used(run, tmp_path):
+    path = write(tmp_path, '[link]\ntemplate = "env:MYTPL"\n')
+    rec = '{"url": "https://x.example/a.png"}\n'
+    # the flag overrides the template, so the unset MYTPL does not matter
+    assert run("pp-link", "--url", input=rec, extra_env={"PICPIPE_CONFIG": str(path)}).stdout == "https://x.example/a.png\n"
+    # the environment layer beats the file's template
+    env_wins = run("pp-link", input=rec, extra_env={"PICPIPE_CONFIG": str(path), "PICPIPE_LINK_FORMAT": "bbcode"})
+    assert env_wins.stdout == "[img]https://x.example/a.png[/img]\n"
+    unset = run("pp-link", input=rec, extra_env={"PICPIPE_CONFIG": str(path)})
+    assert unset.returncode == 2 and "MYTPL is not set" in unset.stderr
+    used = run("pp-link", input=rec, extra_env={"PICPIPE_CONFIG": str(path), "MYTPL": "<$url>"})
+    assert used.stdout == "<https://x.example/a.png>\n"

@@ -38,14 +38,21 @@ class LinkCommand(StreamCommand):
                             help="replace the URL prefix OLD by NEW (repeatable; first match wins)")
 
     def start(self, args: argparse.Namespace) -> None:
-        defaults = self.config.section("link")
-        template = args.template or (None if args.style else defaults.get("template"))
-        self.style = args.style or defaults.get("format") or "md"
-        if template is None and self.style not in STYLES:
-            raise UsageError(f"unknown link format {self.style!r} in the configuration",
-                             f"use one of: {', '.join(STYLES)}")
+        env, file = self.config.section_layers("link")
+        # The first layer that chooses a style wins whole: flags, then PICPIPE_LINK_*, then [link].
+        for where, layer in (("flags", {"template": args.template, "format": args.style}),  # noqa: B007
+                             ("environment", env), ("[link]", file)):
+            if layer.get("template") or layer.get("format"):
+                break
+        else:
+            where, layer = "default", {}
+        template = self.config.resolve(where, "template", layer.get("template"))
+        self.style = self.config.resolve(where, "format", layer.get("format")) or "md"
+        if not template and self.style not in STYLES:
+            raise UsageError(f"unknown link format {self.style!r} ({where})", f"use one of: {', '.join(STYLES)}")
         self.template = Template(template) if template else None
-        rules = args.rewrite or _as_list(defaults.get("rewrite"))
+        rewrite = self.config.resolve("[link]", "rewrite", env.get("rewrite", file.get("rewrite")))
+        rules = args.rewrite or _as_list(rewrite)
         try:
             self.rewrite = [parse_rewrite(rule) for rule in rules]
         except ValueError as exc:
