@@ -78,6 +78,7 @@ class OrderedMap(Iterator[R]):
         self._slots = threading.Semaphore(window or 2 * jobs)
         self._futures: queue.Queue[Any] = queue.Queue()
         self._fn = fn
+        self._current: Future[R] | None = None  # the result the consumer is waiting for
         threading.Thread(target=self._feed, args=(items,), daemon=True).start()
 
     def _feed(self, items: Iterable[T]) -> None:
@@ -99,14 +100,30 @@ class OrderedMap(Iterator[R]):
             if self._own_pool is not None:
                 self._own_pool.shutdown()
             raise StopIteration
+        self._current = future
         try:
-            return future.result()
-        finally:
-            self._slots.release()
+            result = future.result()
+        except BaseException:
+            if future.done():  # the work itself failed; an interrupted wait keeps _current
+                self._current = None
+                self._slots.release()
+            raise
+        self._current = None
+        self._slots.release()
+        return result
 
     def pending(self) -> list[R]:
-        """Results already finished, in order, up to the first one still running."""
+        """Results already finished, in order, up to the first one still running.
+
+        Includes the one the consumer was waiting for when it was interrupted, if it finished;
+        nothing at all if it did not, since what follows it must not overtake it.
+        """
         done: list[R] = []
+        current, self._current = self._current, None
+        if current is not None:
+            if not current.done() or current.exception() is not None:
+                return done
+            done.append(current.result())
         while True:
             try:
                 future = self._futures.get_nowait()

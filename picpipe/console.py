@@ -15,9 +15,17 @@ prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "picpipe"
 debug = os.environ.get("PICPIPE_DEBUG", "") not in ("", "0", "false", "no")
 
 
+#: A progress line is on the terminal: the next message clears it first.
+progress_shown = False
+
+
 def say(message: str) -> None:
     """One line on stderr, prefixed with the command name, secrets masked."""
+    global progress_shown
     try:
+        if progress_shown:
+            sys.stderr.write("\r\033[K")
+            progress_shown = False
         sys.stderr.write(f"{prog}: {redact_text(message)}\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr closed: nothing sensible left to do

@@ -135,10 +135,9 @@ def _check_urls(
         with host_slots(_host(url).lower()):
             return item, probe_url(url, session, timeout, retries)
 
-    try:
-        yield from ordered_map(check, items, jobs)
-    finally:
-        session.close()
+    # The ordered map itself, not a generator around it: its pending() lets a caller that is
+    # interrupted still write the probes already finished. The session closes when collected.
+    return ordered_map(check, items, jobs)
 
 
 def _send(session: requests.Session, method: str, url: str, timeout: float, retries: int) -> requests.Response:

@@ -27,10 +27,11 @@ def _quote_keeping_escapes(text: str, safe: str) -> str:
     """Percent-encode `text`, leaving `%XX` escapes that are already there alone."""
     out, last = [], 0
     for match in _ESCAPE.finditer(text):
-        out.append(quote(text[last:match.start()], safe=safe))
+        out.append(quote(text[last:match.start()], safe=safe, errors="surrogateescape"))
         out.append(match.group(0))
         last = match.end()
-    out.append(quote(text[last:], safe=safe))
+    # surrogateescape: "\udcff", a raw byte that was no UTF-8, goes out as %FF again
+    out.append(quote(text[last:], safe=safe, errors="surrogateescape"))
     return "".join(out)
 
 
@@ -105,7 +106,11 @@ def _url_of(record: Mapping[str, Any], rules: Sequence[tuple[str, str]]) -> str:
     if not isinstance(url, str) or not url.strip():
         raise PicpipeError("no_url", "the record has no url to link to",
                            "pipe the images through pp-upload first, or add a url field")
-    return encode_url(rewrite_url(url.strip(), rules))
+    try:
+        return encode_url(rewrite_url(url.strip(), rules))
+    except UnicodeError:
+        raise PicpipeError("bad_url", "the url holds characters that are not text (lone surrogates)",
+                           "fix the url field of the record") from None
 
 
 def format_link(

@@ -204,13 +204,14 @@ class Progress:
             elapsed = time.monotonic() - self.start
             sys.stderr.write(f"\r{console.prog}: {self.count} {self.noun}, {self.count / elapsed:.0f}/s ")
             sys.stderr.flush()
-            self._shown = True
+            self._shown = console.progress_shown = True
             self._next = time.monotonic() + self.EVERY
 
     def done(self) -> None:
-        if self._shown:
+        if self._shown and console.progress_shown:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+            console.progress_shown = False
 
 
 class Output:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -133,12 +134,50 @@ def test_ctrl_c_writes_finished_records_and_no_half_line(env, tmp_path):
     assert len(ledger_lines) == 3 and all(json.loads(line) for line in ledger_lines)
 
 
-def test_debug_shows_a_traceback_for_an_internal_error(run, tmp_path):
-    # A config file that is a folder is an OSError the command reports as a usage error...
-    (tmp_path / "cfgdir").mkdir()
-    plain = run("pp-link", "--md", input="", extra_env={"PICPIPE_CONFIG": str(tmp_path / "cfgdir")})
-    assert plain.returncode == 2 and "Traceback" not in plain.stderr
-    assert "cfgdir" in plain.stderr
+def test_debug_shows_a_traceback_for_an_internal_error(env):
+    # A bug inside the link formatter, injected into the real entry point.
+    script = ("import sys, picpipe.commands.link as c; c.format_link = lambda *a: 1 / 0; "
+              "sys.argv[0] = 'pp-link'; sys.exit(c.main())")
+    record = '{"url": "https://x.example/a.png"}\n'
+    quiet = subprocess.run([sys.executable, "-c", script, "--json"], input=record, capture_output=True,
+                           text=True, env=env, timeout=30)
+    loud = subprocess.run([sys.executable, "-c", script, "--json"], input=record, capture_output=True,
+                          text=True, env={**env, "PICPIPE_DEBUG": "1"}, timeout=30)
+    for result in (quiet, loud):
+        assert result.returncode == 1
+        assert parse_jsonl(result.stdout)[0]["error"]["type"] == "internal"
+        assert "ZeroDivisionError" in result.stderr
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
+
+
+def test_lone_surrogates_and_a_bom_in_the_middle_do_not_stop_the_stream(run, tmp_path):
+    data = ('{"url": "https://x.example/1.png"}\n{"url": "https://x.example/\\udcff.png"}\n'
+            '\ufeff{"url": "https://x.example/3.png"}\n')
+    result = run("pp-mark", "--ledger", "l.jsonl", input=data)
+    assert result.returncode == 0, result.stderr
+    assert [r["url"] for r in parse_jsonl(result.stdout)] == [
+        "https://x.example/1.png", "https://x.example/\udcff.png", "https://x.example/3.png"]
+    assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 3
+    link = run("pp-link", "--json", input=data)
+    assert link.returncode == 0 and len(parse_jsonl(link.stdout)) == 3
+
+
+def test_progress_line_is_cleared_before_a_message(monkeypatch):
+    import io
+
+    from picpipe import console
+
+    class FakeTTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    fake = FakeTTY()
+    monkeypatch.setattr("sys.stderr", fake)
+    console.progress_shown = True
+    console.say("line 3: boom")
+    assert fake.getvalue().startswith("\r\033[K") and fake.getvalue().endswith("boom\n")
+    assert console.progress_shown is False
 
 
 def test_terminal_stdin_without_paths_is_a_usage_error(env):

@@ -195,3 +195,41 @@ def test_matches_and_ledger_entry_units(tmp_path: Path):
     assert matches({"url": "https://a/b.png"}, url="https://a/*")
     assert not matches({"url": "https://a/b.png"}, host="qiniu")
     assert not matches({"uploaded_at": "garbage"}, since="2024-01-01")
+
+
+def test_states_overlay_fields_from_several_sources():
+    gallery = {"url": "https://i.example/a.png", "host": "smms", "width": 10, "marked_at": "2023-01-01T00:00:00.000Z"}
+    mark = {"url": "https://i.example/a.png", "backups": [{"target": "NutStore", "location": "https://dav/a.png"}],
+            "marked_at": "2023-01-02T00:00:00.000Z"}
+    for order in ([gallery, mark], [mark, gallery]):
+        [state] = resolve(order)
+        assert state["host"] == "smms" and state["width"] == 10
+        assert state["backups"][0]["target"] == "NutStore"
+        assert state["marked_at"] == "2023-01-02T00:00:00.000Z"
+
+
+def test_find_hides_deleted_unless_asked_and_takes_relative_globs(run, tmp_path):
+    ledger = tmp_path / "l.jsonl"
+    shots = tmp_path / "shots"
+    ledger.write_text(jsonl([
+        {**IMG, "url": "https://x.example/a.png", "source": str(shots / "a.png"), "marked_at": "2024-01-01T00:00:00Z"},
+        {**IMG, "url": "https://x.example/a.png", "deleted_at": "2024-02-01T00:00:00Z",
+         "marked_at": "2024-02-01T00:00:00Z"},
+        {"url": "https://x.example/b.png", "source": str(shots / "b.png")},
+    ]))
+    plain = run("pp-mark", "--ledger", str(ledger), "find")
+    assert [r["url"] for r in parse_jsonl(plain.stdout)] == ["https://x.example/b.png"]
+    every = run("pp-mark", "--ledger", str(ledger), "find", "--deleted")
+    assert [r.get("deleted_at") for r in parse_jsonl(every.stdout)] == ["2024-02-01T00:00:00Z", None]
+    relative = run("pp-mark", "--ledger", str(ledger), "find", "--source", "shots/*.png", "--deleted")
+    assert len(parse_jsonl(relative.stdout)) == 2
+
+
+def test_merge_from_process_substitution(env, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text(jsonl([{"url": "https://x.example/z.png", "marked_at": "2024-01-01T00:00:00Z"}]))
+    mine = tmp_path / "mine.jsonl"
+    shell = f"'{command_path('pp-mark')}' --ledger '{mine}' merge <(cat '{other}')"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "1 lines added" in result.stderr

@@ -101,3 +101,29 @@ def test_import_bad_files_are_error_messages_the_rest_goes_on(run, tmp_path):
     assert "corrupt_file" in result.stderr and "not_found" in result.stderr and "Traceback" not in result.stderr
     dry = run("pp-mark", "--ledger", str(tmp_path / "dry.jsonl"), "import", "--dry-run", str(good))
     assert dry.returncode == 0 and not (tmp_path / "dry.jsonl").exists()
+
+
+def test_check_all_passes_records_without_url_and_ctrl_c_keeps_order(env, run, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import command_path
+
+    with running() as server:
+        passthrough = run("pp-mark", "check", "-", "--all", input=jsonl([{"path": "local-only.png"}]))
+        assert parse_jsonl(passthrough.stdout) == [{"path": "local-only.png"}]
+        # the first URL is slow; the ten 404s behind it finish first and wait for it
+        records = [{"url": server.url("/slow")}] + [{"url": server.url(f"/missing.png?{i}")} for i in range(10)]
+        (tmp_path / "in.jsonl").write_text(jsonl(records))
+        with open(tmp_path / "in.jsonl") as stdin:
+            proc = subprocess.Popen([command_path("pp-mark"), "check", "-", "-j", "11", "--timeout", "30"],
+                                    stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert out == b"" or out.endswith(b"\n")
+    # nothing is written past the unfinished first probe: order is kept even when interrupted
+    assert parse_jsonl(out.decode()) == []
+    assert b"interrupted" in err

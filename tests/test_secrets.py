@@ -95,3 +95,20 @@ def test_redact_text_shapes():
     redact.register("abc")  # too short to mask safely everywhere
     assert redact.mask_registered("abc") == "abc"
     assert redact.drop_secret_fields({"a": [{"Secret-Key": 1, "b": 2}]}) == {"a": [{"b": 2}]}
+
+
+def test_short_secrets_do_not_garble_records_and_quoted_secrets_are_masked(run, env, tmp_path):
+    quoted = 'pa"ss\\wd-99-long'
+    extra = {**env, "PICPIPE_NAS_PASSWORD": "2026", "PICPIPE_CDN_TOKEN": quoted}
+    records = [
+        {"url": "https://x.example/2026/photo.png", "uploaded_at": "2026-11-21T00:00:00.000Z"},
+        {"url": "https://x.example/b.png", "note": quoted, "same": "2026"},
+    ]
+    ledger = tmp_path / "l.jsonl"
+    result = run("pp-mark", "--ledger", str(ledger), input=jsonl(records), extra_env=extra)
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert out[0] == records[0]  # a short secret inside a URL or a date is left alone...
+    assert out[1]["same"] == "***" and out[1]["note"] == "***"  # ...but not as a whole value
+    assert quoted not in result.stdout and json.dumps(quoted)[1:-1] not in result.stdout
+    assert json.dumps(quoted)[1:-1] not in ledger.read_text()
+    assert "https://x.example/2026/photo.png" in ledger.read_text()

@@ -156,3 +156,22 @@ def test_progress_only_on_a_terminal_after_a_delay(monkeypatch, capsys):
     progress.done()
     assert fake.getvalue().endswith("\r\033[K")
     assert stream.Progress(enabled=False).enabled is False
+
+
+def test_pending_gives_finished_results_in_order_and_never_overtakes():
+    from picpipe.concurrency import OrderedMap
+
+    release = threading.Event()
+
+    def work(x: int) -> int:
+        if x == 0:
+            release.wait(5)
+        return x
+
+    stuck = OrderedMap(work, range(6), jobs=6)
+    time.sleep(0.2)  # 1..5 are done, 0 is not
+    assert stuck.pending() == []  # nothing may overtake the unfinished first one
+    release.set()
+    done = OrderedMap(work, range(6), jobs=6)
+    time.sleep(0.2)
+    assert done.pending() == [0, 1, 2, 3, 4, 5]  # pending() is what Ctrl-C writes, once

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from picpipe import console
 from picpipe.cli import (
@@ -17,6 +18,9 @@ from picpipe.cli import (
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
 from picpipe.stream import Item, Output, Record, read_items, say_error
+
+if TYPE_CHECKING:
+    from picpipe.linkcheck import Probe
 
 SUBCOMMANDS = ("tee", "find", "merge", "import", "check")
 
@@ -226,6 +230,8 @@ class ImportCommand(LedgerCommand):
 class CheckCommand(LedgerCommand):
     prog = "pp-mark check"
     default_jobs = 16
+    out: Output | None = None
+    results: Iterable[tuple[Item, Probe | None]] = ()
     description = (
         "Probe the URL of every image in the ledger (or of records on stdin with -) and emit the\n"
         "dead ones as error records with the reason: http_404, http_500, dns, tls, timeout,\n"
@@ -262,40 +268,55 @@ class CheckCommand(LedgerCommand):
     def run(self, args: argparse.Namespace) -> int:
         from picpipe.linkcheck import check_urls
 
-        out = Output(quiet=args.quiet, noun="URLs")
-        counts = {"live": 0, "dead": 0, "skipped": 0}
+        self.out = Output(quiet=args.quiet, noun="URLs")
+        self.all, self.quiet = args.all, args.quiet
+        self.counts = {"live": 0, "dead": 0, "skipped": 0}
 
         def url_of(item: Item) -> str | None:
             url = item.record.get("url")
             return url if "error" not in item.record and isinstance(url, str) and url else None
 
-        for item, probe in check_urls(self.items(args), url_of, jobs=args.jobs, per_host=args.per_host,
-                                      timeout=args.timeout, retries=max(0, args.retries)):
-            record = item.record
-            if probe is None:
-                if "error" in record:  # an upstream error passes through
-                    out.record(record)
-                else:
-                    counts["skipped"] += 1
-                continue
-            result = {**record, "check": {"status": probe.status, "method": probe.method, "ms": probe.elapsed_ms}}
-            if probe.error is None:
-                counts["live"] += 1
-                if args.all:
-                    out.record(result)
-                continue
-            counts["dead"] += 1
-            result["error"] = probe.error.to_dict("check")
-            if not args.quiet:
-                say_error(item.where, result)
-            out.record(result)
-        out.progress.done()
+        self.results = check_urls(self.items(args), url_of, jobs=args.jobs, per_host=args.per_host,
+                                  timeout=args.timeout, retries=max(0, args.retries))
+        for item, probe in self.results:
+            self.emit(item, probe)
+        self.out.progress.done()
         self.report_bad_lines()
         if not args.quiet:
-            skipped = f", {counts['skipped']} without a url" if counts["skipped"] else ""
-            console.say(f"checked {counts['live'] + counts['dead']} URLs: {counts['live']} live, "
-                        f"{counts['dead']} dead{skipped}")
-        return out.status
+            skipped = f", {self.counts['skipped']} without a url" if self.counts["skipped"] else ""
+            console.say(f"checked {self.counts['live'] + self.counts['dead']} URLs: {self.counts['live']} live, "
+                        f"{self.counts['dead']} dead{skipped}")
+        return self.out.status
+
+    def emit(self, item: Item, probe: Probe | None) -> None:
+        """Dead ones out as error records; live ones and records without a URL only with --all."""
+        assert self.out is not None
+        record = item.record
+        if probe is None:
+            if "error" not in record:
+                self.counts["skipped"] += 1
+            if "error" in record or self.all:  # upstream errors always pass through
+                self.out.record(record)
+            else:
+                self.out.progress.tick()
+            return
+        result = {**record, "check": {"status": probe.status, "method": probe.method, "ms": probe.elapsed_ms}}
+        if probe.error is None:
+            self.counts["live"] += 1
+            if self.all:
+                self.out.record(result)
+            else:
+                self.out.progress.tick()
+            return
+        self.counts["dead"] += 1
+        result["error"] = probe.error.to_dict("check")
+        if not self.quiet:
+            say_error(item.where, result)
+        self.out.record(result)
+
+    def on_interrupt(self) -> None:
+        for item, probe in getattr(self.results, "pending", list)():
+            self.emit(item, probe)
 
 
 COMMAND_CLASSES: dict[str, type[Command]] = {
