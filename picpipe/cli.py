@@ -246,8 +246,11 @@ class StreamCommand(Command):
             self.write(item, record)
 
 
-def not_implemented(prog: str, issue: int, summary: str) -> int:
-    """Entry point of a command that is planned but not built yet: say so, exit 2."""
+def not_implemented(prog: str, issue: int, summary: str, examples: str) -> int:
+    """Entry point of a command that is planned but not built yet: say so, exit 2.
+
+    `--help` still tells what the command will do, with the pipelines it is planned for.
+    """
     console.prog = prog
     argv = sys.argv[1:]
     if "--version" in argv:
@@ -255,7 +258,7 @@ def not_implemented(prog: str, issue: int, summary: str) -> int:
         return EXIT_OK
     message = f"{prog} is not implemented yet ({summary}; planned in issue #{issue})"
     if "-h" in argv or "--help" in argv:
-        print(f"usage: {prog} ...\n\n{message}.")
-        return EXIT_USAGE
+        print(f"usage: {prog} ...\n\n{message}.\n\nplanned examples:\n{examples}")
+        return EXIT_OK
     console.error(message, "see README.md for what works today: pp-link and pp-mark")
     return EXIT_USAGE

@@ -16,7 +16,7 @@ ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtes
 BUILT = ["pp-link", "pp-mark"]
 
 
-@pytest.mark.parametrize("name", BUILT)
+@pytest.mark.parametrize("name", ALL)
 def test_help_shows_pipeline_examples(run, name):
     result = run(name, "--help")
     assert result.returncode == 0
