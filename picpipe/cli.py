@@ -78,6 +78,10 @@ class Command:
             return EXIT_USAGE
         except BrokenPipeError:
             return broken_pipe()
+        except OSError as exc:  # stdin or stdout unusable, a file that vanished mid-run
+            console.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}",
+                          "check the input and output redirections and files")
+            return EXIT_RECORD_ERRORS
         except KeyboardInterrupt:
             try:
                 self.on_interrupt()

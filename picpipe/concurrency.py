@@ -103,8 +103,8 @@ class OrderedMap(Iterator[R]):
         self._current = future
         try:
             result = future.result()
-        except BaseException:
-            if future.done():  # the work itself failed; an interrupted wait keeps _current
+        except BaseException as exc:
+            if future.done() and future.exception() is exc:  # the work failed, not the wait
                 self._current = None
                 self._slots.release()
             raise

@@ -87,7 +87,8 @@ class Config:
         Kept apart so that a command can let a whole layer win (PICPIPE_LINK_FORMAT beats a
         `template` in the file); `resolve` follows `env:` only for the values actually used.
         """
-        env = {key: self.environ[env_name(name, key)] for key in SECTIONS[name] if env_name(name, key) in self.environ}
+        names = {key: env_name(name, key) for key in SECTIONS[name]}
+        env = {key: self.environ[var] for key, var in names.items() if self.environ.get(var)}  # empty = unset
         return env, dict(self.data.get(name, {}))
 
     def resolve(self, where: str, key: str, value: Any) -> Any:
@@ -95,7 +96,7 @@ class Config:
 
     def ledger(self) -> str | None:
         """The ledger path from PICPIPE_LEDGER or the file's `ledger` key, if either is set."""
-        value = self.environ.get("PICPIPE_LEDGER") or self.data.get("ledger")
+        value = self.environ.get("PICPIPE_LEDGER") or self._resolve("ledger", "ledger", self.data.get("ledger"))
         return os.path.expanduser(value) if value else None
 
     def profile(self, name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -107,7 +108,7 @@ class Config:
             raise UsageError(f"bad profile name {name!r}", "profile names are letters, digits, '-' and '_'")
         if name in self.profiles:
             values = dict(self.profiles[name])
-        elif name in TYPE_KEYS or env_name(name, "type") in self.environ:
+        elif name in TYPE_KEYS or self.environ.get(env_name(name, "type")):
             values = {"type": name}
         else:
             known = ", ".join(sorted(self.profiles)) or "none"
@@ -116,10 +117,10 @@ class Config:
                 f"add [profiles.{name}] with a type to {self.path or config_path()}, "
                 f"or set {env_name(name, 'type')}; types: {', '.join(TYPE_KEYS)}",
             )
-        if env_name(name, "type") in self.environ:  # first: the type says which other keys to read
+        if self.environ.get(env_name(name, "type")):  # first: the type says which other keys to read
             values["type"] = self.environ[env_name(name, "type")]
         for key in (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ())):
-            if env_name(name, key) in self.environ:
+            if self.environ.get(env_name(name, key)):  # set and not empty
                 values[key] = self.environ[env_name(name, key)]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         kind = values.get("type")
@@ -171,7 +172,7 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
 def _register_environment_secrets(environ: Mapping[str, str]) -> None:
     for name, value in environ.items():
         if name.startswith("PICPIPE_") and any(name.lower().endswith("_" + key) for key in redact.SECRET_KEYS):
-            redact.register(value)
+            redact.register(environ.get(value[4:]) if value.startswith("env:") else value)
 
 
 #: Expected shapes of the settings outside [profiles]: (python types, how to say it).
@@ -222,6 +223,9 @@ def _check(config: Config) -> None:
                 else:
                     redact.register(value)
                     literal_secret = True
+                    if len(value) < redact.MIN_SUBSTRING_LENGTH:
+                        console.warn(f"{where}: [profiles.{name}] {key} is shorter than {redact.MIN_SUBSTRING_LENGTH}"
+                                     " characters: picpipe can mask it only where it stands alone or in a URL")
             if values.get("type") in TYPE_KEYS and key not in known:
                 console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
     if literal_secret and where is not None and os.name == "posix":

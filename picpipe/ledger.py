@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from picpipe.redact import drop_secret_fields
+from picpipe.redact import drop_secret_fields, mask_data
 from picpipe.stream import Record, encode_line, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
 
@@ -143,7 +143,7 @@ class Ledger:
             seen = {canonical(entry) for _, entry in self.lines(on_bad_line)}
             fresh: list[Record] = []
             for entry in entries:
-                key = canonical(entry)
+                key = canonical(mask_data(entry))  # as it would be stored
                 if key not in seen:
                     seen.add(key)
                     fresh.append(entry)
@@ -237,7 +237,7 @@ def matches(
     source: str | None = None,
 ) -> bool:
     """The filters of `pp-mark find`: URL and source are globs, sha256 a prefix, since a time."""
-    if url is not None and not fnmatch.fnmatchcase(str(record.get("url") or ""), url):
+    if url is not None and not _glob(str(record.get("url") or ""), url):
         return False
     if sha256 is not None and not str(record.get("sha256") or "").startswith(sha256.lower()):
         return False
@@ -252,10 +252,15 @@ def matches(
             return False
     if source is not None:
         value = str(record.get("source") or record.get("path") or "")
-        if "/" in source or os.sep in source:  # a path glob; the ledger keeps absolute paths
-            target, source = value, os.path.abspath(source)
-        else:
-            target = os.path.basename(value)
-        if not fnmatch.fnmatchcase(target, source):
+        if "/" in source or os.sep in source:
+            # The ledger keeps absolute paths: a relative glob (shots/*.png) matches their end.
+            if not (_glob(value, source) or not os.path.isabs(source) and _glob(value, "*/" + source.lstrip("./"))):
+                return False
+        elif not _glob(os.path.basename(value), source):
             return False
     return True
+
+
+def _glob(value: str, pattern: str) -> bool:
+    """Equal, or matching as a glob: so names with [brackets] are found as they are written."""
+    return value == pattern or fnmatch.fnmatchcase(value, pattern)

@@ -80,6 +80,9 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
     response: requests.Response | None = None
     try:
         response = _send(session, method, url, timeout, retries)
+    except (ValueError, UnicodeError) as exc:  # urllib3's LocationParseError: a host like "a..b"
+        return result(method, None, _error("bad_url", f"not a valid URL ({exc}): {url}",
+                                           "fix the url field of the record"))
     except requests.RequestException as exc:
         if not _in_chain(exc, ConnectionResetError):  # a reset is how some servers refuse HEAD
             return result(method, None, _exception_error(exc, url, timeout))
@@ -133,7 +136,12 @@ def _check_urls(
         if url is None:
             return item, None
         with host_slots(_host(url).lower()):
-            return item, probe_url(url, session, timeout, retries)
+            try:
+                return item, probe_url(url, session, timeout, retries)
+            except Exception as exc:  # a bug must cost one record, not the run
+                error = _error("internal", f"{type(exc).__name__}: {exc}",
+                               "this is a picpipe bug: re-run with --debug and report it")
+                return item, Probe(url, False, None, None, 0, error)
 
     # The ordered map itself, not a generator around it: its pending() lets a caller that is
     # interrupted still write the probes already finished. The session closes when collected.

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from picpipe.errors import PicpipeError
+from picpipe.redact import mask_data
 
 STYLES = ("md", "html", "url", "bbcode")
 
@@ -49,9 +50,11 @@ def encode_url(url: str) -> str:
     if not netloc.isascii():
         userinfo, at, hostport = netloc.rpartition("@")
         host, colon, port = hostport.rpartition(":") if hostport.rpartition(":")[2].isdigit() else (hostport, "", "")
+        import idna  # IDNA 2008 with UTS 46, as browsers: faß.de is xn--fa-hia.de, not fass.de
+
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
             host = _quote_keeping_escapes(host, "[]")
         netloc = _quote_keeping_escapes(userinfo, ":") + at + host + colon + port
     return urlunsplit((
@@ -176,6 +179,6 @@ def _field(record: Mapping[str, Any], dotted: str) -> str:
                 "missing_field", f"the template asks for {{{dotted}}}, which this record does not have",
                 "fields here: " + ", ".join(sorted(record)) + " (use {{ and }} for literal braces)",
             )
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, (dict, list)):  # masked before escaping, or a secret with a quote slips by
+        return json.dumps(mask_data(value), ensure_ascii=False, separators=(",", ":"))
     return "" if value is None else str(value)

@@ -52,9 +52,11 @@ _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None  # every secret: for messages
 _data_pattern: re.Pattern[str] | None = None  # long secrets: for record values
 
+#: scheme://user:PASSWORD@
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^/\s@]+)@")
 # Credentials that have a recognisable shape even when nobody registered them.
 _SHAPES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
-    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), r"\1" + MASK + "@"),
+    (_USERINFO, r"\1" + MASK + "@"),
     (
         re.compile(r"(?i)\b(authorization|x-picgo-secret|x-api-key)(\"?\s*[:=]\s*\"?)(?:(bearer|basic|token|digest)\s+)?[^\s\"',;]+"),
         lambda m: f"{m[1]}{m[2]}{m[3] + ' ' if m[3] else ''}{MASK}",
@@ -89,6 +91,10 @@ def is_secret_key(name: str) -> bool:
     return name.lower().replace("-", "_") in SECRET_KEYS
 
 
+def _mask_userinfo(match: re.Match[str]) -> str:
+    return match[1] + (MASK if match[2] in _secrets else match[2]) + "@"
+
+
 def mask_registered(text: str) -> str:
     """Mask every registered secret in a message."""
     return _pattern.sub(MASK, text) if _pattern is not None else text
@@ -104,9 +110,11 @@ def mask_data(value: Any) -> Any:
     if isinstance(value, str):
         if value in _secrets:
             return MASK
+        if "@" in value:  # https://user:password@host: a short password is masked there too
+            value = _USERINFO.sub(_mask_userinfo, value)
         return _data_pattern.sub(MASK, value) if _data_pattern is not None else value
     if isinstance(value, dict):
-        return {k: mask_data(v) for k, v in value.items()}
+        return {mask_data(k): mask_data(v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_data(v) for v in value]
     return value

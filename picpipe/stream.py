@@ -21,6 +21,8 @@ from picpipe.redact import mask_data
 
 #: Longer input lines are refused (as error records) instead of filling memory.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Deeper records are refused: every stage walks records recursively.
+MAX_DEPTH = 100
 
 Record = dict[str, Any]
 
@@ -51,28 +53,60 @@ _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", boo
 
 def parse_line(text: str, where: str) -> Record | None:
     """A record from one input line; None for a blank line."""
+    return _parse(text, where)[0]
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for JSON")
+    return value
+
+
+def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Nesting deeper than `limit` (counted cheaply, strings included: errs on the safe side)."""
+    if text.count("{") + text.count("[") <= limit:
+        return False
+    depth = 0
+    for char in text:
+        if char in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "}]":
+            depth -= 1
+    return False
+
+
+def _parse(text: str, where: str) -> tuple[Record | None, bool]:
+    """(record, True when the record is an input error made here) for one line."""
     stripped = text.strip()
     if not stripped:
-        return None
+        return None, False
     if stripped[0] in _JSON_START:
         try:
-            value = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            if _too_deep(stripped):
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            value = json.loads(stripped, parse_constant=_reject_constant, parse_float=_finite)
+        except (json.JSONDecodeError, ValueError) as exc:
             if stripped[0] == "{":
-                problem = (f"at column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
-                           else "nested too deep")
+                problem = f"at column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
                 return input_error(where, "bad_json", f"invalid JSON {problem}",
-                                   "each line must be one JSON object, or a file path", text)
+                                   "each line must be one JSON object, or a file path", text), True
         else:
             if isinstance(value, dict):
-                return value
+                return value, False
             return input_error(
                 where, "not_an_object", f"a JSON {_JSON_KINDS.get(type(value), 'value')} is not a record",
                 f"each line must be one JSON object ({{...}}) or a file path; for a file named {stripped}, "
                 f"write ./{stripped}", text,
-            )
+            ), True
     # A bare path (ls, find, fd, xargs). `[draft] a.png` or `2024.png`, which are no JSON, too.
-    return {"path": text.rstrip("\r\n")}
+    return {"path": text.rstrip("\r\n")}, False
 
 
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
@@ -107,9 +141,9 @@ def read_stream(stream: BinaryIO) -> Iterator[Item]:
                                           "convert the input to UTF-8 (iconv -t UTF-8)", raw), True)
             continue
         text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools (also mid-stream, after cat)
-        record = parse_line(text.rstrip("\r\n"), where)
+        record, bad = _parse(text.rstrip("\r\n"), where)
         if record is not None:
-            yield Item(where, record, record.get("raw") is not None and "error" in record)
+            yield Item(where, record, bad)
 
 
 def read_items(paths: Iterable[str], stdin: BinaryIO | None = None) -> Iterator[Item]:

@@ -193,3 +193,18 @@ def test_terminal_stdin_without_paths_is_a_usage_error(env):
         os.close(follower)
     assert result.returncode == 2
     assert "no input" in result.stderr
+
+
+def test_unreadable_stdin_is_a_plain_error(env, tmp_path):
+    target = tmp_path / "out.txt"
+    shell = f"'{command_path('pp-link')}' --md 0>'{target}'"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 1
+    assert "internal error" not in result.stderr and "Bad file descriptor" in result.stderr
+
+
+def test_upstream_errors_are_told_once_along_a_pipeline(env):
+    shell = (f"printf '{{bad\\n' | '{command_path('pp-mark')}' --ledger /dev/null | "
+             f"'{command_path('pp-link')}' --json | '{command_path('pp-link')}'")
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=30)
+    assert result.stderr.count("invalid JSON") == 2  # where it was read, and where it leaves the stream

@@ -137,3 +137,11 @@ def test_link_settings_resolve_env_only_when_used(run, tmp_path):
     assert unset.returncode == 2 and "MYTPL is not set" in unset.stderr
     used = run("pp-link", input=rec, extra_env={"PICPIPE_CONFIG": str(path), "MYTPL": "<$url>"})
     assert used.stdout == "<https://x.example/a.png>\n"
+
+
+def test_ledger_setting_follows_env_and_empty_variables_count_as_unset(tmp_path):
+    cfg = config.load(write(tmp_path, 'ledger = "env:MYLEDGER"\n[link]\nformat = "url"\n'),
+                      {"MYLEDGER": "/data/l.jsonl", "PICPIPE_LINK_FORMAT": ""})
+    assert cfg.ledger() == "/data/l.jsonl"
+    assert cfg.section_layers("link") == ({}, {"format": "url"})
+    assert config.Config(None, {}, {"PICPIPE_X_TYPE": ""}).profile("local")["type"] == "local"

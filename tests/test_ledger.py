@@ -233,3 +233,10 @@ def test_merge_from_process_substitution(env, tmp_path):
     result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "1 lines added" in result.stderr
+
+
+def test_globs_match_exact_names_suffixes_and_leading_wildcards():
+    rec = {"source": "/home/u/pics/a[1].png", "url": "https://x.example/a[1].png"}
+    assert matches(rec, source="a[1].png") and matches(rec, url="https://x.example/a[1].png")
+    assert matches(rec, source="*/pics/*.png") and matches(rec, source="pics/a*.png")
+    assert matches(rec, source="/home/u/pics/*") and not matches(rec, source="other/*.png")

@@ -54,6 +54,7 @@ def test_html_is_escaped():
         ("https://x.example/100%.png", "https://x.example/100%25.png"),
         ("https://例子.测试/a.png", "https://xn--fsqu00a.xn--0zwm56d/a.png"),
         ("https://München.example:8080/ä.png", "https://xn--mnchen-3ya.example:8080/%C3%A4.png"),
+        ("https://faß.de/a.png", "https://xn--fa-hia.de/a.png"),  # IDNA 2008, as browsers
         ("https://x.example:8443/p.png?w=100&q=a b#frag ment", "https://x.example:8443/p.png?w=100&q=a%20b#frag%20ment"),
         ("https://cdn.jsdelivr.net/gh/u/r@main/a.png", "https://cdn.jsdelivr.net/gh/u/r@main/a.png"),
     ],

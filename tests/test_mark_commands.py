@@ -127,3 +127,15 @@ def test_check_all_passes_records_without_url_and_ctrl_c_keeps_order(env, run, t
     # nothing is written past the unfinished first probe: order is kept even when interrupted
     assert parse_jsonl(out.decode()) == []
     assert b"interrupted" in err
+
+
+def test_check_bad_urls_cost_one_record_each(run):
+    with running() as server:
+        records = [{"url": server.url("/image.png")}, {"url": "http://a..b/x.png"},
+                   {"url": "http://" + "x" * 70 + ".example/x.png"}, {"url": "ftp://x/y.png"},
+                   {"url": server.url("/missing.png")}]
+        result = run("pp-mark", "check", "-", "--retries", "0", input=jsonl(records) + "{bad\n")
+    out = parse_jsonl(result.stdout)
+    assert [r.get("error", {}).get("type") for r in out] == ["bad_url", "bad_url", "bad_url", "http_404", "bad_json"]
+    assert "internal" not in result.stdout
+    assert "line 6" in result.stderr  # its own bad input line is told, too

@@ -112,3 +112,23 @@ def test_short_secrets_do_not_garble_records_and_quoted_secrets_are_masked(run, 
     assert quoted not in result.stdout and json.dumps(quoted)[1:-1] not in result.stdout
     assert json.dumps(quoted)[1:-1] not in ledger.read_text()
     assert "https://x.example/2026/photo.png" in ledger.read_text()
+
+
+def test_secret_keys_short_url_passwords_env_refs_templates_and_merge(run, env, tmp_path):
+    config = tmp_path / "config" / "picpipe" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[profiles.nas]\ntype = "webdav"\npassword = "hunt3r2"\n'
+                      '[profiles.cdn]\ntype = "github"\ntoken = \'pa"ss\\word99\'\n')  # TOML literal: one \\
+    extra = {**env, "PICPIPE_OTHER_PASSWORD": "env:REALPW", "REALPW": "realpassword42", "PICPIPE_NAS_TOKEN": SENTINEL}
+    records = [{SENTINEL: "as a key", "url": "https://me:hunt3r2@dav.example/a.png"},
+               {"url": "https://x.example/b.png", "note": "realpassword42", "cfg": {"k": 'pa"ss\\word99'}}]
+    ledger = tmp_path / "l.jsonl"
+    (tmp_path / "in.jsonl").write_text(jsonl(records))
+    linked = run("pp-link", "--json", "--template", "$url {cfg}", input=jsonl(records), extra_env=extra)
+    merged = [run("pp-mark", "--ledger", str(ledger), "merge", str(tmp_path / "in.jsonl"), extra_env=extra)
+              for _ in range(3)]
+    assert "warning" in merged[0].stderr and "shorter than 8" in merged[0].stderr
+    assert [m.stderr.count("2 lines added") for m in merged] == [1, 0, 0]  # idempotent, masked or not
+    texts = [linked.stdout, linked.stderr, ledger.read_text()]
+    for secret in ("hunt3r2", "realpassword42", 'pa\\"ss', SENTINEL):
+        assert not [t for t in texts if secret in t], secret

@@ -175,3 +175,17 @@ def test_pending_gives_finished_results_in_order_and_never_overtakes():
     done = OrderedMap(work, range(6), jobs=6)
     time.sleep(0.2)
     assert done.pending() == [0, 1, 2, 3, 4, 5]  # pending() is what Ctrl-C writes, once
+
+
+@pytest.mark.parametrize("line", ['{"x": NaN}', '{"x": 1e400}', '{"x": -Infinity}',
+                                  '{"a": ' + "[" * 150 + "]" * 150 + "}"])
+def test_values_json_cannot_carry_are_refused(line):
+    [item] = items_of(line.encode() + b"\n")
+    assert item.record["error"]["type"] == "bad_json"
+    assert item.bad_input
+
+
+def test_an_upstream_input_error_is_not_a_new_one():
+    upstream = b'{"error": {"stage": "input", "type": "bad_json", "message": "line 2: x"}, "raw": "{bad"}\n'
+    [item] = items_of(upstream)
+    assert item.record["error"]["type"] == "bad_json" and not item.bad_input

@@ -17,7 +17,7 @@ from picpipe.cli import (
 )
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
-from picpipe.stream import Item, Output, Record, read_items, say_error
+from picpipe.stream import Item, Output, Record, no_interrupt, read_items, say_error
 
 if TYPE_CHECKING:
     from picpipe.linkcheck import Probe
@@ -86,16 +86,19 @@ class TeeCommand(StreamCommand, LedgerCommand):
         self.unrecorded = 0
 
     def write(self, item: Item, record: Record) -> None:
-        # Ledger first, then stdout: a record that went downstream is already recorded.
-        if worth_keeping(record):
-            try:
-                self.ledger.append([ledger_entry(record)])
-            except OSError as exc:
-                self.unrecorded += 1
-                if self.unrecorded == 1:
-                    console.error(f"{item.where}: could not append to the ledger {self.ledger.path}: {exc.strerror}",
-                                  "free disk space or fix permissions; records still pass through")
-        super().write(item, record)
+        # Ledger first, then stdout, and Ctrl-C held until both are done: a record that went
+        # downstream is already recorded, and a recorded one goes downstream.
+        with no_interrupt:
+            if worth_keeping(record):
+                try:
+                    self.ledger.append([ledger_entry(record)])
+                except OSError as exc:
+                    self.unrecorded += 1
+                    if self.unrecorded == 1:
+                        console.error(f"{item.where}: could not append to the ledger {self.ledger.path}: "
+                                      f"{exc.strerror}",
+                                      "free disk space or fix permissions; records still pass through")
+            super().write(item, record)
 
     def finish(self, args: argparse.Namespace) -> None:
         self.ledger.close()
@@ -293,6 +296,8 @@ class CheckCommand(LedgerCommand):
         assert self.out is not None
         record = item.record
         if probe is None:
+            if item.bad_input and not self.quiet:
+                say_error(item.where, record)
             if "error" not in record:
                 self.counts["skipped"] += 1
             if "error" in record or self.all:  # upstream errors always pass through
