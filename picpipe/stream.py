@@ -67,6 +67,10 @@ def _finite(text: str) -> float:
     return value
 
 
+#: One decoder for all lines (json.loads with options would build a new one per line).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+
+
 def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     """Nesting deeper than `limit` (counted cheaply, strings included: errs on the safe side)."""
     if text.count("{") + text.count("[") <= limit:
@@ -91,7 +95,7 @@ def _parse(text: str, where: str) -> tuple[Record | None, bool]:
         try:
             if _too_deep(stripped):
                 raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-            value = json.loads(stripped, parse_constant=_reject_constant, parse_float=_finite)
+            value = _DECODER.decode(stripped)
         except (json.JSONDecodeError, ValueError) as exc:
             if stripped[0] == "{":
                 problem = f"at column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
