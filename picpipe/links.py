@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from picpipe.errors import PicpipeError
 from picpipe.redact import mask_data
@@ -26,6 +24,8 @@ _SAFE_QUERY = _SAFE_PATH + "?"
 
 def _quote_keeping_escapes(text: str, safe: str) -> str:
     """Percent-encode `text`, leaving `%XX` escapes that are already there alone."""
+    from urllib.parse import quote  # only for URLs that need it: most arrive encoded
+
     out, last = [], 0
     for match in _ESCAPE.finditer(text):
         out.append(quote(text[last:match.start()], safe=safe, errors="surrogateescape"))
@@ -45,6 +45,8 @@ def encode_url(url: str) -> str:
     url = url.strip()
     if _ALREADY_ENCODED.fullmatch(url):
         return url
+    from urllib.parse import urlsplit, urlunsplit
+
     parts = urlsplit(url)
     netloc = parts.netloc
     if not netloc.isascii():
@@ -90,6 +92,8 @@ def file_name(record: Mapping[str, Any]) -> str:
             return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
     url = record.get("url")
     if isinstance(url, str):
+        from urllib.parse import unquote, urlsplit
+
         return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     return ""
 
@@ -130,7 +134,9 @@ def format_link(
     if style == "md":
         return f"![{_md_alt(alt)}]({url.replace('(', '%28').replace(')', '%29')})"
     if style == "html":
-        return f'<img src="{html.escape(url)}" alt="{html.escape(alt)}">'
+        from html import escape
+
+        return f'<img src="{escape(url)}" alt="{escape(alt)}">'
     if style == "bbcode":
         return f"[img]{url}[/img]"
     if style == "url":
