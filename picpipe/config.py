@@ -91,12 +91,9 @@ class Config:
         env = {key: self.environ[var] for key, var in names.items() if self.environ.get(var)}  # empty = unset
         return env, dict(self.data.get(name, {}))
 
-    def resolve(self, where: str, key: str, value: Any) -> Any:
-        return self._resolve(where, key, value)
-
     def ledger(self) -> str | None:
         """The ledger path from PICPIPE_LEDGER or the file's `ledger` key, if either is set."""
-        value = self.environ.get("PICPIPE_LEDGER") or self._resolve("ledger", "ledger", self.data.get("ledger"))
+        value = self.environ.get("PICPIPE_LEDGER") or self.resolve("ledger", "ledger", self.data.get("ledger"))
         return os.path.expanduser(value) if value else None
 
     def profile(self, name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -126,11 +123,11 @@ class Config:
         kind = values.get("type")
         if kind not in TYPE_KEYS:
             raise UsageError(f"profile {name!r} has type {kind!r}", f"use one of: {', '.join(TYPE_KEYS)}")
-        resolved = {k: self._resolve(f"[profiles.{name}]", k, v) for k, v in values.items()}
+        resolved = {k: self.resolve(f"[profiles.{name}]", k, v) for k, v in values.items()}
         resolved["name"] = name
         return resolved
 
-    def _resolve(self, where: str, key: str, value: Any) -> Any:
+    def resolve(self, where: str, key: str, value: Any) -> Any:
         """Follow `env:NAME`; register secrets so that no sink can print them."""
         if isinstance(value, str) and value.startswith("env:"):
             variable = value[4:]
