@@ -21,8 +21,9 @@ test: install
 
 demo: install
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@echo "== 1. sample images, 'uploaded' to a local folder (pp-upload arrives in issue #4)"
-	$(BIN)/python -m picpipe.demo $(DEMO) > $(DEMO)/uploaded.jsonl
+	@echo "== 1. sample images -> pp-compress -> a local stand-in host (pp-upload arrives in issue #4)"
+	$(BIN)/python -m picpipe.demo images $(DEMO)/images | $(BIN)/pp-compress --out $(DEMO)/compressed | $(BIN)/python -m picpipe.demo upload $(DEMO)/host > $(DEMO)/uploaded.jsonl
+	$(BIN)/pp-link --template '   $$fileName$$extName: {compress.before} -> {compress.after} bytes ({compress.method}, SSIM {compress.ssim})' < $(DEMO)/uploaded.jsonl
 	@echo "== 2. record them in the ledger and print Markdown links"
 	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | $(BIN)/pp-link --md | tee $(DEMO)/post.md
 	@echo "== 3. ask the ledger: where did the screenshot go?"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 from picpipe import __version__, console
@@ -20,6 +21,7 @@ from picpipe.errors import PicpipeError, UsageError
 from picpipe.stream import Item, Output, Record, read_items, say_error
 
 if TYPE_CHECKING:
+    from picpipe.concurrency import Submitter
     from picpipe.config import Config
 
 EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -194,7 +196,7 @@ class StreamCommand(Command):
     stage = "?"
     default_jobs: int | None = 1
     out: Output | None = None
-    _results: Iterable[tuple[Item, Record]] = ()
+    _results: Iterable[tuple[Item, Record, bool]] = ()
     #: Human messages for errors this stage creates go to stderr as they happen.
     report_new_errors = True
 
@@ -212,20 +214,13 @@ class StreamCommand(Command):
     def finish(self, args: argparse.Namespace) -> None:
         """After the last record: summaries on stderr."""
 
-    def handle(self, item: Item) -> tuple[Item, Record]:
-        """Run `process` for one item; error records from earlier stages pass through untouched."""
-        record = item.record
-        if "error" in record:  # an earlier stage's error passes through; a bad input line is ours to tell
-            if item.bad_input and self.report_new_errors:
-                say_error(item.where, record)
-            return item, record
-        try:
-            result = self.process(record)
-        except Exception as exc:
-            result = fail_record(record, self.stage, exc)
-            if self.report_new_errors:
-                say_error(item.where, result)
-        return item, result
+    def worker(self) -> Callable[[Record], Record]:
+        """What runs on each record: `process`, or a picklable function for worker processes."""
+        return self.process
+
+    def executor(self, jobs: int) -> Submitter | None:
+        """Where the work runs: None for threads (I/O); a process pool for CPU-bound stages."""
+        return None
 
     def run(self, args: argparse.Namespace) -> int:
         require_input(args.paths)
@@ -233,12 +228,20 @@ class StreamCommand(Command):
         self.out = Output(quiet=args.quiet)
         from picpipe.concurrency import ordered_map
 
-        self._results = ordered_map(self.handle, read_items(args.paths), getattr(args, "jobs", 1))
-        for item, record in self._results:
-            self.write(item, record)
+        jobs = getattr(args, "jobs", 1)
+        work = partial(run_item, self.worker(), self.stage)
+        self._results = ordered_map(work, read_items(args.paths), jobs, self.executor(jobs))
+        for item, record, new_error in self._results:
+            self.write_new(item, record, new_error)
         self.out.progress.done()
         self.finish(args)
         return self.out.status
+
+    def write_new(self, item: Item, record: Record, new_error: bool) -> None:
+        """Tell a person about an error made here (not one passed on), then write the record."""
+        if new_error and self.report_new_errors:
+            say_error(item.where, record)
+        self.write(item, record)
 
     def write(self, item: Item, record: Record) -> None:
         """Put one finished record on stdout (override for text output)."""
@@ -246,8 +249,23 @@ class StreamCommand(Command):
         self.out.record(record)
 
     def on_interrupt(self) -> None:
-        for item, record in getattr(self._results, "pending", list)():
-            self.write(item, record)
+        for finished in getattr(self._results, "pending", list)():
+            self.write_new(*finished)
+
+
+def run_item(work: Callable[[Record], Record], stage: str, item: Item) -> tuple[Item, Record, bool]:
+    """One record through one stage: (item, result, whether the result is an error made here).
+
+    Module-level, so that it can run in a worker process. Error records from earlier stages
+    pass through untouched; a bad input line counts as made here.
+    """
+    record = item.record
+    if "error" in record:
+        return item, record, item.bad_input
+    try:
+        return item, work(record), False
+    except Exception as exc:
+        return item, fail_record(record, stage, exc), True
 
 
 def not_implemented(prog: str, issue: int, summary: str, examples: str) -> int:

@@ -1,14 +1,15 @@
-"""Sample images and upload records for `make demo`, made here so the demo needs no account.
+"""Sample images and a stand-in image host for `make demo`, so the demo needs no account.
 
-`python -m picpipe.demo DIR` draws a few PNG images into DIR/images, copies them under
-content-hash names into DIR/host (a stand-in for an image host until pp-upload lands) and
-prints one record per image, with a file:// URL, as pp-upload will.
+    python -m picpipe.demo images DIR     draw a few PNG images into DIR, print their paths
+    python -m picpipe.demo upload DIR     copy each record's file into DIR under a content-hash
+                                          name and add host, key, url (file://) and uploaded_at,
+                                          as `pp-upload --host local` will once issue #4 lands
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import shutil
 import struct
 import sys
@@ -41,28 +42,32 @@ def png(width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, i
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m picpipe.demo DIR", file=sys.stderr)
-        return 2
-    root = Path(argv[0]).resolve()
-    images, host = root / "images", root / "host"
-    images.mkdir(parents=True, exist_ok=True)
-    host.mkdir(parents=True, exist_ok=True)
+def make_images(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     for index, (name, (top, bottom)) in enumerate(SAMPLES.items()):
-        width, height = 320 + 80 * index, 200
-        path = images / name
-        path.write_bytes(png(width, height, top, bottom))
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        key = f"{digest[:16]}.png"
-        shutil.copyfile(path, host / key)
-        record = {
-            "path": os.fspath(path), "source": os.fspath(path), "sha256": digest, "size": len(data),
-            "width": width, "height": height, "format": "png", "mime": "image/png",
-            "host": "demo", "key": key, "url": (host / key).as_uri(), "uploaded_at": now_iso(),
-        }
+        path = folder / name
+        path.write_bytes(png(320 + 80 * index, 200, top, bottom))
+        print(path, flush=True)
+
+
+def upload(host: Path) -> None:
+    host.mkdir(parents=True, exist_ok=True)
+    for line in sys.stdin:
+        record = json.loads(line)
+        if "error" not in record:
+            data = Path(record["path"]).read_bytes()
+            key = hashlib.sha256(data).hexdigest()[:16] + Path(record["path"]).suffix
+            shutil.copyfile(record["path"], host / key)
+            record.update(host="demo", key=key, url=(host / key).resolve().as_uri(), uploaded_at=now_iso())
         print(dumps(record), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("images", "upload"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    folder = Path(argv[1])
+    make_images(folder) if argv[0] == "images" else upload(folder)
     return 0
 
 

@@ -1,18 +1,182 @@
-"""pp-compress: re-encode images smaller at a measured quality, strip GPS/EXIF. Not built yet (issue #3)."""
+"""pp-compress: make images smaller at a measured quality, without their GPS/EXIF."""
 
+from __future__ import annotations
+
+import argparse
+import os
 import sys
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from picpipe.cli import not_implemented
+from picpipe.cli import StreamCommand, positive_int
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.stream import Record
 
-EXAMPLES = """\
+if TYPE_CHECKING:
+    from picpipe.concurrency import Submitter
+    from picpipe.imaging import Options
+
+FORMAT_CHOICES = ("jpeg", "png", "webp", "avif", "auto")
+
+
+def default_out_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "picpipe" / "compressed"
+
+
+def similarity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"an SSIM target is above 0 and at most 1, not {text}")
+    return value
+
+
+def quality(text: str) -> int:
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"quality is 1 to 100, not {text}")
+    return value
+
+
+class CompressCommand(StreamCommand):
+    prog = "pp-compress"
+    stage = "compress"
+    default_jobs = os.cpu_count() or 1
+    description = (
+        "Re-encode each image as small as it can be while its SSIM against the original stays at\n"
+        "or above --target, and drop EXIF/GPS/XMP/comments after applying the orientation.\n"
+        "The original files are never changed (unless --in-place); the record's path points at\n"
+        "the new file, `source` keeps the original, `compress` says what was done."
+    )
+    examples = """\
   ls *.png | pp-compress | pp-upload --host qiniu | pp-link --md
-  pp-compress --max-width 1600 --format webp photo.jpg | jq .compress
-  find posts -name '*.jpg' | pp-compress -j 4 --out build/img
+  pp-compress --max-width 1600 photo.jpg | jq '.compress'
+  find posts -name '*.jpg' | pp-compress --format webp --out build/img | jq -r .path
 """
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from picpipe.imaging import DEFAULT_MAX_PIXELS, DEFAULT_TARGET
+
+        super().add_arguments(parser)
+        parser.add_argument("--target", type=similarity, default=DEFAULT_TARGET, metavar="SSIM",
+                            help=f"lowest SSIM to keep, 0-1 (default {DEFAULT_TARGET})")
+        parser.add_argument("--quality", type=quality, metavar="N",
+                            help="a fixed quality 1-100 instead of the search")
+        parser.add_argument("--format", choices=FORMAT_CHOICES,
+                            help="convert to this format; auto picks the smallest (default: keep the format)")
+        for side, dimension in (("width", "wider"), ("height", "taller")):
+            parser.add_argument(f"--max-{side}", type=positive_int, metavar="PX",
+                                help=f"shrink {dimension} images (never enlarge)")
+        parser.add_argument("--keep-metadata", action="store_true", help="keep EXIF (with GPS), XMP and comments")
+        parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                            help=f"refuse larger images as decompression bombs (default {DEFAULT_MAX_PIXELS})")
+        place = parser.add_mutually_exclusive_group()
+        place.add_argument("--out", metavar="DIR", help="write the results here, named like the originals "
+                           "(default: a content-addressed cache under $XDG_CACHE_HOME/picpipe)")
+        place.add_argument("--in-place", action="store_true",
+                           help="replace the originals (atomically) when the result is smaller")
+
+    def start(self, args: argparse.Namespace) -> None:
+        from picpipe.imaging import Options
+
+        if args.in_place and args.format:
+            raise UsageError("--in-place cannot change the format", "write the converted files with --out DIR")
+        self.options = Options(target=args.target, quality=args.quality, format=args.format,
+                               max_width=args.max_width, max_height=args.max_height,
+                               keep_metadata=args.keep_metadata, max_pixels=args.max_pixels)
+        self.out_dir = None if args.in_place else Path(args.out) if args.out else default_out_dir()
+        if self.out_dir is not None:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create the output folder {self.out_dir}: {exc.strerror}") from None
+        self.named = args.out is not None
+
+    def worker(self) -> Callable[[Record], Record]:
+        return partial(compress_record, self.options, self.out_dir, self.named)
+
+    def executor(self, jobs: int) -> Submitter | None:
+        if jobs <= 1:
+            return None
+        import signal
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Workers leave Ctrl-C to the main process, which writes what finished and stops.
+        return ProcessPoolExecutor(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
+def read_source(path: str) -> bytes:
+    """The bytes of an input file, with the ways that fails named for a person."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise PicpipeError("not_found", f"{path}: no such file",
+                           "check the path (relative to the current folder)") from None
+    except IsADirectoryError:
+        raise PicpipeError("is_a_folder", f"{path} is a folder",
+                           "give image files, e.g. find DIR -name '*.png'") from None
+    except PermissionError:
+        raise PicpipeError("unreadable", f"{path}: permission denied", "check the file's permissions") from None
+
+
+def compress_record(options: Options, out_dir: Path | None, named: bool, record: Record) -> Record:
+    """Compress the image at record["path"]; module-level so worker processes can run it."""
+    from picpipe import imaging
+
+    path = record.get("path")
+    if not isinstance(path, str) or not path:
+        raise PicpipeError("no_path", "the record has no path to an image file", "give file paths or {\"path\": ...}")
+    original = read_source(path)
+    data, info = imaging.compress(original, path, options)
+    result: dict[str, Any] = {**record, "source": record.get("source") or path}
+    facts = imaging.facts(data)
+    if data is not original:
+        result["path"] = write_result(data, facts, path, out_dir, named)
+    return {**result, **facts, "compress": info}
+
+
+def write_result(data: bytes, facts: dict[str, Any], source: str, out_dir: Path | None, named: bool) -> str:
+    """Write atomically (temp file + rename) and return the new path; never touches `source`
+    unless out_dir is None (--in-place)."""
+    from picpipe.imaging import FORMATS, output_name
+
+    if out_dir is None:
+        target = Path(source)
+    elif named:
+        name = output_name(source, facts["format"])
+        target = out_dir / name
+        if target.exists() and target.read_bytes() != data:  # another image of the same name
+            stem, ext = os.path.splitext(name)
+            target = out_dir / f"{stem}-{facts['sha256'][:8]}{ext}"
+    else:
+        target = out_dir / f"{facts['sha256']}{FORMATS[facts['format']][1]}"
+        if target.exists():
+            return str(target)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".pp-compress-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if out_dir is None:
+            os.chmod(temp, os.stat(source).st_mode & 0o7777)
+        os.replace(temp, target)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return str(target)
 
 
 def main() -> int:
-    return not_implemented("pp-compress", 3, "re-encode images smaller at a measured quality, strip GPS/EXIF", EXAMPLES)
+    return CompressCommand().main(sys.argv[1:])
 
 
 if __name__ == "__main__":

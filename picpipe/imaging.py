@@ -1,0 +1,277 @@
+"""Image facts, and the quality-targeted compressor behind pp-compress.
+
+For each image the compressor tries the encodings that can keep its format (JPEG: Pillow's
+libjpeg-turbo at a searched quality, then mozjpeg's lossless re-optimisation; PNG: a palette
+from libimagequant at a searched quality, and lossless oxipng; WebP and AVIF: a searched
+quality), measures each candidate's SSIM against the oriented, resized original, and keeps
+the smallest one that stays at or above the target. Metadata (EXIF, GPS, XMP, comments) is
+dropped after the EXIF orientation is applied to the pixels; ICC profiles stay.
+
+Pillow, numpy and the encoders are imported here, so only pp-compress pays for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from picpipe.errors import PicpipeError
+
+#: The SSIM a candidate must keep by default (settable with --target).
+DEFAULT_TARGET = 0.985
+#: Images with more pixels are refused as decompression bombs (settable with --max-pixels).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Output format → (Pillow format name, file extension, MIME type).
+FORMATS = {
+    "jpeg": ("JPEG", ".jpg", "image/jpeg"),
+    "png": ("PNG", ".png", "image/png"),
+    "webp": ("WEBP", ".webp", "image/webp"),
+    "avif": ("AVIF", ".avif", "image/avif"),
+}
+_PIL_TO_FORMAT = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "AVIF": "avif"}
+_MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+         "AVIF": "image/avif", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for; picklable, so worker processes get it whole."""
+
+    target: float = DEFAULT_TARGET
+    quality: int | None = None  # a fixed quality instead of the search
+    format: str | None = None  # jpeg, png, webp, avif, auto; None keeps the input's
+    max_width: int | None = None
+    max_height: int | None = None
+    keep_metadata: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Candidate:
+    data: bytes
+    format: str  # key of FORMATS
+    method: str
+    quality: int | None
+    similarity: float
+
+
+def facts(data: bytes) -> dict[str, Any]:
+    """sha256, size, width, height, format and mime of image bytes (DESIGN §1 fields)."""
+    with Image.open(io.BytesIO(data)) as image:
+        kind = image.format or "?"
+        width, height = image.size
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "width": width, "height": height,
+            "format": _PIL_TO_FORMAT.get(kind, kind.lower()), "mime": _MIME.get(kind, Image.MIME.get(kind, ""))}
+
+
+def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decode fully, turning every way an input can be bad into a clear PicpipeError."""
+    if not data:
+        raise PicpipeError("empty_file", f"{name} is empty (0 bytes)", "the file was not written completely")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PicpipeError("too_large", f"{name} has more than {max_pixels} pixels (a decompression bomb?)",
+                           "raise the limit with --max-pixels if you trust this image") from None
+    except UnidentifiedImageError:
+        raise PicpipeError("not_an_image", f"{name} is not an image Pillow can read",
+                           "pp-compress reads JPEG, PNG, WebP, AVIF, GIF, BMP and TIFF") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PicpipeError("corrupt_image", f"{name} is damaged or truncated ({exc})",
+                           "re-export or re-download the original") from None
+    return image
+
+
+def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str, Any]]:
+    """(new bytes, the record's `compress` object) for one image's bytes."""
+    image = open_image(data, name, options.max_pixels)
+    kind = image.format or ""
+    if getattr(image, "n_frames", 1) > 1:
+        return data, {"method": "kept", "reason": f"animated {kind}: frames are kept as they are"}
+    source_format = _PIL_TO_FORMAT.get(kind)
+    target_format = source_format if options.format in (None, "keep") else options.format
+    if target_format is None:
+        return data, {"method": "kept", "reason": f"{kind} is kept as it is; choose --format to convert it"}
+    # Kept with --keep-metadata: then the orientation stays in the EXIF, not in the pixels.
+    keep: dict[str, bytes] = {k: image.info[k] for k in ("exif", "xmp") if options.keep_metadata and k in image.info}
+    if image.info.get("icc_profile"):
+        keep["icc_profile"] = image.info["icc_profile"]
+    prepared = image if options.keep_metadata else ImageOps.exif_transpose(image)
+    prepared = _resize(prepared, options.max_width, options.max_height)
+    formats = _auto_formats(prepared) if target_format == "auto" else [target_format]
+    candidates: list[Candidate] = []
+    for fmt in formats:
+        candidates.extend(_candidates(fmt, prepared, keep, options))
+    pixels_as_they_are = prepared.size == image.size and (options.keep_metadata or _orientation(image) == 1)
+    if source_format in formats and pixels_as_they_are:
+        candidates.extend(_lossless_original(source_format, data, options.keep_metadata))
+    fit = [c for c in candidates if c.similarity >= options.target or options.quality is not None]
+    best = min(fit or candidates, key=lambda c: len(c.data))
+    info: dict[str, Any] = {"before": len(data), "after": len(best.data), "method": best.method,
+                            "quality": best.quality, "ssim": round(best.similarity, 5), "target": options.target}
+    # The original bytes may only stay when they are what the user would get anyway.
+    may_keep = (target_format == source_format and pixels_as_they_are
+                and (options.keep_metadata or not _has_private_metadata(image)))
+    if may_keep and len(best.data) >= len(data):
+        return data, {**info, "after": len(data), "method": "kept", "reason": "no encoding was smaller"}
+    return best.data, info
+
+
+def _resize(image: Image.Image, max_width: int | None, max_height: int | None) -> Image.Image:
+    """Fit within the bounds, never upscale."""
+    width, height = image.size
+    scale = min((max_width or width) / width, (max_height or height) / height, 1.0)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _orientation(image: Image.Image) -> int:
+    return int(image.getexif().get(0x0112, 1) or 1)
+
+
+def _has_private_metadata(image: Image.Image) -> bool:
+    """EXIF (GPS inside), XMP or comments that the user's readers must not get."""
+    info = image.info
+    return bool(image.getexif()) or any(k in info for k in ("exif", "xmp", "XML:com.adobe.xmp", "comment"))
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+def _auto_formats(image: Image.Image) -> list[str]:
+    return ["png", "webp"] if _has_alpha(image) else ["jpeg", "png", "webp"]
+
+
+def _encode(image: Image.Image, fmt: str, keep: dict[str, bytes], **params: Any) -> bytes:
+    """Encode with the metadata to keep (ICC always; EXIF and XMP with --keep-metadata)."""
+    buffer = io.BytesIO()
+    image.save(buffer, FORMATS[fmt][0], **keep, **params)
+    return buffer.getvalue()
+
+
+def _similarity(reference: Image.Image, data: bytes) -> float:
+    from picpipe.ssim import ssim
+
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()
+        return ssim(reference, decoded)
+
+
+def _search(encode: Callable[[int], bytes], reference: Image.Image, options: Options,
+            low: int, high: int) -> tuple[bytes, int, float]:
+    """The lowest quality in [low, high] whose SSIM keeps the target (binary search)."""
+    if options.quality is not None:
+        data = encode(options.quality)
+        return data, options.quality, _similarity(reference, data)
+    best: tuple[bytes, int, float] | None = None
+    top = high
+    while low <= high:
+        middle = (low + high) // 2
+        data = encode(middle)
+        score = _similarity(reference, data)
+        if score >= options.target:
+            best, high = (data, middle, score), middle - 1
+        else:
+            low = middle + 1
+    if best is None:  # even the highest quality misses the target: report it as it is
+        data = encode(top)
+        best = (data, top, _similarity(reference, data))
+    return best
+
+
+def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
+    if fmt == "jpeg":
+        rgb = _flatten(image)
+
+        def jpeg(quality: int) -> bytes:
+            import mozjpeg_lossless_optimization as mozjpeg
+
+            raw = _encode(rgb, "jpeg", keep, quality=quality, subsampling=2 if quality < 90 else 0)
+            markers = mozjpeg.COPY_MARKERS.ALL if "exif" in keep else mozjpeg.COPY_MARKERS.ICC
+            return mozjpeg.optimize(raw, copy=markers)
+
+        data, quality, score = _search(jpeg, rgb, options, 40, 95)
+        return [Candidate(data, "jpeg", "jpeg+mozjpeg", quality, score)]
+    if fmt == "png":
+        return _png_candidates(image, keep, options)
+    if fmt in ("webp", "avif"):
+        def lossy(quality: int) -> bytes:
+            extra = {"method": 6} if fmt == "webp" else {"speed": 6}
+            return _encode(image, fmt, keep, quality=quality, **extra)
+
+        data, quality, score = _search(lossy, image, options, 30, 95)
+        return [Candidate(data, fmt, fmt, quality, score)]
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
+    import imagequant
+    import oxipng
+
+    strip = oxipng.StripChunks.none() if "exif" in keep else oxipng.StripChunks.safe()
+
+    def optimise(png: bytes) -> bytes:
+        return oxipng.optimize_from_memory(png, level=2, strip=strip)
+
+    candidates = [Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0)]
+    rgba = image.convert("RGBA")
+
+    def palette(quality: int) -> bytes:
+        quantized = imagequant.quantize_pil_image(rgba, dithering_level=1.0, max_quality=quality)
+        return optimise(_encode(quantized, "png", keep))
+
+    data, quality, score = _search(palette, image, options, 40, 100)
+    candidates.append(Candidate(data, "png", "png-palette+oxipng", quality, score))
+    return candidates
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """JPEG has no alpha: composite over white, as browsers show a transparent image on a page."""
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode not in ("RGB", "L") else image
+
+
+def _lossless_original(fmt: str, data: bytes, keep_metadata: bool) -> list[Candidate]:
+    """The original pixels re-packed without metadata: never worse in quality, often smaller."""
+    if fmt == "jpeg":
+        import mozjpeg_lossless_optimization as mozjpeg
+
+        copy = mozjpeg.COPY_MARKERS.ALL if keep_metadata else mozjpeg.COPY_MARKERS.ICC
+        try:
+            return [Candidate(mozjpeg.optimize(data, copy=copy), "jpeg", "mozjpeg-lossless", None, 1.0)]
+        except ValueError:
+            return []
+    if fmt == "png":
+        import oxipng
+
+        strip = oxipng.StripChunks.none() if keep_metadata else oxipng.StripChunks.safe()
+        try:
+            return [Candidate(oxipng.optimize_from_memory(data, level=2, strip=strip), "png", "oxipng-lossless",
+                              None, 1.0)]
+        except oxipng.PngError:
+            return []
+    return []
+
+
+def output_name(source: str, fmt: str) -> str:
+    """`photo.jpg` for photo.jpeg converted to JPEG, `shot.webp` for shot.png converted to WebP."""
+    stem = os.path.splitext(os.path.basename(source))[0] or "image"
+    return stem + FORMATS[fmt][1]
