@@ -36,6 +36,8 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "bench: no chromium, screenshots left out"
+	$(BIN)/python bench/compress_bench.py
 
 lint: install
 	$(BIN)/ruff check picpipe tests bench
