@@ -164,49 +164,56 @@ def _encode(image: Image.Image, fmt: str, keep: dict[str, bytes], **params: Any)
     return buffer.getvalue()
 
 
-def _similarity(reference: Image.Image, data: bytes) -> float:
+def _score(reference: Image.Image, candidate: Image.Image | bytes) -> float:
+    """SSIM of a candidate (pixels, or encoded bytes to decode) against the reference."""
     from picpipe.ssim import ssim
 
-    with Image.open(io.BytesIO(data)) as decoded:
+    if isinstance(candidate, Image.Image):
+        return ssim(reference, candidate)
+    with Image.open(io.BytesIO(candidate)) as decoded:
         decoded.load()
         return ssim(reference, decoded)
 
 
-def _search(encode: Callable[[int], bytes], reference: Image.Image, options: Options,
-            low: int, high: int) -> tuple[bytes, int, float]:
-    """The lowest quality in [low, high] whose SSIM keeps the target (binary search)."""
+def _search(trial: Callable[[int], Image.Image | bytes], reference: Image.Image, options: Options,
+            low: int, high: int) -> tuple[Image.Image | bytes, int, float]:
+    """The lowest quality in [low, high] whose SSIM keeps the target (binary search).
+
+    `trial` gives what the SSIM can be measured on (pixels or bytes): lossless finishing steps
+    (mozjpeg, oxipng) run once, on the winner, not on every trial.
+    """
     if options.quality is not None:
-        data = encode(options.quality)
-        return data, options.quality, _similarity(reference, data)
-    best: tuple[bytes, int, float] | None = None
+        result = trial(options.quality)
+        return result, options.quality, _score(reference, result)
+    best: tuple[Image.Image | bytes, int, float] | None = None
     top = high
     while low <= high:
         middle = (low + high) // 2
-        data = encode(middle)
-        score = _similarity(reference, data)
+        result = trial(middle)
+        score = _score(reference, result)
         if score >= options.target:
-            best, high = (data, middle, score), middle - 1
+            best, high = (result, middle, score), middle - 1
         else:
             low = middle + 1
     if best is None:  # even the highest quality misses the target: report it as it is
-        data = encode(top)
-        best = (data, top, _similarity(reference, data))
+        result = trial(top)
+        best = (result, top, _score(reference, result))
     return best
 
 
 def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
     if fmt == "jpeg":
+        import mozjpeg_lossless_optimization as mozjpeg
+
         rgb = _flatten(image)
 
         def jpeg(quality: int) -> bytes:
-            import mozjpeg_lossless_optimization as mozjpeg
+            return _encode(rgb, "jpeg", keep, quality=quality, subsampling=2 if quality < 90 else 0)
 
-            raw = _encode(rgb, "jpeg", keep, quality=quality, subsampling=2 if quality < 90 else 0)
-            markers = mozjpeg.COPY_MARKERS.ALL if "exif" in keep else mozjpeg.COPY_MARKERS.ICC
-            return mozjpeg.optimize(raw, copy=markers)
-
-        data, quality, score = _search(jpeg, rgb, options, 40, 95)
-        return [Candidate(data, "jpeg", "jpeg+mozjpeg", quality, score)]
+        raw, quality, score = _search(jpeg, rgb, options, 40, 95)
+        markers = mozjpeg.COPY_MARKERS.ALL if "exif" in keep else mozjpeg.COPY_MARKERS.ICC
+        assert isinstance(raw, bytes)
+        return [Candidate(mozjpeg.optimize(raw, copy=markers), "jpeg", "jpeg+mozjpeg", quality, score)]
     if fmt == "png":
         return _png_candidates(image, keep, options)
     if fmt in ("webp", "avif"):
@@ -215,6 +222,7 @@ def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: O
             return _encode(image, fmt, keep, quality=quality, **extra)
 
         data, quality, score = _search(lossy, image, options, 30, 95)
+        assert isinstance(data, bytes)
         return [Candidate(data, fmt, fmt, quality, score)]
     raise ValueError(f"unknown format {fmt!r}")
 
@@ -231,12 +239,13 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
     candidates = [Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0)]
     rgba = image.convert("RGBA")
 
-    def palette(quality: int) -> bytes:
-        quantized = imagequant.quantize_pil_image(rgba, dithering_level=1.0, max_quality=quality)
-        return optimise(_encode(quantized, "png", keep))
+    def palette(quality: int) -> Image.Image:  # a palette is lossless once chosen: score the pixels
+        return imagequant.quantize_pil_image(rgba, dithering_level=1.0, max_quality=quality)
 
-    data, quality, score = _search(palette, image, options, 40, 100)
-    candidates.append(Candidate(data, "png", "png-palette+oxipng", quality, score))
+    quantized, quality, score = _search(palette, image, options, 40, 100)
+    assert isinstance(quantized, Image.Image)
+    candidates.append(Candidate(optimise(_encode(quantized, "png", keep)), "png", "png-palette+oxipng", quality,
+                                score))
     return candidates
 
 

@@ -48,6 +48,10 @@ def ssim(reference: Image.Image, candidate: Image.Image) -> float:
     alpha = reference.has_transparency_data or candidate.has_transparency_data
     x = _pixels(reference, size, alpha)
     y = _pixels(candidate, size, alpha)
+    if alpha and x[3].min() == 255 and y[3].min() == 255:
+        # Transparency that is opaque everywhere (a quantizer's RGBA palette) is no fourth
+        # channel: scoring it would add a perfect 1.0 and flatter the colours.
+        x, y = x[:3], y[:3]
     return _windowed_ssim(x, y) if min(size) > 2 * _RADIUS else _global_ssim(x, y)
 
 

@@ -171,3 +171,15 @@ def test_large_images_are_downscaled_alike(monkeypatch):
     assert shapes[0][1] * shapes[0][2] <= 345_600
     assert shapes[0][1] * shapes[0][2] > 345_000
     assert small == pytest.approx(full, abs=0.02)
+
+
+def test_an_opaque_alpha_channel_does_not_flatter_the_score():
+    """A quantizer's palette carries alpha 255 everywhere: it must score like the RGB pixels."""
+    from PIL import Image
+
+    from picpipe.ssim import ssim
+
+    base = Image.effect_noise((64, 48), 40).convert("RGB")
+    degraded = base.quantize(8).convert("RGB")
+    opaque_palette = degraded.convert("RGBA").quantize(8)  # a P image with an RGBA palette
+    assert abs(ssim(base, opaque_palette) - ssim(base, degraded)) < 1e-6
