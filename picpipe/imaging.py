@@ -238,9 +238,14 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
 
     candidates = [Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0)]
     rgba = image.convert("RGBA")
+    raw = rgba.tobytes()  # once: imagequant's own PIL helper converts pixel by pixel in Python
 
     def palette(quality: int) -> Image.Image:  # a palette is lossless once chosen: score the pixels
-        return imagequant.quantize_pil_image(rgba, dithering_level=1.0, max_quality=quality)
+        indexes, colours = imagequant.quantize_raw_rgba_bytes(raw, *rgba.size, dithering_level=1.0,
+                                                               max_quality=quality)
+        quantized = Image.frombytes("P", rgba.size, indexes)
+        quantized.putpalette(colours, rawmode="RGBA")
+        return quantized
 
     quantized, quality, score = _search(palette, image, options, 40, 100)
     assert isinstance(quantized, Image.Image)
