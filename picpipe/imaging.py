@@ -207,14 +207,18 @@ def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: O
         import mozjpeg_lossless_optimization as mozjpeg
 
         rgb = _flatten(image)
-
-        def jpeg(quality: int) -> bytes:
-            return _encode(rgb, "jpeg", keep, quality=quality, subsampling=2 if quality < 90 else 0)
-
-        raw, quality, score = _search(jpeg, rgb, options, 40, 95)
         markers = mozjpeg.COPY_MARKERS.ALL if "exif" in keep else mozjpeg.COPY_MARKERS.ICC
-        assert isinstance(raw, bytes)
-        return [Candidate(mozjpeg.optimize(raw, copy=markers), "jpeg", "jpeg+mozjpeg", quality, score)]
+        found = []
+        # Chroma subsampling 4:2:0 wins on smooth photos, 4:4:4 on sharp colour edges: try both.
+        for subsampling, label in ((2, "4:2:0"), (0, "4:4:4")):
+            def jpeg(quality: int, subsampling: int = subsampling) -> bytes:
+                return _encode(rgb, "jpeg", keep, quality=quality, subsampling=subsampling)
+
+            raw, quality, score = _search(jpeg, rgb, options, 40, 95)
+            assert isinstance(raw, bytes)
+            found.append(Candidate(mozjpeg.optimize(raw, copy=markers), "jpeg", f"jpeg {label}+mozjpeg", quality,
+                                   score))
+        return found
     if fmt == "png":
         return _png_candidates(image, keep, options)
     if fmt in ("webp", "avif"):
@@ -248,7 +252,7 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
         quantized.putpalette(colours, rawmode="RGBA")
         return quantized
 
-    quantized, quality, score = _search(palette, image, options, 40, 100)
+    quantized, quality, score = _search(palette, image, options, 10, 100)
     assert isinstance(quantized, Image.Image)
     candidates.append(Candidate(optimise(_encode(quantized, "png", keep)), "png", "png-palette+oxipng", quality,
                                 score))
