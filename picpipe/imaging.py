@@ -27,6 +27,8 @@ from picpipe.errors import PicpipeError
 #: The SSIM a candidate must keep by default (--target), chosen with `make bench`: of 0.96,
 #: 0.97 and 0.985, the one with the fewest bytes that keeps mean SSIM above sharp q80's.
 DEFAULT_TARGET = 0.96
+#: Re-pack the original losslessly only when the best re-encoding is above this share of its size.
+LOSSLESS_WORTH_TRYING = 0.9
 #: Images with more pixels are refused as decompression bombs (settable with --max-pixels).
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -116,9 +118,13 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
     for fmt in formats:
         candidates.extend(_candidates(fmt, prepared, keep, options))
     pixels_as_they_are = prepared.size == image.size and (options.keep_metadata or _orientation(image) == 1)
-    if source_format in formats and pixels_as_they_are:
-        candidates.extend(_lossless_original(source_format, data, options.keep_metadata))
     fit = [c for c in candidates if c.similarity >= options.target or options.quality is not None]
+    # The original re-packed losslessly matters only when re-encoding saved little or nothing.
+    if source_format in formats and pixels_as_they_are and min((len(c.data) for c in fit), default=len(data)) > (
+            LOSSLESS_WORTH_TRYING * len(data)):
+        lossless = _lossless_original(source_format, data, options.keep_metadata)
+        fit += lossless
+        candidates += lossless
     best = min(fit or candidates, key=lambda c: len(c.data))
     info: dict[str, Any] = {"before": len(data), "after": len(best.data), "method": best.method,
                             "quality": best.quality, "ssim": round(best.similarity, 5), "target": options.target}
@@ -188,6 +194,12 @@ def _search(trial: Callable[[int], Image.Image | bytes], reference: Image.Image,
         return result, options.quality, _score(reference, result)
     best: tuple[Image.Image | bytes, int, float] | None = None
     top = high
+    # Screenshots and flat graphics often keep the target at the lowest quality: one trial then.
+    result = trial(low)
+    score = _score(reference, result)
+    if score >= options.target:
+        return result, low, score
+    low += 1
     while low <= high:
         middle = (low + high) // 2
         result = trial(middle)
@@ -241,7 +253,6 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
     def optimise(png: bytes) -> bytes:
         return oxipng.optimize_from_memory(png, level=2, strip=strip)
 
-    candidates = [Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0)]
     rgba = image.convert("RGBA")
     raw = rgba.tobytes()  # once: imagequant's own PIL helper converts pixel by pixel in Python
 
@@ -254,8 +265,11 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
 
     quantized, quality, score = _search(palette, image, options, 10, 100)
     assert isinstance(quantized, Image.Image)
-    candidates.append(Candidate(optimise(_encode(quantized, "png", keep)), "png", "png-palette+oxipng", quality,
-                                score))
+    candidates = [Candidate(optimise(_encode(quantized, "png", keep)), "png", "png-palette+oxipng", quality, score)]
+    # Lossless costs a full oxipng run: worth it when the palette missed the target, or when the
+    # image has so few colours that lossless may well be the smaller one (screenshots, diagrams).
+    if score < options.target or image.getcolors(256) is not None:
+        candidates.append(Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0))
     return candidates
 
 
