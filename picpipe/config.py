@@ -56,11 +56,15 @@ RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def xdg_home(variable: str, fallback: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """picpipe's folder under an XDG base directory (`XDG_DATA_HOME`, else `~/<fallback>`)."""
+    return Path(environ.get(variable) or os.path.join(os.path.expanduser("~"), fallback)) / "picpipe"
+
+
 def config_path(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get("PICPIPE_CONFIG"):
         return Path(environ["PICPIPE_CONFIG"]).expanduser()
-    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "picpipe" / "config.toml"
+    return xdg_home("XDG_CONFIG_HOME", ".config", environ) / "config.toml"
 
 
 def env_name(*parts: str) -> str:

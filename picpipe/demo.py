@@ -67,7 +67,10 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     folder = Path(argv[1])
-    make_images(folder) if argv[0] == "images" else upload(folder)
+    if argv[0] == "images":
+        make_images(folder)
+    else:
+        upload(folder)
     return 0
 
 

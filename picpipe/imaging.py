@@ -40,8 +40,6 @@ FORMATS = {
     "avif": ("AVIF", ".avif", "image/avif"),
 }
 _PIL_TO_FORMAT = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "AVIF": "avif"}
-_MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-         "AVIF": "image/avif", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,10 @@ def facts(data: bytes) -> dict[str, Any]:
     with Image.open(io.BytesIO(data)) as image:
         kind = image.format or "?"
         width, height = image.size
+    fmt = _PIL_TO_FORMAT.get(kind, kind.lower())
+    mime = FORMATS[fmt][2] if fmt in FORMATS else Image.MIME.get(kind, "")  # MPO is a JPEG to browsers
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "width": width, "height": height,
-            "format": _PIL_TO_FORMAT.get(kind, kind.lower()), "mime": _MIME.get(kind, Image.MIME.get(kind, ""))}
+            "format": fmt, "mime": mime}
 
 
 def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -246,12 +246,6 @@ def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: O
 
 def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
     import imagequant
-    import oxipng
-
-    strip = oxipng.StripChunks.none() if "exif" in keep else oxipng.StripChunks.safe()
-
-    def optimise(png: bytes) -> bytes:
-        return oxipng.optimize_from_memory(png, level=2, strip=strip)
 
     rgba = image.convert("RGBA")
     raw = rgba.tobytes()  # once: imagequant's own PIL helper converts pixel by pixel in Python
@@ -265,11 +259,13 @@ def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options
 
     quantized, quality, score = _search(palette, image, options, 10, 100)
     assert isinstance(quantized, Image.Image)
-    candidates = [Candidate(optimise(_encode(quantized, "png", keep)), "png", "png-palette+oxipng", quality, score)]
+    keep_all = "exif" in keep
+    candidates = [Candidate(_oxipng(_encode(quantized, "png", keep), keep_all), "png", "png-palette+oxipng",
+                            quality, score)]
     # Lossless costs a full oxipng run: worth it when the palette missed the target, or when the
     # image has so few colours that lossless may well be the smaller one (screenshots, diagrams).
     if score < options.target or image.getcolors(256) is not None:
-        candidates.append(Candidate(optimise(_encode(image, "png", keep)), "png", "png+oxipng", None, 1.0))
+        candidates.append(Candidate(_oxipng(_encode(image, "png", keep), keep_all), "png", "png+oxipng", None, 1.0))
     return candidates
 
 
@@ -295,13 +291,19 @@ def _lossless_original(fmt: str, data: bytes, keep_metadata: bool) -> list[Candi
     if fmt == "png":
         import oxipng
 
-        strip = oxipng.StripChunks.none() if keep_metadata else oxipng.StripChunks.safe()
         try:
-            return [Candidate(oxipng.optimize_from_memory(data, level=2, strip=strip), "png", "oxipng-lossless",
-                              None, 1.0)]
+            return [Candidate(_oxipng(data, keep_metadata), "png", "oxipng-lossless", None, 1.0)]
         except oxipng.PngError:
             return []
     return []
+
+
+def _oxipng(png: bytes, keep_metadata: bool) -> bytes:
+    """Lossless PNG re-packing; drops every ancillary chunk but colour ones (iCCP, sRGB, gAMA) unless asked."""
+    import oxipng
+
+    strip = oxipng.StripChunks.none() if keep_metadata else oxipng.StripChunks.safe()
+    return oxipng.optimize_from_memory(png, level=2, strip=strip)
 
 
 def output_name(source: str, fmt: str) -> str:

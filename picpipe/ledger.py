@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from picpipe.config import xdg_home
 from picpipe.redact import drop_secret_fields, mask_data
 from picpipe.stream import Record, encode_line, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
@@ -32,8 +33,7 @@ BadLine = Callable[[int, str], None]
 def default_path(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get("PICPIPE_LEDGER"):
         return Path(environ["PICPIPE_LEDGER"]).expanduser()
-    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "picpipe" / "ledger.jsonl"
+    return xdg_home("XDG_DATA_HOME", os.path.join(".local", "share"), environ) / "ledger.jsonl"
 
 
 def identity(record: Mapping[str, Any]) -> tuple[str, ...]:

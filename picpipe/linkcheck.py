@@ -115,12 +115,6 @@ def check_urls(
     """
     if jobs < 1 or per_host < 1:
         raise ValueError("jobs and per_host must be at least 1")
-    return _check_urls(items, url_of, jobs, per_host, timeout, retries)
-
-
-def _check_urls(
-    items: Iterable[T], url_of: Callable[[T], str | None], jobs: int, per_host: int, timeout: float, retries: int
-) -> Iterator[tuple[T, Probe | None]]:
     session = new_session(jobs)
     slots: dict[str, threading.BoundedSemaphore] = {}
     slots_lock = threading.Lock()

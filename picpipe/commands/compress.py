@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picpipe.cli import StreamCommand, positive_int
+from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.stream import Record
 
@@ -20,11 +21,6 @@ if TYPE_CHECKING:
     from picpipe.imaging import Options
 
 FORMAT_CHOICES = ("jpeg", "png", "webp", "avif", "auto")
-
-
-def default_out_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "picpipe" / "compressed"
 
 
 def similarity(text: str) -> float:
@@ -90,7 +86,8 @@ class CompressCommand(StreamCommand):
         self.options = Options(target=args.target, quality=args.quality, format=args.format,
                                max_width=args.max_width, max_height=args.max_height,
                                keep_metadata=args.keep_metadata, max_pixels=args.max_pixels)
-        self.out_dir = None if args.in_place else Path(args.out) if args.out else default_out_dir()
+        self.out_dir = (None if args.in_place else Path(args.out) if args.out
+                        else xdg_home("XDG_CACHE_HOME", ".cache") / "compressed")
         if self.out_dir is not None:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
