@@ -18,11 +18,14 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from picpipe.errors import PicpipeError
+
+if TYPE_CHECKING:
+    from picpipe.ssim import Reference
 
 #: The SSIM a candidate must keep by default (--target), chosen with `make bench`: of 0.96,
 #: 0.97 and 0.985, the one with the fewest bytes that keeps mean SSIM above sharp q80's.
@@ -171,65 +174,77 @@ def _encode(image: Image.Image, fmt: str, keep: dict[str, bytes], **params: Any)
     return buffer.getvalue()
 
 
-def _score(reference: Image.Image, candidate: Image.Image | bytes) -> float:
+def _score(reference: Reference, candidate: Image.Image | bytes) -> float:
     """SSIM of a candidate (pixels, or encoded bytes to decode) against the reference."""
-    from picpipe.ssim import ssim
-
     if isinstance(candidate, Image.Image):
-        return ssim(reference, candidate)
+        return reference.score(candidate)
     with Image.open(io.BytesIO(candidate)) as decoded:
         decoded.load()
-        return ssim(reference, decoded)
+        return reference.score(decoded)
 
 
-def _search(trial: Callable[[int], Image.Image | bytes], reference: Image.Image, options: Options,
-            low: int, high: int) -> tuple[Image.Image | bytes, int, float]:
-    """The lowest quality in [low, high] whose SSIM keeps the target (binary search).
+def _search(trial: Callable[[int], Image.Image | bytes], reference: Reference, options: Options,
+            low: int, high: int, guess: int = 75) -> tuple[Image.Image | bytes, int, float]:
+    """The lowest quality in [low, high] whose SSIM keeps the target.
 
-    `trial` gives what the SSIM can be measured on (pixels or bytes): lossless finishing steps
-    (mozjpeg, oxipng) run once, on the winner, not on every trial.
+    Screenshots and flat graphics often keep the target at the lowest quality: one trial then.
+    Otherwise `guess` (where most photos land) is tried, then `high` if the guess failed (when
+    that fails too, no quality can pass); then the interval is narrowed by interpolating the
+    SSIM between a failing and a passing trial, kept within the middle half of the interval, as
+    SSIM flattens out near the top. Each trial
+    is a full encode and SSIM; `trial` gives what the SSIM can be measured on (pixels or bytes),
+    so lossless finishing steps (mozjpeg, oxipng) run once, on the winner.
     """
+    def measure(quality: int) -> tuple[Image.Image | bytes, int, float]:
+        result = trial(quality)
+        return result, quality, _score(reference, result)
+
     if options.quality is not None:
-        result = trial(options.quality)
-        return result, options.quality, _score(reference, result)
-    best: tuple[Image.Image | bytes, int, float] | None = None
-    top = high
-    # Screenshots and flat graphics often keep the target at the lowest quality: one trial then.
-    result = trial(low)
-    score = _score(reference, result)
-    if score >= options.target:
-        return result, low, score
-    low += 1
-    while low <= high:
-        middle = (low + high) // 2
-        result = trial(middle)
-        score = _score(reference, result)
-        if score >= options.target:
-            best, high = (result, middle, score), middle - 1
+        return measure(options.quality)
+    failing = measure(low)
+    passing: tuple[Image.Image | bytes, int, float] | None = None
+    top = high + 1  # the lowest quality known to pass; above `high` until one does
+    while failing[2] < options.target and top - failing[1] > 1:
+        bottom = failing[1]
+        if passing is not None:
+            share = (options.target - failing[2]) / (passing[2] - failing[2])
+            quality = round(bottom + (top - bottom) * min(max(share, 0.25), 0.75))
+        else:  # the guess, then the highest quality: if that fails too, there is nothing to search
+            quality = guess if bottom < guess else high
+        tried = measure(min(max(quality, bottom + 1), top - 1))
+        if tried[2] >= options.target:
+            passing, top = tried, tried[1]
         else:
-            low = middle + 1
-    if best is None:  # even the highest quality misses the target: report it as it is
-        result = trial(top)
-        best = (result, top, _score(reference, result))
-    return best
+            failing = tried
+    # Nothing passed: `failing` is then the highest quality, reported as it is.
+    return passing or failing
 
 
 def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
+    from picpipe.ssim import Reference
+
     if fmt == "jpeg":
         import mozjpeg_lossless_optimization as mozjpeg
 
         rgb = _flatten(image)
+        reference = Reference(rgb)
         markers = mozjpeg.COPY_MARKERS.ALL if "exif" in keep else mozjpeg.COPY_MARKERS.ICC
-        found = []
+        found: list[Candidate] = []
+        cap: int | None = None  # the bytes to beat: 4:4:4 needs no SSIM trials at qualities larger than that
         # Chroma subsampling 4:2:0 wins on smooth photos, 4:4:4 on sharp colour edges: try both.
         for subsampling, label in ((2, "4:2:0"), (0, "4:4:4")):
             def jpeg(quality: int, subsampling: int = subsampling) -> bytes:
                 return _encode(rgb, "jpeg", keep, quality=quality, subsampling=subsampling)
 
-            raw, quality, score = _search(jpeg, rgb, options, 40, 95)
+            high = 95 if cap is None else _highest_below(jpeg, 40, 95, cap)
+            if high is None:
+                continue
+            raw, quality, score = _search(jpeg, reference, options, 40, high)
             assert isinstance(raw, bytes)
             found.append(Candidate(mozjpeg.optimize(raw, copy=markers), "jpeg", f"jpeg {label}+mozjpeg", quality,
                                    score))
+            if score >= options.target and options.quality is None:
+                cap = len(raw)
         return found
     if fmt == "png":
         return _png_candidates(image, keep, options)
@@ -238,35 +253,42 @@ def _candidates(fmt: str, image: Image.Image, keep: dict[str, bytes], options: O
             extra = {"method": 6} if fmt == "webp" else {"speed": 6}
             return _encode(image, fmt, keep, quality=quality, **extra)
 
-        data, quality, score = _search(lossy, image, options, 30, 95)
+        data, quality, score = _search(lossy, Reference(image), options, 30, 95)
         assert isinstance(data, bytes)
         return [Candidate(data, fmt, fmt, quality, score)]
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def _highest_below(encode: Callable[[int], bytes], low: int, high: int, cap: int) -> int | None:
+    """The highest quality in [low, high] that encodes to fewer than `cap` bytes (a few cheap encodes)."""
+    if len(encode(low)) >= cap:
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if len(encode(middle)) < cap else (low, middle - 1)
+    return low
+
+
 def _png_candidates(image: Image.Image, keep: dict[str, bytes], options: Options) -> list[Candidate]:
-    import imagequant
+    from picpipe.palette import Quantizer
+    from picpipe.ssim import Reference
 
-    rgba = image.convert("RGBA")
-    raw = rgba.tobytes()  # once: imagequant's own PIL helper converts pixel by pixel in Python
-
-    def palette(quality: int) -> Image.Image:  # a palette is lossless once chosen: score the pixels
-        indexes, colours = imagequant.quantize_raw_rgba_bytes(raw, *rgba.size, dithering_level=1.0,
-                                                               max_quality=quality)
-        quantized = Image.frombytes("P", rgba.size, indexes)
-        quantized.putpalette(colours, rawmode="RGBA")
-        return quantized
-
-    quantized, quality, score = _search(palette, image, options, 10, 100)
+    reference = Reference(image)
+    # Dithering hides banding in smooth grey tones; colour photos keep enough palette entries to
+    # stay smooth without it, and plain remapping is 10-15% smaller there at the same SSIM.
+    with Quantizer(image.convert("RGBA"), dithering=1.0 if reference.grey else 0.0) as quantizer:
+        quantized, quality, score = _search(quantizer.remap, reference, options, 10, 100)
     assert isinstance(quantized, Image.Image)
-    keep_all = "exif" in keep
-    candidates = [Candidate(_oxipng(_encode(quantized, "png", keep), keep_all), "png", "png-palette+oxipng",
-                            quality, score)]
-    # Lossless costs a full oxipng run: worth it when the palette missed the target, or when the
-    # image has so few colours that lossless may well be the smaller one (screenshots, diagrams).
+    found = [Candidate(_encode(quantized, "png", keep), "png", "png-palette+oxipng", quality, score)]
+    # Lossless matters when the palette missed the target, or when the image has so few colours
+    # that lossless may well be the smaller one (screenshots, diagrams).
     if score < options.target or image.getcolors(256) is not None:
-        candidates.append(Candidate(_oxipng(_encode(image, "png", keep), keep_all), "png", "png+oxipng", None, 1.0))
-    return candidates
+        found.append(Candidate(_encode(image, "png", keep), "png", "png+oxipng", None, 1.0))
+    # oxipng is the slow part: it re-packs only the one that wins at Pillow's compression.
+    fit = [c for c in found if c.similarity >= options.target or options.quality is not None] or found
+    best = min(fit, key=lambda c: len(c.data))
+    best.data = _oxipng(best.data, "exif" in keep)
+    return [best]
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -303,7 +325,7 @@ def _oxipng(png: bytes, keep_metadata: bool) -> bytes:
     import oxipng
 
     strip = oxipng.StripChunks.none() if keep_metadata else oxipng.StripChunks.safe()
-    return oxipng.optimize_from_memory(png, level=2, strip=strip)
+    return oxipng.optimize_from_memory(png, level=1, strip=strip)
 
 
 def output_name(source: str, fmt: str) -> str:

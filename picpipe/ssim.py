@@ -36,23 +36,89 @@ def ssim(reference: Image.Image, candidate: Image.Image) -> float:
     than MAX_PIXELS pixels are first downscaled, both the same way (box filter), to fit within it. Images
     smaller than the 11x11 window are scored with a single window covering the whole image.
     """
-    if reference.size != candidate.size:
-        raise ValueError(f"cannot compare images of different sizes: {reference.size} and {candidate.size}")
-    width, height = reference.size
-    if width * height == 0:
-        raise ValueError(f"cannot compare empty images ({width}x{height})")
-    size = reference.size
-    if width * height > MAX_PIXELS:
-        scale = math.sqrt(MAX_PIXELS / (width * height))
-        size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    alpha = reference.has_transparency_data or candidate.has_transparency_data
-    x = _pixels(reference, size, alpha)
-    y = _pixels(candidate, size, alpha)
-    if alpha and x[3].min() == 255 and y[3].min() == 255:
-        # Transparency that is opaque everywhere (a quantizer's RGBA palette) is no fourth
-        # channel: scoring it would add a perfect 1.0 and flatter the colours.
-        x, y = x[:3], y[:3]
-    return _windowed_ssim(x, y) if min(size) > 2 * _RADIUS else _global_ssim(x, y)
+    return Reference(reference).score(candidate)
+
+
+class Reference:
+    """An original prepared once, to score the many candidates of a quality search against it.
+
+    It keeps the original's pixels and, band by band, their blurred mean and variance, so a trial blurs
+    three maps instead of five. Windows where the candidate equals the original score exactly 1 and are
+    not computed: a screenshot's untouched background costs nothing. A greyscale pair is scored on one
+    channel, which equals the mean over three identical ones.
+    """
+
+    def __init__(self, image: Image.Image) -> None:
+        width, height = image.size
+        if width * height == 0:
+            raise ValueError(f"cannot compare empty images ({width}x{height})")
+        self.image_size = image.size
+        self.size = image.size
+        if width * height > MAX_PIXELS:
+            scale = math.sqrt(MAX_PIXELS / (width * height))
+            self.size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        self.alpha = image.has_transparency_data
+        self._x = _pixels(image, self.size, self.alpha)
+        self.grey = _is_grey(self._x)
+        self._stats: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (channels, top) -> (ux, vx)
+
+    def score(self, candidate: Image.Image) -> float:
+        """SSIM of one candidate (see `ssim`)."""
+        if candidate.size != self.image_size:
+            raise ValueError(f"cannot compare images of different sizes: {self.image_size} and {candidate.size}")
+        alpha = self.alpha or candidate.has_transparency_data
+        x = self._x
+        if alpha and not self.alpha:
+            x = np.concatenate([x, np.full_like(x[:1], 255)])
+        y = _pixels(candidate, self.size, alpha)
+        if alpha and x[3].min() == 255 and y[3].min() == 255:
+            # Transparency that is opaque everywhere (a quantizer's RGBA palette) is no fourth
+            # channel: scoring it would add a perfect 1.0 and flatter the colours.
+            x, y = x[:3], y[:3]
+        if len(x) == 3 and self.grey and _is_grey(y):
+            x, y = x[:1], y[:1]
+        return self._windowed(x, y) if min(self.size) > 2 * _RADIUS else _global_ssim(x, y)
+
+    def _windowed(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean of the SSIM map over all channels, computed a band of rows at a time."""
+        channels, height, width = x.shape
+        out_width = width - 2 * _RADIUS
+        rows = max(8, _BAND_VALUES // (channels * width))
+        changed = (x != y).any(axis=0)
+        changed_rows = changed.any(axis=1)
+        total = 0.0
+        for top in range(0, height - 2 * _RADIUS, rows):
+            band = slice(top, top + rows + 2 * _RADIUS)
+            count = min(rows, height - 2 * _RADIUS - top) * out_width  # SSIM values in this band
+            if not changed_rows[band].any():
+                total += channels * count
+                continue
+            columns = np.flatnonzero(changed[band].any(axis=0))
+            first, last = max(0, columns[0] - 2 * _RADIUS), min(out_width - 1, columns[-1])
+            ux, vx = self._band_stats(x, top, band)
+            ux, vx = ux[:, :, first : last + 1], vx[:, :, first : last + 1]
+            xb = x[:, band, first : last + 1 + 2 * _RADIUS]
+            yb = y[:, band, first : last + 1 + 2 * _RADIUS]
+            uy, uyy, uxy = _blur(np.stack([yb, yb * yb, xb * yb]))
+            vy = uyy - uy * uy
+            vxy = uxy - ux * uy
+            s = (2 * ux * uy + _C1) * (2 * vxy + _C2) / ((ux * ux + uy * uy + _C1) * (vx + vy + _C2))
+            total += float(s.sum(dtype=np.float64)) + channels * (count - s.shape[1] * s.shape[2])
+        return total / (channels * (height - 2 * _RADIUS) * out_width)
+
+    def _band_stats(self, x: np.ndarray, top: int, band: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The original's blurred mean and variance over one band, computed once per channel count."""
+        key = (len(x), top)
+        if key not in self._stats:
+            xb = x[:, band]
+            ux, uxx = _blur(np.stack([xb, xb * xb]))
+            self._stats[key] = (ux, uxx - ux * ux)
+        return self._stats[key]
+
+
+def _is_grey(pixels: np.ndarray) -> bool:
+    """Three colour channels (and no alpha) that are equal everywhere."""
+    return len(pixels) == 3 and np.array_equal(pixels[0], pixels[1]) and np.array_equal(pixels[0], pixels[2])
 
 
 def _pixels(image: Image.Image, size: tuple[int, int], alpha: bool) -> np.ndarray:
@@ -68,23 +134,6 @@ def _pixels(image: Image.Image, size: tuple[int, int], alpha: bool) -> np.ndarra
     if alpha:
         pixels[:3] *= pixels[3] / np.float32(255)
     return pixels
-
-
-def _windowed_ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean of the SSIM map over all channels, computed a band of rows at a time."""
-    channels, height, width = x.shape
-    rows = max(8, _BAND_VALUES // (channels * width))
-    total = 0.0
-    for top in range(0, height - 2 * _RADIUS, rows):
-        xb = x[:, top : top + rows + 2 * _RADIUS]
-        yb = y[:, top : top + rows + 2 * _RADIUS]
-        ux, uy, uxx, uyy, uxy = _blur(np.stack([xb, yb, xb * xb, yb * yb, xb * yb]))
-        vx = uxx - ux * ux
-        vy = uyy - uy * uy
-        vxy = uxy - ux * uy
-        s = (2 * ux * uy + _C1) * (2 * vxy + _C2) / ((ux * ux + uy * uy + _C1) * (vx + vy + _C2))
-        total += float(s.sum(dtype=np.float64))
-    return total / (channels * (height - 2 * _RADIUS) * (width - 2 * _RADIUS))
 
 
 def _blur(maps: np.ndarray) -> np.ndarray:

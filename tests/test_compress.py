@@ -169,3 +169,62 @@ def test_fixed_quality_and_webp(compress, tmp_path):
     with Image.open(io.BytesIO(Path(record["path"]).read_bytes())) as image:
         assert image.format == "WEBP"
     assert json.dumps(record)  # a plain JSON record
+
+
+# The search and its encoders, in-process.
+
+def test_search_finds_the_lowest_passing_quality_in_few_trials():
+    from picpipe import imaging
+
+    tried: list[int] = []
+
+    def trial(quality: int) -> Image.Image:
+        tried.append(quality)
+        return Image.new("L", (1, 1), quality)
+
+    class Score:  # SSIM that grows with quality and flattens near the top, like a real one
+        def score(self, candidate: Image.Image) -> float:
+            return 1 - 0.5 / (1 + candidate.getpixel((0, 0)))
+
+    options = imaging.Options(target=1 - 0.5 / 64)  # first passes at 63
+    result, quality, score = imaging._search(trial, Score(), options, 10, 100)  # type: ignore[arg-type]
+    assert quality == 63 and score >= options.target and result.getpixel((0, 0)) == 63
+    assert 62 in tried and len(tried) < 9  # proved the lowest, in fewer trials than halving from 10..100
+
+    tried.clear()
+    _, quality, score = imaging._search(trial, Score(), imaging.Options(target=0.999), 10, 100)  # type: ignore[arg-type]
+    assert quality == 100 and score < 0.999 and tried == [10, 75, 100]  # nothing passes: three trials
+
+    tried.clear()
+    _, quality, _ = imaging._search(trial, Score(), imaging.Options(target=0.5), 10, 100)  # type: ignore[arg-type]
+    assert quality == 10 and tried == [10]  # a screenshot that passes at once
+
+
+def test_highest_below_a_size():
+    from picpipe import imaging
+
+    def encode(quality: int) -> bytes:
+        return bytes(quality * 10)
+
+    assert imaging._highest_below(encode, 40, 95, 700) == 69
+    assert imaging._highest_below(encode, 40, 95, 10_000) == 95
+    assert imaging._highest_below(encode, 40, 95, 400) is None
+
+
+def test_quantizer_palettes_and_alpha():
+    from picpipe.palette import Quantizer
+
+    opaque = photo(64, 48)
+    with Quantizer(opaque.convert("RGBA"), dithering=0.0) as quantizer:
+        coarse, fine = quantizer.remap(10), quantizer.remap(100)
+    assert coarse.mode == fine.mode == "P" and coarse.size == opaque.size
+    assert not coarse.has_transparency_data  # an opaque image gets an RGB palette: no alpha to score
+    assert len(coarse.getcolors(256) or []) < len(fine.getcolors(256) or [])
+
+    see_through = opaque.convert("RGBA")
+    see_through.putalpha(Image.linear_gradient("L").resize(opaque.size))
+    with Quantizer(see_through, dithering=1.0) as quantizer:
+        translucent = quantizer.remap(90)
+    assert translucent.has_transparency_data
+    alpha = translucent.convert("RGBA").getchannel("A")
+    assert alpha.getextrema()[0] < 30 and alpha.getextrema()[1] > 225

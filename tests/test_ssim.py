@@ -183,3 +183,27 @@ def test_an_opaque_alpha_channel_does_not_flatter_the_score():
     degraded = base.quantize(8).convert("RGB")
     opaque_palette = degraded.convert("RGBA").quantize(8)  # a P image with an RGBA palette
     assert abs(ssim(base, opaque_palette) - ssim(base, degraded)) < 1e-6
+
+
+def test_a_reference_scores_like_a_fresh_comparison():
+    """The cached blurs, the skipped unchanged windows and the one-channel greyscale path change nothing."""
+    from picpipe.ssim import Reference
+
+    original = photo(200, 150)
+    patched = original.copy()
+    patched.paste(noisy(original.crop((60, 40, 90, 70)), 25), (60, 40))  # one changed patch, the rest equal
+    reference = Reference(original)
+    for candidate in (jpeg(original, 40), patched, jpeg(original, 90), original.copy()):
+        assert reference.score(candidate) == pytest.approx(ssim(original, candidate), abs=1e-9)
+    assert 0.9 < reference.score(patched) < 0.999
+    skimage = pytest.importorskip("skimage.metrics")
+    expected = skimage.structural_similarity(np.asarray(original), np.asarray(patched), channel_axis=-1,
+                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                             data_range=255)
+    assert reference.score(patched) == pytest.approx(expected, abs=1e-6)
+
+    grey = original.convert("L")
+    assert Reference(grey).score(jpeg(grey, 30)) == pytest.approx(
+        Reference(grey.convert("RGB")).score(jpeg(grey, 30).convert("RGB")), abs=1e-6)
+    with pytest.raises(ValueError):
+        reference.score(photo(150, 200))
