@@ -36,7 +36,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "bench: no chromium, screenshots left out"
+	@command -v chromium >/dev/null && command -v pngquant >/dev/null && command -v cwebp >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pngquant webp; } || \
+	  echo "bench: chromium, pngquant or cwebp missing (not root): those rows or screenshots are left out"
 	$(BIN)/python bench/compress_bench.py
 
 lint: install

@@ -4,6 +4,8 @@ Corpus: the photos and scans inside the scikit-image wheel's data folder (fetche
 `pip download`, never committed) plus screenshots of real documentation pages (Python's own
 pydoc pages rendered by headless Chromium). For each tool: total bytes as a fraction of the
 input, mean and minimum SSIM against the original, and wall time. Medians of BENCH_REPEAT runs.
+pngquant (PNG files only) and cwebp (every file to WebP) join when installed, each compared
+with sharp on the same files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -111,35 +115,69 @@ def run_sharp(files: list[Path], out: Path, modules: Path) -> tuple[float, list[
     return time.perf_counter() - start, [out / f.name for f in files]
 
 
+def run_each(command: Callable[[Path, Path], list[str]], suffix: str, files: list[Path],
+             out: Path) -> tuple[float, list[Path]]:
+    """A one-file-per-run tool (pngquant, cwebp), two at a time like the others on a 2-core machine."""
+    outputs = [out / (f.stem + suffix) for f in files]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        for done in pool.map(lambda pair: subprocess.run(command(*pair), capture_output=True),
+                             zip(files, outputs, strict=True)):
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr.decode(errors="replace"))
+    return time.perf_counter() - start, outputs
+
+
+def pngquant(source: Path, target: Path) -> list[str]:
+    return ["pngquant", "--quality=0-80", "--strip", "--force", "--output", str(target), str(source)]
+
+
+def cwebp(source: Path, target: Path) -> list[str]:
+    return ["cwebp", "-quiet", "-q", "80", "-metadata", "icc", str(source), "-o", str(target)]
+
+
 def main() -> int:
     files = photos(CACHE / "skimage") + screenshots(CACHE / "shots")
     total_in = sum(f.stat().st_size for f in files)
     print(f"corpus: {len(files)} images, {total_in} bytes", file=sys.stderr)
     modules = sharp_ready()
-    tools = {"picpipe": lambda out: run_picpipe(files, out, [])}
+    pngs = [f for f in files if f.suffix == ".png"]
+    #: name -> (the files it takes, how to run it on them)
+    tools: dict[str, tuple[list[Path], Callable[[list[Path], Path], tuple[float, list[Path]]]]] = {
+        "picpipe": (files, lambda fs, out: run_picpipe(fs, out, []))}
+    tools["picpipe --format webp"] = (files, lambda fs, out: run_picpipe(fs, out, ["--format", "webp"]))
     for target in os.environ.get("BENCH_TARGETS", "").split():
-        tools[f"picpipe --target {target}"] = lambda out, t=target: run_picpipe(files, out, ["--target", t])
+        tools[f"picpipe --target {target}"] = (files, lambda fs, out, t=target: run_picpipe(fs, out, ["--target", t]))
     if modules is not None:
-        tools["sharp q80"] = lambda out: run_sharp(files, out, modules)
+        tools["sharp q80"] = (files, lambda fs, out: run_sharp(fs, out, modules))
+        if shutil.which("pngquant"):
+            tools["sharp q80, PNG files"] = (pngs, lambda fs, out: run_sharp(fs, out, modules))
+    if shutil.which("pngquant"):
+        tools["pngquant 0-80, PNG files"] = (pngs, lambda fs, out: run_each(pngquant, ".png", fs, out))
+    if shutil.which("cwebp"):
+        tools["cwebp q80 (to WebP)"] = (files, lambda fs, out: run_each(cwebp, ".webp", fs, out))
     rows = []
-    for name, tool in tools.items():
+    for name, (subset, tool) in tools.items():
         times = []
         for _ in range(REPEAT):
             with tempfile.TemporaryDirectory() as tmp:
-                seconds, outputs = tool(Path(tmp))
+                seconds, outputs = tool(subset, Path(tmp))
                 times.append(seconds)
-                size, mean, worst, worst_name = score(files, outputs)
-        rows.append((name, size, mean, worst, worst_name, statistics.median(times)))
+                size, mean, worst, worst_name = score(subset, outputs)
+        rows.append((name, len(subset), sum(f.stat().st_size for f in subset), size, mean, worst, worst_name,
+                     statistics.median(times)))
         print(f"  {name} done", file=sys.stderr)
-    sharp_row = next((r for r in rows if r[0] == "sharp q80"), None)
+    # Each row is compared with sharp on the same files.
+    sharp_rows = {r[1]: r for r in rows if r[0].startswith("sharp")}
     print(f"\npp-compress bench: {len(files)} images, {total_in} bytes in; medians of {REPEAT} runs\n")
-    header = ("tool", "bytes/in", "vs sharp", "mean SSIM", "min SSIM", "wall s", "vs sharp")
-    print("{:<26} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8}".format(*header))
-    for name, size, mean, worst, worst_name, seconds in rows:
-        size_ratio = f"{size / sharp_row[1]:8.3f}" if sharp_row else f"{'-':>8}"
-        time_ratio = f"{seconds / sharp_row[5]:8.2f}" if sharp_row else f"{'-':>8}"
-        print(f"{name:<26} {size / total_in:8.3f} {size_ratio} {mean:9.4f} {worst:8.4f} {seconds:7.2f} {time_ratio}"
-              f"   (lowest: {worst_name})")
+    header = ("tool", "files", "bytes/in", "vs sharp", "mean SSIM", "min SSIM", "wall s", "vs sharp")
+    print("{:<28} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8}".format(*header))
+    for name, count, size_in, size, mean, worst, worst_name, seconds in rows:
+        sharp_row = sharp_rows.get(count)
+        size_ratio = f"{size / sharp_row[3]:8.3f}" if sharp_row else f"{'-':>8}"
+        time_ratio = f"{seconds / sharp_row[7]:8.2f}" if sharp_row else f"{'-':>8}"
+        print(f"{name:<28} {count:>5} {size / size_in:8.3f} {size_ratio} {mean:9.4f} {worst:8.4f} {seconds:7.2f} "
+              f"{time_ratio}   (lowest: {worst_name})")
     return 0
 
 

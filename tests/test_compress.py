@@ -211,20 +211,12 @@ def test_highest_below_a_size():
     assert imaging._highest_below(encode, 40, 95, 400) is None
 
 
-def test_quantizer_palettes_and_alpha():
-    from picpipe.palette import Quantizer
+def test_an_opaque_png_gets_a_palette_without_alpha():
+    from picpipe import imaging
 
-    opaque = photo(64, 48)
-    with Quantizer(opaque.convert("RGBA"), dithering=0.0) as quantizer:
-        coarse, fine = quantizer.remap(10), quantizer.remap(100)
-    assert coarse.mode == fine.mode == "P" and coarse.size == opaque.size
-    assert not coarse.has_transparency_data  # an opaque image gets an RGB palette: no alpha to score
-    assert len(coarse.getcolors(256) or []) < len(fine.getcolors(256) or [])
-
-    see_through = opaque.convert("RGBA")
-    see_through.putalpha(Image.linear_gradient("L").resize(opaque.size))
-    with Quantizer(see_through, dithering=1.0) as quantizer:
-        translucent = quantizer.remap(90)
-    assert translucent.has_transparency_data
-    alpha = translucent.convert("RGBA").getchannel("A")
-    assert alpha.getextrema()[0] < 30 and alpha.getextrema()[1] > 225
+    buffer = io.BytesIO()
+    photo(120, 90).convert("RGBA").save(buffer, "PNG")  # RGBA, but opaque everywhere
+    data, info = imaging.compress(buffer.getvalue(), "photo.png", imaging.Options())
+    with Image.open(io.BytesIO(data)) as image:
+        assert info["method"] == "png-palette+oxipng" and image.mode == "P"
+        assert not image.has_transparency_data
