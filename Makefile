@@ -21,8 +21,8 @@ test: install
 
 demo: install
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@echo "== 1. sample images -> pp-compress -> a local stand-in host (pp-upload arrives in issue #4)"
-	$(BIN)/python -m picpipe.demo images $(DEMO)/images | $(BIN)/pp-compress --out $(DEMO)/compressed | $(BIN)/python -m picpipe.demo upload $(DEMO)/host > $(DEMO)/uploaded.jsonl
+	@echo "== 1. sample images -> pp-compress -> pp-upload --host local (a folder with file:// URLs)"
+	$(BIN)/python -m picpipe.demo images $(DEMO)/images | $(BIN)/pp-compress --out $(DEMO)/compressed | PICPIPE_LOCAL_DIR=$(DEMO)/host $(BIN)/pp-upload --host local --ledger $(DEMO)/ledger.jsonl > $(DEMO)/uploaded.jsonl
 	$(BIN)/pp-link --template '   $$fileName$$extName: {compress.before} -> {compress.after} bytes ({compress.method}, SSIM {compress.ssim})' < $(DEMO)/uploaded.jsonl
 	@echo "== 2. record them in the ledger and print Markdown links"
 	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | $(BIN)/pp-link --md | tee $(DEMO)/post.md

@@ -1,23 +1,14 @@
-"""Sample images and a stand-in image host for `make demo`, so the demo needs no account.
+"""Sample images for `make demo`, so the demo needs no files and no account.
 
     python -m picpipe.demo images DIR     draw a few PNG images into DIR, print their paths
-    python -m picpipe.demo upload DIR     copy each record's file into DIR under a content-hash
-                                          name and add host, key, url (file://) and uploaded_at,
-                                          as `pp-upload --host local` will once issue #4 lands
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import struct
 import sys
 import zlib
 from pathlib import Path
-
-from picpipe.stream import dumps
-from picpipe.timeutil import now_iso
 
 SAMPLES = {
     "sunset.png": ((255, 94, 58), (46, 16, 101)),
@@ -50,27 +41,11 @@ def make_images(folder: Path) -> None:
         print(path, flush=True)
 
 
-def upload(host: Path) -> None:
-    host.mkdir(parents=True, exist_ok=True)
-    for line in sys.stdin:
-        record = json.loads(line)
-        if "error" not in record:
-            data = Path(record["path"]).read_bytes()
-            key = hashlib.sha256(data).hexdigest()[:16] + Path(record["path"]).suffix
-            shutil.copyfile(record["path"], host / key)
-            record.update(host="demo", key=key, url=(host / key).resolve().as_uri(), uploaded_at=now_iso())
-        print(dumps(record), flush=True)
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("images", "upload"):
+    if len(argv) != 2 or argv[0] != "images":
         print(__doc__, file=sys.stderr)
         return 2
-    folder = Path(argv[1])
-    if argv[0] == "images":
-        make_images(folder)
-    else:
-        upload(folder)
+    make_images(Path(argv[1]))
     return 0
 
 

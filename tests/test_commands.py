@@ -13,7 +13,7 @@ import pytest
 from conftest import command_path, jsonl, parse_jsonl
 
 ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest"]
-BUILT = ["pp-compress", "pp-link", "pp-mark"]
+BUILT = ["pp-compress", "pp-link", "pp-mark", "pp-upload"]
 
 
 @pytest.mark.parametrize("name", ALL)

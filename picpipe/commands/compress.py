@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from picpipe.cli import StreamCommand, positive_int
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
+from picpipe.files import read_source
 from picpipe.stream import Record
 
 if TYPE_CHECKING:
@@ -106,21 +107,6 @@ class CompressCommand(StreamCommand):
 
         # Workers leave Ctrl-C to the main process, which writes what finished and stops.
         return ProcessPoolExecutor(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-
-
-def read_source(path: str) -> bytes:
-    """The bytes of an input file, with the ways that fails named for a person."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise PicpipeError("not_found", f"{path}: no such file",
-                           "check the path (relative to the current folder)") from None
-    except IsADirectoryError:
-        raise PicpipeError("is_a_folder", f"{path} is a folder",
-                           "give image files, e.g. find DIR -name '*.png'") from None
-    except PermissionError:
-        raise PicpipeError("unreadable", f"{path}: permission denied", "check the file's permissions") from None
 
 
 def compress_record(options: Options, out_dir: Path | None, named: bool, record: Record) -> Record:

@@ -1,19 +1,141 @@
-"""pp-upload: upload to an image host. Not built yet (issue #4)."""
+"""pp-upload: put images on an image host, never overwriting a different image."""
 
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
 import sys
+import threading
+from typing import TYPE_CHECKING, Any
 
-from picpipe.cli import not_implemented
+from picpipe.cli import StreamCommand
+from picpipe.commands.mark import ledger_argument
+from picpipe.errors import PicpipeError
+from picpipe.files import read_source
+from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
+from picpipe.stream import Record
+from picpipe.timeutil import now_iso
 
-EXAMPLES = """\
-  ls *.png | pp-upload --host qiniu | pp-mark | pp-link --md
-  pp-compress shot.png | pp-upload --host github | pp-link --url
-  find img -newer .last-upload -name '*.png' | pp-upload --host s3 -j 4 | pp-mark
+if TYPE_CHECKING:
+    from picpipe.hosts import Host
+
+
+class UploadCommand(StreamCommand):
+    prog = "pp-upload"
+    stage = "upload"
+    default_jobs = 4
+    description = (
+        "Upload each image to the host profile --host and add host, key, url and uploaded_at to\n"
+        "its record. Keys come from a template (default {year}/{month}/{sha256:12}{ext}), so the\n"
+        "same bytes get the same key. An image whose bytes the ledger already shows on this host\n"
+        "is not sent again (deduped: true). A different image already at the key is an error,\n"
+        "never silently replaced (--overwrite to replace). --delete removes records' objects."
+    )
+    examples = """\
+  ls *.png | pp-upload --host local | pp-link --md
+  ls *.png | pp-compress | pp-upload --host qiniu | pp-mark | pp-link --md
+  pp-upload --host s3 --path 'blog/{name}-{sha256:8}{ext}' shot.png | jq -r .url
+  pp-mark find --host old --url 'https://old.example.com/*' | pp-upload --host old --delete | pp-mark
 """
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--host", required=True, metavar="PROFILE",
+                            help="the host profile (a [profiles.NAME] of the config, or a type: local, ...)")
+        parser.add_argument("--path", metavar="TEMPLATE",
+                            help=f"key template (default: the profile's path, else {DEFAULT_TEMPLATE}); "
+                            "{name} {ext} {sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}")
+        parser.add_argument("--base-url", metavar="URL", help="public URL prefix (custom domain or CDN)")
+        parser.add_argument("--endpoint", metavar="URL", help="API or upload URL override")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace a different image already at the same key")
+        parser.add_argument("--no-dedupe", dest="dedupe", action="store_false",
+                            help="upload even when the ledger shows these bytes on this host")
+        parser.add_argument("--delete", action="store_true",
+                            help="delete each record's object (host and key) instead of uploading")
+        ledger_argument(parser)
+
+    def start(self, args: argparse.Namespace) -> None:
+        from picpipe.hosts import open_host
+
+        profile = self.config.profile(args.host, {"base_url": args.base_url, "endpoint": args.endpoint,
+                                                  "path": args.path})
+        self.template = str(profile.get("path") or DEFAULT_TEMPLATE)
+        check_template(self.template)
+        self.overwrite, self.deleting = args.overwrite, args.delete
+        self.host: Host = open_host(profile)
+        self.known = self.uploaded_before(args) if args.dedupe and not args.delete else {}
+        self.lock = threading.Lock()
+
+    def uploaded_before(self, args: argparse.Namespace) -> dict[str, Record]:
+        """sha256 → the newest live ledger entry of this host profile."""
+        from picpipe.ledger import Ledger
+
+        path = args.ledger or self.config.ledger()
+        known: dict[str, Record] = {}
+        for entry in Ledger(path).states():
+            if entry.get("host") == self.host.name and entry.get("url") and not entry.get("deleted_at"):
+                known[str(entry.get("sha256"))] = entry
+        return known
+
+    def process(self, record: Record) -> Record:
+        if self.deleting:
+            return self.delete(record)
+        path = record.get("path")
+        if not isinstance(path, str) or not path:
+            raise PicpipeError("no_path", "the record has no path to an image file",
+                               "give file paths or {\"path\": ...}")
+        data = read_source(path)
+        sha256 = hashlib.sha256(data).hexdigest()
+        result: dict[str, Any] = {**record, **self.facts(record, data, sha256)}
+        with self.lock:
+            seen = self.known.get(sha256)
+        if seen is not None:
+            return {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
+                    "uploaded_at": seen.get("uploaded_at"), "deduped": True}
+        name = record.get("source") if isinstance(record.get("source"), str) else path
+        key = make_key(self.template, _named_like(str(name), path), data, sha256)
+        stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"), self.overwrite)
+        result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
+        if stored.reused:
+            result["reused"] = True
+        with self.lock:
+            self.known[sha256] = result
+        return result
+
+    def facts(self, record: Record, data: bytes, sha256: str) -> dict[str, Any]:
+        """sha256 and size always (the bytes may have changed); the image facts when no stage set them."""
+        if record.get("sha256") == sha256 and record.get("mime"):
+            return {"size": len(data)}
+        from picpipe.imaging import facts
+
+        try:
+            return facts(data)
+        except Exception:  # not an image Pillow knows: hosts still take it, with what is known
+            return {"sha256": sha256, "size": len(data)}
+
+    def delete(self, record: Record) -> Record:
+        if record.get("host") != self.host.name or not record.get("key"):
+            raise PicpipeError("not_on_host", f"the record is not an upload to {self.host.name} "
+                               f"(host {record.get('host')!r}, key {record.get('key')!r})",
+                               f"give records from pp-mark find --host {self.host.name}")
+        self.host.delete(str(record["key"]))
+        return {**record, "deleted_at": now_iso()}
+
+    def finish(self, args: argparse.Namespace) -> None:
+        self.host.close()
+
+
+def _named_like(source: str, path: str) -> str:
+    """The file name for {name}: the user's original's stem with the current bytes' extension."""
+    return os.path.splitext(os.path.basename(source))[0] + os.path.splitext(path)[1]
 
 
 def main() -> int:
-    return not_implemented("pp-upload", 4, "upload to an image host", EXAMPLES)
+    return UploadCommand().main(sys.argv[1:])
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

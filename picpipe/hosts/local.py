@@ -1,0 +1,61 @@
+"""A folder as an image host: `dir` holds the files, `base_url` is where a web server serves them.
+
+Also the embedded default (`--host local` with no configuration): $XDG_DATA_HOME/picpipe/host,
+with file:// URLs, so the whole pipeline runs without an account.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from picpipe.config import xdg_home
+from picpipe.hosts import Host, Stored, conflict
+
+
+class LocalHost(Host):
+    def __init__(self, profile: dict[str, Any]) -> None:
+        super().__init__(profile)
+        folder = profile.get("dir")
+        self.root = (Path(os.path.expanduser(folder)) if folder else xdg_home("XDG_DATA_HOME", ".local/share") / "host")
+
+    def default_base_url(self) -> str:
+        return self.root.resolve().as_uri() + "/"
+
+    def _target(self, key: str) -> Path:
+        root = self.root.resolve()
+        target = (root / key).resolve()
+        if root not in target.parents:  # keys are sanitised; a symlink inside the folder is not
+            raise ValueError(f"{key!r} leaves {root}")
+        return target
+
+    def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
+        target = self._target(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".pp-upload-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if overwrite:
+                os.replace(temp, target)
+                return Stored(key, self.url(key))
+            try:
+                os.link(temp, target)  # atomic, and fails when the name is taken
+            except FileExistsError:
+                if target.read_bytes() == data:
+                    return Stored(key, self.url(key), reused=True)
+                raise conflict(self.name, key) from None
+            return Stored(key, self.url(key))
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def delete(self, key: str) -> None:
+        self._target(key).unlink(missing_ok=True)
+
+
+HOST = LocalHost
