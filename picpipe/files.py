@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from picpipe.errors import PicpipeError
 
 
@@ -18,3 +24,19 @@ def read_source(path: str) -> bytes:
                            "give image files, e.g. find DIR -name '*.png'") from None
     except PermissionError:
         raise PicpipeError("unreadable", f"{path}: permission denied", "check the file's permissions") from None
+
+
+@contextmanager
+def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
+    """`data` written and fsynced to a temp file in `folder`, removed on exit unless moved away:
+    the caller renames or links it into place, so a reader never sees half a file."""
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield temp
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from picpipe.cli import StreamCommand, positive_int
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.files import read_source
+from picpipe.files import read_source, temp_copy
 from picpipe.stream import Record
 
 if TYPE_CHECKING:
@@ -142,19 +141,10 @@ def write_result(data: bytes, facts: dict[str, Any], source: str, out_dir: Path 
         target = out_dir / f"{facts['sha256']}{FORMATS[facts['format']][1]}"
         if target.exists():
             return str(target)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".pp-compress-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with temp_copy(target.parent, data, ".pp-compress-") as temp:
         if out_dir is None:
             os.chmod(temp, os.stat(source).st_mode & 0o7777)
         os.replace(temp, target)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
     return str(target)
 
 

@@ -7,11 +7,11 @@ with file:// URLs, so the whole pipeline runs without an account.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from picpipe.config import xdg_home
+from picpipe.files import temp_copy
 from picpipe.hosts import Host, Stored, conflict
 
 
@@ -34,12 +34,7 @@ class LocalHost(Host):
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
         target = self._target(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".pp-upload-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with temp_copy(target.parent, data, ".pp-upload-") as temp:
             if overwrite:
                 os.replace(temp, target)
                 return Stored(key, self.url(key))
@@ -50,9 +45,6 @@ class LocalHost(Host):
                     return Stored(key, self.url(key), reused=True)
                 raise conflict(self.name, key) from None
             return Stored(key, self.url(key))
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
 
     def delete(self, key: str) -> None:
         self._target(key).unlink(missing_ok=True)
