@@ -341,6 +341,7 @@ def _oxipng(png: bytes, keep_metadata: bool) -> bytes:
     import oxipng
 
     strip = oxipng.StripChunks.none() if keep_metadata else oxipng.StripChunks.safe()
+    # Level 1: on the bench's 20 PNGs level 2 was 0.5 % smaller and took 1.6x as long.
     return oxipng.optimize_from_memory(png, level=1, strip=strip)
 
 
