@@ -45,7 +45,8 @@ def make_key(template: str, path: str, data: bytes, sha256: str | None = None, n
     stem, ext = os.path.splitext(os.path.basename(path))
     values: Mapping[str, Any] = {
         "name": stem, "ext": ext.lower(), "sha256": _Digest(sha256 or hashlib.sha256(data).hexdigest()),
-        "md5": _Digest(hashlib.md5(data, usedforsecurity=False).hexdigest()),
+        # md5 only when asked for: a second hash of every image is not free.
+        "md5": _Digest(hashlib.md5(data, usedforsecurity=False).hexdigest() if "{md5" in template else ""),
         "year": f"{moment.tm_year:04d}", "month": f"{moment.tm_mon:02d}", "day": f"{moment.tm_mday:02d}",
         "timestamp": str(int(now)), "uuid": uuid.uuid4().hex,
     }

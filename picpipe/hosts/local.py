@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from picpipe.config import xdg_home
+from picpipe.errors import PicpipeError
 from picpipe.files import temp_copy
 from picpipe.hosts import Host, Stored, conflict
 
@@ -28,7 +29,8 @@ class LocalHost(Host):
         root = self.root.resolve()
         target = (root / key).resolve()
         if root not in target.parents:  # keys are sanitised; a symlink inside the folder is not
-            raise ValueError(f"{key!r} leaves {root}")
+            raise PicpipeError("bad_key", f"{key!r} leads out of {root} (through a symlink?)",
+                               "keep symlinks that point elsewhere out of the host folder")
         return target
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
