@@ -282,5 +282,5 @@ def not_implemented(prog: str, issue: int, summary: str, examples: str) -> int:
     if "-h" in argv or "--help" in argv:
         print(f"usage: {prog} ...\n\n{message}.\n\nplanned examples:\n{examples}")
         return EXIT_OK
-    console.error(message, "see README.md for what works today: pp-compress, pp-link and pp-mark")
+    console.error(message, "see README.md for what works today: pp-compress, pp-upload (local), pp-link, pp-mark")
     return EXIT_USAGE
