@@ -33,7 +33,7 @@ from picpipe import console, redact
 from picpipe.errors import UsageError
 
 #: Keys every profile understands.
-COMMON_KEYS = ("type", "endpoint", "base_url", "path")
+COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries")
 #: Keys per profile type (DESIGN §3). The host modules of pp-upload will own these.
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "local": ("dir",),

@@ -8,7 +8,6 @@ image to browsers. `requests` is imported inside the functions: commands must st
 from __future__ import annotations
 
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from picpipe import __version__
 from picpipe.concurrency import ordered_map
 from picpipe.errors import PicpipeError
+from picpipe.net import chain, failure_kind, in_chain, may_retry, new_session, reason
 from picpipe.redact import redact_text
 
 if TYPE_CHECKING:
@@ -26,13 +25,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-USER_AGENT = f"picpipe/{__version__} (+link check)"
 #: Statuses with which servers refuse HEAD although they would serve GET.
 HEAD_REFUSED = frozenset({400, 403, 405, 406, 501})
 #: Seconds before the first retry, doubled before each next one.
 BACKOFF = 0.2
-#: Failures worth another try: the next attempt may well succeed.
-RETRYABLE = frozenset({"timeout", "connection", "connection_refused"})
 
 
 @dataclass
@@ -45,22 +41,6 @@ class Probe:
     method: str | None  # "HEAD" or "GET": the request that decided; None when none was sent
     elapsed_ms: int
     error: PicpipeError | None  # None when ok
-
-
-def new_session(jobs: int) -> requests.Session:
-    """One Session for every probe: keep-alive per host, and a pool wide enough for `jobs` threads.
-
-    TLS is verified and proxy environment variables are honoured (the requests defaults).
-    """
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=jobs, pool_maxsize=jobs)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
 
 
 def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retries: int = 1) -> Probe:
@@ -84,7 +64,7 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
         return result(method, None, _error("bad_url", f"not a valid URL ({exc}): {url}",
                                            "fix the url field of the record"))
     except requests.RequestException as exc:
-        if not _in_chain(exc, ConnectionResetError):  # a reset is how some servers refuse HEAD
+        if not in_chain(exc, ConnectionResetError):  # a reset is how some servers refuse HEAD
             return result(method, None, _exception_error(exc, url, timeout))
     # Outside the except block, so that a GET failure is not chained to the HEAD one.
     if response is None or response.status_code in HEAD_REFUSED:
@@ -115,7 +95,7 @@ def check_urls(
     """
     if jobs < 1 or per_host < 1:
         raise ValueError("jobs and per_host must be at least 1")
-    session = new_session(jobs)
+    session = new_session(jobs, "link check")
     slots: dict[str, threading.BoundedSemaphore] = {}
     slots_lock = threading.Lock()
 
@@ -163,55 +143,8 @@ def _send(session: requests.Session, method: str, url: str, timeout: float, retr
 
 
 def _retryable(exc: BaseException, method: str) -> bool:
-    """Retry what may pass: not TLS, not a name that does not exist, not a HEAD reset (GET follows)."""
-    if method == "HEAD" and _in_chain(exc, ConnectionResetError):
-        return False
-    kind = _kind(exc)
-    if kind == "dns":
-        return any(isinstance(e, socket.gaierror) and e.errno == socket.EAI_AGAIN for e in _chain(exc))
-    return kind in RETRYABLE
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and every exception behind it: causes, contexts, and the ones wrapped in args or `.reason`."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        # urllib3's MaxRetryError keeps the real failure in `.reason`, ProtocolError in its args.
-        inner = [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
-        todo.extend(reversed([i for i in inner if isinstance(i, BaseException)]))
-
-
-def _in_chain(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
-    return any(isinstance(e, kind) for e in _chain(exc))
-
-
-def _kind(exc: BaseException) -> str:
-    """The error type of a failed request, from exception classes, never from message text."""
-    import requests
-
-    if isinstance(exc, requests.TooManyRedirects):
-        return "too_many_redirects"
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema)):
-        return "bad_url"  # e.g. a redirect to an unusable Location
-    if isinstance(exc, requests.exceptions.ProxyError):
-        return "connection"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "tls"
-    # Not urllib3's TimeoutError: its NewConnectionError (a refused connection) derives from it.
-    if isinstance(exc, requests.Timeout) or _in_chain(exc, TimeoutError):
-        return "timeout"
-    if _in_chain(exc, socket.gaierror):  # urllib3's NameResolutionError wraps it
-        return "dns"
-    if _in_chain(exc, ConnectionRefusedError):
-        return "connection_refused"
-    return "connection"
+    """A HEAD reset is not retried (GET follows); otherwise what may pass on another try."""
+    return not (method == "HEAD" and in_chain(exc, ConnectionResetError)) and may_retry(exc, idempotent=True)
 
 
 def _exception_error(exc: BaseException, url: str, timeout: float) -> PicpipeError:
@@ -221,17 +154,17 @@ def _exception_error(exc: BaseException, url: str, timeout: float) -> PicpipeErr
     import requests
 
     host = _host(url)
-    kind = _kind(exc)
+    kind = failure_kind(exc)
     if kind == "too_many_redirects":
         return _error(kind, f"{host} redirects in a loop or too many times",
                       "open the URL in a browser: the host's redirect rules are broken, or the image now "
                       "sits behind a login page")
     if kind == "bad_url":
-        return _error(kind, f"{host} leads to a URL that cannot be fetched ({_reason(exc)})",
+        return _error(kind, f"{host} leads to a URL that cannot be fetched ({reason(exc)})",
                       "open the URL in a browser to see where it redirects")
     if kind == "tls":
-        verify = next((e for e in _chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
-        problem = f"its certificate is not valid ({verify.verify_message or verify})" if verify else _reason(exc)
+        verify = next((e for e in chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
+        problem = f"its certificate is not valid ({verify.verify_message or verify})" if verify else reason(exc)
         return _error(kind, f"HTTPS to {host} failed: {problem}",
                       "browsers will refuse this image too: renew or fix the certificate in the image host's "
                       "or CDN's HTTPS settings (it must cover this domain); if every host fails, check the "
@@ -250,9 +183,9 @@ def _exception_error(exc: BaseException, url: str, timeout: float) -> PicpipeErr
         return _error(kind, f"{host} refused the connection",
                       "nothing listens there: the server is down or the URL's port is wrong; re-run later")
     if isinstance(exc, requests.exceptions.ProxyError):
-        return _error(kind, f"the proxy failed to reach {host}: {_reason(exc)}",
+        return _error(kind, f"the proxy failed to reach {host}: {reason(exc)}",
                       "check the HTTPS_PROXY, HTTP_PROXY and NO_PROXY environment variables")
-    return _error(kind, f"the connection to {host} failed: {_reason(exc)}",
+    return _error(kind, f"the connection to {host} failed: {reason(exc)}",
                   "the server or the network dropped the connection: re-run later")
 
 
@@ -313,12 +246,3 @@ def _host(url: str) -> str:
 
 def _find_command(url: str) -> str:
     return f"pp-mark find --url {shlex.quote(url)}"
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost explanation: an OS error's text rather than urllib3's pool description."""
-    chain = list(_chain(exc))
-    for e in chain:
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
-    return str(chain[-1]) or type(chain[-1]).__name__

@@ -14,7 +14,8 @@ import requests
 from conftest import ROOT
 from httpfixture import ALL_HOSTS, LocalServer, closed_port, running, self_signed_context
 from picpipe import __version__
-from picpipe.linkcheck import check_urls, new_session, probe_url
+from picpipe.linkcheck import check_urls, probe_url
+from picpipe.net import new_session
 
 FAST = 0.5  # seconds; the slow routes take SLOW_SECONDS (2 s)
 
@@ -34,13 +35,13 @@ def server() -> Iterator[LocalServer]:
 
 @pytest.fixture
 def session() -> Iterator[requests.Session]:
-    s = new_session(4)
+    s = new_session(4, "link check")
     yield s
     s.close()
 
 
 def test_session_settings():
-    s = new_session(32)
+    s = new_session(32, "link check")
     assert s.headers["User-Agent"] == f"picpipe/{__version__} (+link check)"
     assert s.verify is True and s.trust_env is True  # TLS verified, proxy variables honoured
     for scheme in ("http://", "https://"):

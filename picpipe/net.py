@@ -1,0 +1,212 @@
+"""HTTP for every command that talks to a server: one pooled session, timeouts, retries.
+
+`Client.send` retries what may pass on another try (connection failures, timeouts, 429, 500,
+502, 503, 504) with exponential backoff and full jitter, honours Retry-After, and never
+retries an answer that will not change (401, 403, 404, 4xx). Requests that are not safe to
+repeat (an upload that creates a new object each time) are retried only when the server
+certainly did not act on them. `requests` is imported inside the functions: commands must
+start fast.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from picpipe import __version__, console
+from picpipe.errors import PicpipeError
+from picpipe.redact import redact_text
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT = f"picpipe/{__version__}"
+#: Statuses after which the same request may well succeed.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses that say the server did not act on the request: safe to repeat even a non-idempotent one.
+NOT_ACTED_ON = frozenset({429, 503})
+#: Seconds: the first backoff ceiling (doubled per attempt), the largest one, the longest Retry-After obeyed.
+BACKOFF, MAX_BACKOFF, MAX_RETRY_AFTER = 0.5, 20.0, 120.0
+
+
+def new_session(jobs: int, purpose: str = "") -> requests.Session:
+    """One Session per command: keep-alive per host, and a pool wide enough for `jobs` threads.
+
+    TLS is verified and proxy environment variables are honoured (the requests defaults).
+    """
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=max(jobs, 4), pool_maxsize=max(jobs, 4))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = f"{USER_AGENT} (+{purpose})" if purpose else USER_AGENT
+    return session
+
+
+class Client:
+    """A lazily opened session plus the retry policy; safe to share between threads."""
+
+    def __init__(self, who: str, *, timeout: float = 30.0, retries: int = 4, jobs: int = 8, purpose: str = "") -> None:
+        self.who, self.timeout, self.retries, self.jobs, self.purpose = who, timeout, retries, jobs, purpose
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                self._session = new_session(self.jobs, self.purpose)
+            return self._session
+
+    def send(self, method: str, url: str, *, sign: Callable[[requests.PreparedRequest], None] | None = None,
+             idempotent: bool = True, **kwargs: Any) -> requests.Response:
+        """Send one request, again after a passing failure; the last response, whatever its status.
+
+        `sign` runs on every attempt's prepared request (signatures carry the time). Network
+        failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns).
+        """
+        import requests
+
+        attempt = 0
+        while True:
+            prepared = self.session.prepare_request(requests.Request(method, url, **kwargs))
+            if sign is not None:
+                sign(prepared)
+            try:
+                response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout))
+            except requests.RequestException as exc:
+                if attempt >= self.retries or not may_retry(exc, idempotent):
+                    raise network_error(exc, self.who, self.timeout) from None
+                delay, why = backoff(attempt), failure_kind(exc)
+            else:
+                status = response.status_code
+                if status not in RETRY_STATUSES or attempt >= self.retries or (
+                        not idempotent and status not in NOT_ACTED_ON):
+                    return response
+                delay, why = retry_after(response) or backoff(attempt), f"HTTP {status}"
+                if delay > MAX_RETRY_AFTER:
+                    return response  # the caller reports it; waiting that long is the user's call
+                response.close()
+            attempt += 1
+            console.say(f"{self.who}: {why}, try {attempt + 1} of {self.retries + 1} in {delay:.1f} s")
+            time.sleep(delay)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+def backoff(attempt: int) -> float:
+    """Full jitter: uniform in [0, BACKOFF * 2^attempt], capped, so that parallel workers spread out."""
+    return random.uniform(0, min(MAX_BACKOFF, BACKOFF * 2**attempt))
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After: seconds or an HTTP date), if it asked."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def may_retry(exc: BaseException, idempotent: bool) -> bool:
+    """Connection and timeout failures may pass; TLS and unknown names will not. A request that is
+    not idempotent is repeated only when it never reached the server (no connection was made)."""
+    import requests
+
+    kind = failure_kind(exc)
+    if kind == "dns":
+        return any(isinstance(e, socket.gaierror) and e.errno == socket.EAI_AGAIN for e in chain(exc))
+    if kind not in ("timeout", "connection", "connection_refused"):
+        return False
+    return idempotent or isinstance(exc, requests.ConnectTimeout) or kind == "connection_refused"
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: causes, contexts, and the ones wrapped in args or `.reason`."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        # urllib3's MaxRetryError keeps the real failure in `.reason`, ProtocolError in its args.
+        inner = [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+        todo.extend(reversed([i for i in inner if isinstance(i, BaseException)]))
+
+
+def in_chain(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    return any(isinstance(e, kind) for e in chain(exc))
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The error type of a failed request, from exception classes, never from message text."""
+    import requests
+
+    if isinstance(exc, requests.TooManyRedirects):
+        return "too_many_redirects"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return "bad_url"  # e.g. a redirect to an unusable Location
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "connection"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"
+    # Not urllib3's TimeoutError: its NewConnectionError (a refused connection) derives from it.
+    if isinstance(exc, requests.Timeout) or in_chain(exc, TimeoutError):
+        return "timeout"
+    if in_chain(exc, socket.gaierror):  # urllib3's NameResolutionError wraps it
+        return "dns"
+    if in_chain(exc, ConnectionRefusedError):
+        return "connection_refused"
+    return "connection"
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost explanation: an OS error's text rather than urllib3's pool description."""
+    found = list(chain(exc))
+    for e in found:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+    return str(found[-1]) or type(found[-1]).__name__
+
+
+def network_error(exc: BaseException, who: str, timeout: float) -> PicpipeError:
+    """A request that got no usable answer, as a record's error: what failed and what to do."""
+    import requests
+
+    kind = failure_kind(exc)
+    if kind == "timeout":
+        what = "no connection" if isinstance(exc, requests.ConnectTimeout) else "no answer"
+        message, hint = (f"{who}: {what} within {timeout:g} s",
+                         "the server is down, slow or blocked from this network: re-run later (nothing is sent "
+                         "twice), or raise the profile's timeout")
+    elif kind == "tls":
+        message, hint = (f"{who}: HTTPS failed: {reason(exc)}",
+                         "the certificate is not valid for this endpoint: check the endpoint's host name, the "
+                         "clock, and any intercepting proxy (picpipe never turns verification off)")
+    elif kind == "dns":
+        message, hint = f"{who}: the endpoint's name does not resolve", "check the endpoint or region in the profile"
+    elif kind == "connection_refused":
+        message, hint = f"{who}: connection refused", "nothing listens there: check the endpoint's host and port"
+    else:
+        message, hint = (f"{who}: the connection failed: {reason(exc)}",
+                         "the server or the network dropped the connection: re-run later (nothing is sent twice)")
+    return PicpipeError(kind, redact_text(message), hint)

@@ -1,0 +1,1 @@
+"""Fake image hosts that check signatures the way the real ones document them (see fakehost.py)."""
