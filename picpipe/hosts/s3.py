@@ -1,0 +1,111 @@
+"""Any S3-compatible store: AWS, Cloudflare R2, MinIO, Backblaze B2, and the S3 endpoints of
+Qiniu, OSS and COS. One signed PUT per new object (SigV4, header auth).
+
+`If-None-Match: *` makes the write conditional: the store answers 412 instead of replacing an
+existing key, and a HEAD then tells the same bytes (ETag = MD5 of a single-part upload) from a
+different image. Addressing is virtual-host on AWS's own endpoints and path style on any other
+endpoint (MinIO, R2, tests); `path_style` decides when set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts.signing import AWS_V4, canonical_request, sha256_hex, uri_encode, utc_now
+
+if TYPE_CHECKING:
+    import requests
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class S3Host(HttpHost):
+    hints = {
+        "SignatureDoesNotMatch": "the secret_key does not match the access_key (or this computer's clock is off "
+                                 "by more than 15 minutes)",
+        "InvalidAccessKeyId": "this endpoint does not know the access_key: check it, and that endpoint and "
+                              "region belong to the same provider",
+        "AuthorizationHeaderMalformed": "the region is wrong for this bucket: set the profile's region",
+        "PermanentRedirect": "the bucket lives in another region: set the profile's region (or endpoint)",
+        "NoSuchBucket": "the bucket does not exist at this endpoint: check bucket, region and endpoint",
+        "AccessDenied": "the key may not write to this bucket: allow s3:PutObject (and s3:DeleteObject for "
+                        "--delete) in its policy",
+        "RequestTimeTooSkewed": "this computer's clock is off by more than 15 minutes: sync it (NTP)",
+        "EntityTooLarge": "the file is over the store's single-upload limit (5 GB on AWS)",
+    }
+    request_id_headers = ("x-amz-request-id",)
+
+    def __init__(self, profile: dict[str, Any]) -> None:
+        super().__init__(profile)
+        self.bucket = self.setting("bucket")
+        self.region = str(profile.get("region") or "us-east-1")
+        self.access_key, self.secret_key = self.setting("access_key"), self.setting("secret_key")
+        default = f"https://s3.{self.region}.amazonaws.com"
+        custom = profile.get("path_style")
+        path_style = (str(custom).lower() in _TRUE if custom not in (None, "")
+                      else bool(profile.get("endpoint")) or "." in self.bucket)
+        endpoint = urllib.parse.urlsplit(self.endpoint(default))
+        if path_style:
+            self.prefix = f"{endpoint.scheme}://{endpoint.netloc}{endpoint.path}/{self.bucket}"
+        else:
+            self.prefix = f"{endpoint.scheme}://{self.bucket}.{endpoint.netloc}{endpoint.path}"
+
+    def default_base_url(self) -> str:
+        return self.prefix + "/"
+
+    def object_url(self, key: str) -> str:
+        return f"{self.prefix}/{uri_encode(key)}"
+
+    def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
+        headers = {"Content-Type": mime}
+        if not overwrite:
+            headers["If-None-Match"] = "*"
+        response = self.request("PUT", self.object_url(key), ok=(200, 412), data=data, headers=headers,
+                                sign=self.signer(sha256_hex(data)))
+        if response.status_code == 200:
+            return Stored(key, self.url(key))
+        existing = self.request("HEAD", self.object_url(key), sign=self.signer(sha256_hex(b"")))
+        if existing.headers.get("ETag", "").strip('"') == hashlib.md5(data).hexdigest():
+            return Stored(key, self.url(key), reused=True)
+        raise conflict(self.name, key)
+
+    def delete(self, key: str) -> None:
+        self.request("DELETE", self.object_url(key), ok=(200, 204, 404), sign=self.signer(sha256_hex(b"")))
+
+    def signer(self, payload_hash: str) -> Any:
+        """Sign a prepared request with SigV4 (every header sent but Content-Length is signed)."""
+
+        def sign(request: requests.PreparedRequest) -> None:
+            when = utc_now()
+            url = urllib.parse.urlsplit(request.url or "")
+            request.headers["Host"] = _host_header(url)
+            request.headers["x-amz-date"] = f"{when:%Y%m%dT%H%M%SZ}"
+            request.headers["x-amz-content-sha256"] = payload_hash
+            signed = {k.lower(): str(v) for k, v in request.headers.items()
+                      if k.lower() in ("host", "content-type", "content-md5", "if-none-match")
+                      or k.lower().startswith("x-amz-")}
+            names = ";".join(sorted(signed))
+            query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+            canonical = canonical_request(request.method or "GET", url.path or "/", query, signed, names,
+                                          payload_hash)
+            signature = AWS_V4.signature(self.secret_key, when, self.region, canonical)
+            request.headers["Authorization"] = (
+                f"{AWS_V4.algorithm} Credential={self.access_key}/{AWS_V4.scope(when, self.region)}, "
+                f"SignedHeaders={names}, Signature={signature}")
+
+        return sign
+
+
+def _host_header(url: urllib.parse.SplitResult) -> str:
+    """host[:port] as sent: the port is left out only when it is the scheme's default."""
+    host = url.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return host if url.port in (None, default) else f"{host}:{url.port}"
+
+
+HOST = S3Host
