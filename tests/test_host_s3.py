@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from test_upload import image
 
 from conftest import jsonl, parse_jsonl
 from picpipe.hosts import s3
 from picpipe.hosts.signing import AWS_V4, canonical_request
-from test_upload import image
 
 BUCKET = "imgs"
 
@@ -26,7 +26,7 @@ def moto():
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    endpoint = "http://127.0.0.1:%d" % server._server.server_port
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
     anyone = {"endpoint_url": endpoint, "region_name": "us-east-1",
               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     boto3.client("s3", **anyone).create_bucket(Bucket=BUCKET)
@@ -105,7 +105,8 @@ def test_concurrent_uploads_reuse_connections(run, tmp_path, moto):
     endpoint, access_key, secret_key, client = moto
     files = [image(tmp_path / f"{i}.png", (i, 2 * i, 3 * i)) for i in range(12)]
     result = run("pp-upload", "--host", "s3", "-j", "4", "--path", "many/{sha256:16}{ext}",
-                 input=jsonl([{"path": str(f)} for f in files]), extra_env=profile_env(endpoint, access_key, secret_key))
+                 input=jsonl([{"path": str(f)} for f in files]),
+                 extra_env=profile_env(endpoint, access_key, secret_key))
     assert result.returncode == 0, result.stderr
     records = parse_jsonl(result.stdout)
     assert [r["path"] for r in records] == [str(f) for f in files]  # input order kept
