@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from test_upload import image
 
 from conftest import jsonl, parse_jsonl
 from picpipe.hosts import s3
 from picpipe.hosts.signing import AWS_V4, canonical_request
+from test_upload import image
 
 BUCKET = "imgs"
 

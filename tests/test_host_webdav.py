@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from davservers import PASSWORD, USER, rclone_webdav, wsgidav
-from test_upload import image
 
 from conftest import jsonl, parse_jsonl
+from davservers import PASSWORD, USER, rclone_webdav, wsgidav
+from test_upload import image
 
 
 def dav_env(url: str, password: str = PASSWORD) -> dict[str, str]:
