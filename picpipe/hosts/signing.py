@@ -91,3 +91,14 @@ def canonical_request(method: str, path: str, query: Mapping[str, str], headers:
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def host_header(url: str) -> str:
+    """The Host header as urllib3 sends it for `url` (host[:port], the port left out only when it is
+    the scheme's default), for signatures that cover Host: set it explicitly and sign this value."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
