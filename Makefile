@@ -42,6 +42,9 @@ bench: install
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pngquant webp; } || \
 	  echo "bench: chromium, pngquant or cwebp missing (not root): those rows or screenshots are left out"
 	$(BIN)/python bench/compress_bench.py
+	@command -v rclone >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; } || \
+	  echo "bench: rclone missing (not root): the pp-upload comparison is left out"
+	$(BIN)/python bench/upload_bench.py
 
 lint: install
 	$(BIN)/ruff check picpipe tests bench

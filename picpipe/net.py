@@ -57,6 +57,7 @@ class Client:
         self.who, self.timeout, self.retries, self.jobs, self.purpose = who, timeout, retries, jobs, purpose
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+        self._settings: dict[str, dict[str, Any]] = {}  # per scheme://host: proxies, CA bundle
 
     @property
     def session(self) -> requests.Session:
@@ -80,7 +81,8 @@ class Client:
             if sign is not None:
                 sign(prepared)
             try:
-                response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout))
+                response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout),
+                                             **self.settings(prepared.url or url))
             except requests.RequestException as exc:
                 if attempt >= self.retries or not may_retry(exc, idempotent):
                     raise network_error(exc, self.who, self.timeout) from None
@@ -97,6 +99,20 @@ class Client:
             attempt += 1
             console.say(f"{self.who}: {why}, try {attempt + 1} of {self.retries + 1} in {delay:.1f} s")
             time.sleep(delay)
+
+    def settings(self, url: str) -> dict[str, Any]:
+        """Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE), as
+        `requests.request` would apply them, worked out once per host: reading the environment on
+        every request cost more CPU than signing it."""
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        found = self._settings.get(origin)
+        if found is None:
+            found = self.session.merge_environment_settings(origin + "/", {}, None, None, None)
+            self._settings[origin] = found
+        return found
 
     def close(self) -> None:
         with self._lock:

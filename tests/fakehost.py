@@ -126,7 +126,7 @@ class FakeHandler(BaseHTTPRequestHandler):
 @contextmanager
 def serving(handler: type[FakeHandler], server_class: type[FakeServer] = FakeServer) -> Iterator[FakeServer]:
     server = server_class(handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # quick to stop
     thread.start()
     try:
         yield server

@@ -105,8 +105,10 @@ class HttpHost(Host):
         return str(value)
 
     def endpoint(self, default: str) -> str:
-        """The API/upload URL: the profile's override (private regions, Enterprise servers, tests) or the host's."""
-        return str(self.profile.get("endpoint") or default).rstrip("/")
+        """The API/upload URL: the profile's override (private regions, Enterprise servers, tests) or the host's.
+        An override typed without a scheme (`oss-cn-hangzhou.aliyuncs.com`) means HTTPS."""
+        url = str(self.profile.get("endpoint") or default).rstrip("/")
+        return url if "://" in url else "https://" + url
 
     def request(self, method: str, url: str, *, ok: Collection[int] = (200, 201, 204), idempotent: bool = True,
                 **kwargs: Any) -> requests.Response:
