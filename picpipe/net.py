@@ -108,11 +108,10 @@ class Client:
 
         parts = urllib.parse.urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        found = self._settings.get(origin)
-        if found is None:
-            found = self.session.merge_environment_settings(origin + "/", {}, None, None, None)
-            self._settings[origin] = found
-        return found
+        if origin not in self._settings:
+            self._settings[origin] = dict(self.session.merge_environment_settings(origin + "/", {}, None, None,
+                                                                                  None))
+        return self._settings[origin]
 
     def close(self) -> None:
         with self._lock:

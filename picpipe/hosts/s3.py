@@ -14,7 +14,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from picpipe.hosts import HttpHost, Stored, conflict
-from picpipe.hosts.signing import AWS_V4, canonical_request, sha256_hex, uri_encode, utc_now
+from picpipe.hosts.signing import AWS_V4, canonical_request, host_header, sha256_hex, uri_encode, utc_now
 
 if TYPE_CHECKING:
     import requests
@@ -81,7 +81,7 @@ class S3Host(HttpHost):
         def sign(request: requests.PreparedRequest) -> None:
             when = utc_now()
             url = urllib.parse.urlsplit(request.url or "")
-            request.headers["Host"] = _host_header(url)
+            request.headers["Host"] = host_header(request.url or "")
             request.headers["x-amz-date"] = f"{when:%Y%m%dT%H%M%SZ}"
             request.headers["x-amz-content-sha256"] = payload_hash
             signed = {k.lower(): str(v) for k, v in request.headers.items()
@@ -97,15 +97,6 @@ class S3Host(HttpHost):
                 f"SignedHeaders={names}, Signature={signature}")
 
         return sign
-
-
-def _host_header(url: urllib.parse.SplitResult) -> str:
-    """host[:port] as sent: the port is left out only when it is the scheme's default."""
-    host = url.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 literal
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return host if url.port in (None, default) else f"{host}:{url.port}"
 
 
 HOST = S3Host
