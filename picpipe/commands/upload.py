@@ -37,12 +37,15 @@ class UploadCommand(StreamCommand):
   ls *.png | pp-compress | pp-upload --host qiniu | pp-mark | pp-link --md
   pp-upload --host s3 --path 'blog/{name}-{sha256:8}{ext}' shot.png | jq -r .url
   pp-mark find --host old --url 'https://old.example.com/*' | pp-upload --host old --delete | pp-mark
+  PICPIPE_B2_TYPE=s3 PICPIPE_B2_REGION=us-west-004 PICPIPE_B2_ENDPOINT=https://s3.us-west-004.backblazeb2.com \\
+    PICPIPE_B2_BUCKET=pics PICPIPE_B2_ACCESS_KEY=... PICPIPE_B2_SECRET_KEY=... pp-upload --host b2 *.png
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("--host", required=True, metavar="PROFILE",
-                            help="the host profile (a [profiles.NAME] of the config, or a type: local, ...)")
+                            help="the host profile: a [profiles.NAME] of the config or PICPIPE_NAME_* variables; "
+                            "types: local webdav s3 qiniu aliyun upyun tencent github gitee smms imgur")
         parser.add_argument("--path", metavar="TEMPLATE",
                             help=f"key template (default: the profile's path, else {DEFAULT_TEMPLATE}); "
                             "{name} {ext} {sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}")
