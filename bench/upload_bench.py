@@ -119,6 +119,7 @@ def main() -> int:
             env = {**inherited, "XDG_DATA_HOME": str(work / "data"), "XDG_CONFIG_HOME": str(work / "config"),
                    "PICPIPE_S3B_TYPE": "s3", "PICPIPE_S3B_ENDPOINT": endpoint, "PICPIPE_S3B_BUCKET": "bench",
                    "PICPIPE_S3B_ACCESS_KEY": "bench", "PICPIPE_S3B_SECRET_KEY": "bench-secret",
+                   "PICPIPE_S3B_CONDITIONAL_WRITES": "true",  # moto refuses If-None-Match: * with 412
                    "PICPIPE_DAVB_TYPE": "webdav", "PICPIPE_DAVB_URL": dav.url, "PICPIPE_DAVB_USER": USER,
                    "PICPIPE_DAVB_PASSWORD": PASSWORD,
                    "RCLONE_CONFIG_S3B_TYPE": "s3", "RCLONE_CONFIG_S3B_PROVIDER": "Other",

@@ -38,7 +38,7 @@ COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "local": ("dir",),
     "webdav": ("url", "user", "password"),
-    "s3": ("bucket", "region", "access_key", "secret_key", "path_style"),
+    "s3": ("bucket", "region", "access_key", "secret_key", "path_style", "conditional_writes"),
     "qiniu": ("bucket", "access_key", "secret_key", "region"),
     "aliyun": ("bucket", "region", "access_key_id", "access_key_secret"),
     "upyun": ("bucket", "operator", "password"),

@@ -29,7 +29,8 @@ USER_AGENT = f"picpipe/{__version__}"
 #: Statuses after which the same request may well succeed.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say the server did not act on the request: safe to repeat even a non-idempotent one.
-NOT_ACTED_ON = frozenset({429, 503})
+#: Not 503: a proxy or load balancer may say it after the origin stored the upload.
+NOT_ACTED_ON = frozenset({429})
 #: Seconds: the first backoff ceiling (doubled per attempt), the largest one, the longest Retry-After obeyed.
 BACKOFF, MAX_BACKOFF, MAX_RETRY_AFTER = 0.5, 20.0, 120.0
 
@@ -81,7 +82,10 @@ class Client:
             if sign is not None:
                 sign(prepared)
             try:
+                # A write is never redirected: requests would resend its body (and signed form
+                # fields) to wherever the Location points, and a signature is void there anyway.
                 response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout),
+                                             allow_redirects=method in ("GET", "HEAD"),
                                              **self.settings(prepared.url or url))
             except requests.RequestException as exc:
                 if attempt >= self.retries or not may_retry(exc, idempotent):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -24,6 +26,9 @@ def moto():
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
+    seen = Requests()
+    logging.getLogger("werkzeug").addHandler(seen)
+    logging.getLogger("werkzeug").setLevel(logging.INFO)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{server._server.server_port}"
@@ -38,33 +43,58 @@ def moto():
     key = iam.create_access_key(UserName="ci")["AccessKey"]
     client = boto3.client("s3", **{**anyone, "aws_access_key_id": key["AccessKeyId"],
                                    "aws_secret_access_key": key["SecretAccessKey"]})
-    yield endpoint, key["AccessKeyId"], key["SecretAccessKey"], client
+    yield endpoint, key["AccessKeyId"], key["SecretAccessKey"], client, seen
     requests.post(endpoint + "/moto-api/reset-auth", data=b"inf", timeout=10)
     server.stop()
+    logging.getLogger("werkzeug").removeHandler(seen)
 
 
-def profile_env(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
-    return {"PICPIPE_S3_ENDPOINT": endpoint, "PICPIPE_S3_BUCKET": BUCKET,
+class Requests(logging.Handler):
+    """The (method, path) of each request moto's werkzeug server logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.search(r"([A-Z]+) (/\S*) HTTP/", record.getMessage())  # the message may be in colour
+        if found:
+            self.seen.append((found[1], found[2]))
+
+    def methods(self, prefix: str) -> list[str]:
+        return [method for method, path in self.seen if path.startswith(prefix)]
+
+
+def profile_env(endpoint: str, access_key: str, secret_key: str, conditional: str = "") -> dict[str, str]:
+    return {"PICPIPE_S3_ENDPOINT": endpoint, "PICPIPE_S3_BUCKET": BUCKET, "PICPIPE_S3_CONDITIONAL_WRITES": conditional,
             "PICPIPE_S3_ACCESS_KEY": access_key, "PICPIPE_S3_SECRET_KEY": secret_key}
 
 
-def test_upload_reuse_conflict_overwrite_delete(run, tmp_path, moto):
-    endpoint, access_key, secret_key, client = moto
-    env = profile_env(endpoint, access_key, secret_key)
+@pytest.mark.parametrize("conditional, first_put, same_again", [
+    ("true", ["PUT"], ["PUT", "GET"]),  # one request per new image; a 412, then a look at the taken key
+    ("", ["GET", "PUT"], ["GET"]),  # a store not known to honour If-None-Match: look first
+])
+def test_upload_reuse_conflict_overwrite_delete(run, tmp_path, moto, conditional, first_put, same_again):
+    endpoint, access_key, secret_key, client, seen = moto
+    env = profile_env(endpoint, access_key, secret_key, conditional)
     a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
     b = image(tmp_path / "two" / "logo.png", (0, 0, 200))
     args = ("--host", "s3", "--no-dedupe", "--path", "blog/{name} 图{ext}")
+    seen.seen.clear()
 
     first = run("pp-upload", *args, str(a), extra_env=env)
     assert first.returncode == 0, first.stderr
+    assert seen.methods(f"/{BUCKET}/blog/") == first_put
     [record] = parse_jsonl(first.stdout)
     assert record["key"] == "blog/logo 图.png"
     assert record["url"] == f"{endpoint}/{BUCKET}/blog/logo%20%E5%9B%BE.png"
     assert client.get_object(Bucket=BUCKET, Key="blog/logo 图.png")["Body"].read() == a.read_bytes()
     assert requests.get(record["url"], timeout=10).status_code == 403  # the bucket is private: it checks
+    seen.seen.clear()
 
     again = run("pp-upload", *args, str(a), extra_env=env)
     assert parse_jsonl(again.stdout)[0]["reused"] is True
+    assert seen.methods(f"/{BUCKET}/blog/") == same_again
 
     clash = run("pp-upload", *args, str(b), extra_env=env)
     assert clash.returncode == 1
@@ -83,7 +113,7 @@ def test_upload_reuse_conflict_overwrite_delete(run, tmp_path, moto):
 
 
 def test_wrong_credentials_are_error_records_without_the_secret(run, tmp_path, moto):
-    endpoint, access_key, secret_key, _ = moto
+    endpoint, access_key, secret_key, *_ = moto
     src = image(tmp_path / "a.png", (1, 2, 3))
     wrong_secret = "WRONG-" + secret_key[6:]
     bad = run("pp-upload", "--host", "s3", "--no-dedupe", str(src), str(src),
@@ -102,7 +132,7 @@ def test_wrong_credentials_are_error_records_without_the_secret(run, tmp_path, m
 
 
 def test_concurrent_uploads_reuse_connections(run, tmp_path, moto):
-    endpoint, access_key, secret_key, client = moto
+    endpoint, access_key, secret_key, client, _ = moto
     files = [image(tmp_path / f"{i}.png", (i, 2 * i, 3 * i)) for i in range(12)]
     result = run("pp-upload", "--host", "s3", "-j", "4", "--path", "many/{sha256:16}{ext}",
                  input=jsonl([{"path": str(f)} for f in files]),

@@ -85,3 +85,17 @@ def test_many_images_one_listing_per_folder(run, tmp_path):
         # images/ and set/ are made; then one PUT per image
         assert sent.count("PROPFIND") == 1 and sent.count("MKCOL") == 5 and sent.count("PUT") == 10
         assert len(sent) == 16
+
+
+def test_a_password_in_the_url_moves_to_the_auth_and_never_into_links(run, tmp_path):
+    root = tmp_path / "dav"
+    root.mkdir()
+    src = image(tmp_path / "a.png", (8, 8, 8))
+    with wsgidav(root) as dav:
+        url = dav.url.replace("http://", f"http://{USER}:{PASSWORD}@") + "pics/"
+        env = {"PICPIPE_D_TYPE": "webdav", "PICPIPE_D_URL": url}
+        result = run("pp-upload", "--host", "d", str(src), extra_env=env)
+    assert result.returncode == 0, result.stderr
+    [record] = parse_jsonl(result.stdout)
+    assert record["url"].startswith(dav.url + "pics/") and (root / "pics" / record["key"]).exists()
+    assert PASSWORD not in result.stdout + result.stderr

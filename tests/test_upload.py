@@ -142,3 +142,27 @@ def test_an_unknown_or_unbuilt_host_is_a_usage_error(run, tmp_path):
     src = image(tmp_path / "a.png", (1, 1, 1))
     unknown = run("pp-upload", "--host", "nowhere", str(src))
     assert unknown.returncode == 2 and "no profile named 'nowhere'" in unknown.stderr
+
+
+def test_delete_refuses_keys_that_climb_out(run, tmp_path):
+    outside = tmp_path / "precious.png"
+    outside.write_bytes(b"keep me")
+    host = tmp_path / "site"
+    host.mkdir()
+    records = [{"host": "local", "key": key, "url": "x"} for key in ("../precious.png", "a/../../precious.png",
+                                                                      "/etc/passwd")]
+    result = run("pp-upload", "--host", "local", "--delete", input=jsonl(records),
+                 extra_env={"PICPIPE_LOCAL_DIR": str(host)})
+    assert result.returncode == 1
+    assert [r["error"]["type"] for r in parse_jsonl(result.stdout)] == ["bad_key"] * 3
+    assert outside.read_bytes() == b"keep me"
+
+
+def test_the_same_image_twice_in_one_run_is_sent_once(run, tmp_path):
+    src = image(tmp_path / "a.png", (7, 7, 7))
+    host = tmp_path / "site"
+    result = run("pp-upload", "--host", "local", "-j", "4", input=f"{src}\n" * 6,
+                 extra_env={"PICPIPE_LOCAL_DIR": str(host)})
+    assert result.returncode == 0, result.stderr
+    records = parse_jsonl(result.stdout)
+    assert sum(1 for r in records if r.get("deduped")) == 5 and len({r["url"] for r in records}) == 1

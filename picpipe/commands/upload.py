@@ -7,6 +7,9 @@ import hashlib
 import os
 import sys
 import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from picpipe.cli import StreamCommand
@@ -68,8 +71,10 @@ class UploadCommand(StreamCommand):
         check_template(self.template)
         self.overwrite, self.deleting = args.overwrite, args.delete
         self.host: Host = open_host(profile)
-        self.known = self.uploaded_before(args) if args.dedupe and not args.delete else {}
+        self.dedupe = args.dedupe and not args.delete
+        self.known = self.uploaded_before(args) if self.dedupe else {}
         self.lock = threading.Lock()
+        self.busy: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def uploaded_before(self, args: argparse.Namespace) -> dict[str, Record]:
         """sha256 → the newest live ledger entry of this host profile."""
@@ -92,20 +97,31 @@ class UploadCommand(StreamCommand):
         data = read_source(path)
         sha256 = hashlib.sha256(data).hexdigest()
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256)}
-        with self.lock:
-            seen = self.known.get(sha256)
-        if seen is not None:
-            return {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
-                    "uploaded_at": seen.get("uploaded_at"), "deduped": True}
         name = record.get("source") if isinstance(record.get("source"), str) else path
         key = make_key(self.template, _named_like(str(name), path), data, sha256)
-        stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"), self.overwrite)
-        result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
-        if stored.reused:
-            result["reused"] = True
-        with self.lock:
-            self.known[sha256] = result
+        # The same bytes twice in one run are sent once (the second is deduped), and two images
+        # meeting at one key go one after the other, so the second sees the first and conflicts.
+        with self.one_at_a_time("sha256:" + sha256), self.one_at_a_time("key:" + key):
+            with self.lock:
+                seen = self.known.get(sha256)
+            if seen is not None:
+                return {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
+                        "uploaded_at": seen.get("uploaded_at"), "deduped": True}
+            stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"), self.overwrite)
+            result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
+            if stored.reused:
+                result["reused"] = True
+            if self.dedupe:
+                with self.lock:
+                    self.known[sha256] = result
         return result
+
+    @contextmanager
+    def one_at_a_time(self, name: str) -> Iterator[None]:
+        with self.lock:
+            lock = self.busy[name]
+        with lock:
+            yield
 
     def facts(self, record: Record, data: bytes, sha256: str) -> dict[str, Any]:
         """sha256 and size always (the bytes may have changed); the image facts when no stage set them."""
@@ -119,11 +135,13 @@ class UploadCommand(StreamCommand):
             return {"sha256": sha256, "size": len(data)}
 
     def delete(self, record: Record) -> Record:
-        if record.get("host") != self.host.name or not record.get("key"):
+        key = record.get("key")
+        if record.get("host") != self.host.name or not isinstance(key, str) or not key:
             raise PicpipeError("not_on_host", f"the record is not an upload to {self.host.name} "
-                               f"(host {record.get('host')!r}, key {record.get('key')!r})",
+                               f"(host {record.get('host')!r}, key {key!r})",
                                f"give records from pp-mark find --host {self.host.name}")
-        self.host.delete(str(record["key"]))
+        self.host.check_key(key)
+        self.host.delete(key)
         return {**record, "deleted_at": now_iso()}
 
     def finish(self, args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ profile of that type is used, so a command pays for one host's imports at most.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import re
@@ -46,6 +47,15 @@ class Host(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; one already gone counts as deleted."""
+
+    def check_key(self, key: str) -> None:
+        """Refuse a key from input (--delete) that could reach beyond this host's folder, bucket or
+        repository: HTTP clients collapse `..` in a URL before it is sent, and signatures follow."""
+        from picpipe.keys import sanitize
+
+        if sanitize(key) != key:
+            raise PicpipeError("bad_key", f"refusing {key!r}: it is not a key pp-upload makes",
+                               "keys are relative paths without '.', '..', '//', backslashes or control characters")
 
     def url(self, key: str) -> str:
         """The public URL of `key`: base_url (custom domain or CDN) + the percent-encoded key."""
@@ -133,6 +143,21 @@ class HttpHost(Host):
         said = f" {code}" if code and code not in message else ""
         return PicpipeError(kind, f"{self.name}: HTTP {status}{said}: {message}", hint, **extra)
 
+    def json_object(self, response: requests.Response) -> dict[str, Any]:
+        """The JSON object the API documents; anything else (a proxy's HTML page, a captive portal) is
+        a `bad_answer` error rather than a crash."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            text = " ".join(response.text[:200].split())
+            raise PicpipeError("bad_answer", f"{self.name}: HTTP {response.status_code} answer is not the API's "
+                               f"JSON: {text!r}", "something else answered for the host (a proxy, a captive "
+                               "portal, a wrong endpoint): check the profile's endpoint and the network",
+                               status=response.status_code)
+        return body
+
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """(code, message) from a JSON or S3-style XML error body; the reason phrase when neither."""
         text = response.text[:2000]
@@ -151,6 +176,15 @@ class HttpHost(Host):
 
     def close(self) -> None:
         self.client.close()
+
+
+def etag_matches(etag: str, data: bytes) -> bool | None:
+    """Whether an object store's ETag says it holds `data`: a simple PUT's ETag is the MD5 (S3, OSS,
+    COS); None when it cannot tell (multipart or encrypted objects), and the caller must look."""
+    etag = etag.strip().strip('"').lower()
+    if re.fullmatch(r"[0-9a-f]{32}", etag):
+        return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return None
 
 
 def conflict(host: str, key: str) -> PicpipeError:

@@ -10,18 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
 from picpipe.hosts.signing import OSS_V4, b64, canonical_request, uri_encode, utc_now
 
 if TYPE_CHECKING:
     import requests
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
-_PLAIN_MD5 = re.compile(r"[0-9A-Fa-f]{32}")
 
 
 class AliyunHost(HttpHost):
@@ -56,8 +54,6 @@ class AliyunHost(HttpHost):
         localhost is addressed path style (/<bucket>/<key>), as oss2 does.
         """
         given = self.endpoint(self.default_base_url())
-        if "://" not in given:
-            given = "https://" + given
         url = urllib.parse.urlsplit(given)
         host = url.hostname or ""
         if _is_ip_or_localhost(host):
@@ -71,7 +67,7 @@ class AliyunHost(HttpHost):
         return f"https://{self.bucket}.oss-{self.region}.aliyuncs.com"
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
-        md5 = hashlib.md5(data).digest()
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
         headers = {"Content-Type": mime, "Content-MD5": b64(md5)}  # OSS checks the bytes against it
         if not overwrite:
             headers["x-oss-forbid-overwrite"] = "true"
@@ -79,12 +75,12 @@ class AliyunHost(HttpHost):
         if response.status_code == 409:
             if self.parse_error(response)[0] != "FileAlreadyExists":
                 raise self.failure(response)
-            if not self._holds(key, data, md5.hex()):
+            if not self._holds(key, data):
                 raise conflict(self.name, key)
             return Stored(key, self.url(key), reused=True)
         return Stored(key, self.url(key))
 
-    def _holds(self, key: str, data: bytes, md5_hex: str) -> bool:
+    def _holds(self, key: str, data: bytes) -> bool:
         """Whether the object at `key` has these bytes, from its HEAD when that can tell.
 
         A simple PUT's ETag is the upper-case MD5; a multipart object's is not, but OSS keeps a
@@ -93,9 +89,9 @@ class AliyunHost(HttpHost):
         head = self._call("HEAD", key, ok=(200,))
         if head.headers.get("Content-Length") not in (None, str(len(data))):
             return False
-        etag = head.headers.get("ETag", "").strip('"')
-        if _PLAIN_MD5.fullmatch(etag):
-            return etag.lower() == md5_hex
+        same = etag_matches(head.headers.get("ETag", ""), data)
+        if same is not None:
+            return same
         crc = head.headers.get("x-oss-hash-crc64ecma")
         if crc:
             return crc == str(crc64(data))

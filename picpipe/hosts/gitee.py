@@ -31,6 +31,7 @@ class GiteeHost(GitHubHost):
     default_branch = "master"
     cdns = ("raw",)
     hints: ClassVar[dict[str | int, str]] = {
+        **GitHubHost.hints,  # 409 and 422 mean the same here
         401: "Gitee refused the access token (wrong, expired or revoked): create a personal access token with the "
              "projects scope at gitee.com/profile/personal_access_tokens",
         403: "the token may not write here: it needs the projects scope and push rights on the repository",

@@ -164,7 +164,7 @@ class GitHubHost(HttpHost):
     def last_commit(self, key: str) -> str:
         commits = self.api("GET", f"{self.repo_url}/commits", {"path": key, "sha": self.branch, "per_page": "1"})
         found = _json(commits)
-        if not isinstance(found, list) or not found:
+        if not isinstance(found, list) or not found or not isinstance(found[0], dict) or "sha" not in found[0]:
             raise PicpipeError("not_found", f"{self.name}: no commit on {self.branch} touches {key}",
                                "check the branch, or leave cdn out to link the raw file")
         return str(found[0]["sha"])

@@ -4,7 +4,7 @@ Imgur names the images itself and every upload creates a new one, so this host h
 of a key to reuse or clash over: the key template does not apply, `overwrite` changes nothing,
 and the same bytes sent twice are two images (the ledger's dedupe is what prevents that). For
 the same reason an upload is not idempotent: it is retried only when Imgur certainly did not act
-on it (429, 503, no connection made). The record's `key` is the deletehash that --delete needs.
+on it (429, no connection made). The record's `key` is the deletehash that --delete needs.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class QiniuHost(HttpHost):
                                 headers={"Content-Type": FORM}, sign=self.sign)
         if response.status_code == NO_SUCH_FILE:
             return None
-        return str(response.json().get("hash") or "")
+        return str(self.json_object(response).get("hash") or "")
 
     def delete(self, key: str) -> None:
         self.request("POST", f"{self.rs_url}/delete/{entry(self.bucket, key)}", ok=(200, NO_SUCH_FILE),

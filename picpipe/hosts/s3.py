@@ -3,23 +3,27 @@ Qiniu, OSS and COS. One signed PUT per new object (SigV4, header auth).
 
 `If-None-Match: *` makes the write conditional: the store answers 412 instead of replacing an
 existing key, and a HEAD then tells the same bytes (ETag = MD5 of a single-part upload) from a
-different image. Addressing is virtual-host on AWS's own endpoints and path style on any other
-endpoint (MinIO, R2, tests); `path_style` decides when set.
+different image. AWS and R2 document conditional writes; other S3-compatible stores may ignore
+the header and replace the object, so on any other endpoint a HEAD goes first, unless the
+profile says `conditional_writes = true` (MinIO, moto). Addressing is virtual-host on AWS's own
+endpoints and path style on any other endpoint (MinIO, R2, tests); `path_style` decides when set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
 from picpipe.hosts.signing import AWS_V4, canonical_request, host_header, sha256_hex, uri_encode, utc_now
 
 if TYPE_CHECKING:
     import requests
 
 _TRUE = ("1", "true", "yes", "on")
+#: Stores whose documentation promises that `If-None-Match: *` refuses to replace an object.
+CONDITIONAL_STORES = (".amazonaws.com", ".r2.cloudflarestorage.com")
 
 
 class S3Host(HttpHost):
@@ -44,10 +48,10 @@ class S3Host(HttpHost):
         self.region = str(profile.get("region") or "us-east-1")
         self.access_key, self.secret_key = self.setting("access_key"), self.setting("secret_key")
         default = f"https://s3.{self.region}.amazonaws.com"
-        custom = profile.get("path_style")
-        path_style = (str(custom).lower() in _TRUE if custom not in (None, "")
-                      else bool(profile.get("endpoint")) or "." in self.bucket)
         endpoint = urllib.parse.urlsplit(self.endpoint(default))
+        path_style = _flag(profile.get("path_style"), bool(profile.get("endpoint")) or "." in self.bucket)
+        self.conditional = _flag(profile.get("conditional_writes"),
+                                 (endpoint.hostname or "").endswith(CONDITIONAL_STORES))
         if path_style:
             self.prefix = f"{endpoint.scheme}://{endpoint.netloc}{endpoint.path}/{self.bucket}"
         else:
@@ -63,19 +67,41 @@ class S3Host(HttpHost):
         headers = {"Content-Type": mime}
         if not overwrite:
             headers["If-None-Match"] = "*"
+            same = None if self.conditional else self.holds(key, data)
+            if same is not None:
+                return self.taken(key, same)
         response = self.request("PUT", self.object_url(key), ok=(200, 412), data=data, headers=headers,
                                 sign=self.signer(sha256_hex(data)))
         if response.status_code == 200:
             return Stored(key, self.url(key))
-        existing = self.request("HEAD", self.object_url(key), sign=self.signer(sha256_hex(b"")))
-        if existing.headers.get("ETag", "").strip('"') == hashlib.md5(data).hexdigest():
+        return self.taken(key, bool(self.holds(key, data)))
+
+    def taken(self, key: str, same: bool) -> Stored:
+        """The key is taken: reused when it holds these very bytes, else a conflict."""
+        if same:
             return Stored(key, self.url(key), reused=True)
         raise conflict(self.name, key)
+
+    def holds(self, key: str, data: bytes) -> bool | None:
+        """Whether the object at `key` has `data` (None: there is no object), from its ETag when that
+        is an MD5, else from its bytes. A one-byte GET rather than a HEAD: a refused HEAD has no body,
+        and so no error code (SignatureDoesNotMatch, AccessDenied) to report."""
+        empty = sha256_hex(b"")
+        probe = self.request("GET", self.object_url(key), ok=(200, 206, 404, 416), headers={"Range": "bytes=0-0"},
+                             sign=self.signer(empty))
+        if probe.status_code == 404:
+            return None
+        if probe.status_code == 200:  # the store ignored the Range and sent it all
+            return probe.content == data
+        same = etag_matches(probe.headers.get("ETag", ""), data)
+        if same is None:
+            same = self.request("GET", self.object_url(key), sign=self.signer(empty)).content == data
+        return same
 
     def delete(self, key: str) -> None:
         self.request("DELETE", self.object_url(key), ok=(200, 204, 404), sign=self.signer(sha256_hex(b"")))
 
-    def signer(self, payload_hash: str) -> Any:
+    def signer(self, payload_hash: str) -> Callable[[requests.PreparedRequest], None]:
         """Sign a prepared request with SigV4 (every header sent but Content-Length is signed)."""
 
         def sign(request: requests.PreparedRequest) -> None:
@@ -85,7 +111,7 @@ class S3Host(HttpHost):
             request.headers["x-amz-date"] = f"{when:%Y%m%dT%H%M%SZ}"
             request.headers["x-amz-content-sha256"] = payload_hash
             signed = {k.lower(): str(v) for k, v in request.headers.items()
-                      if k.lower() in ("host", "content-type", "content-md5", "if-none-match")
+                      if k.lower() in ("host", "content-type", "content-md5", "if-none-match", "range")
                       or k.lower().startswith("x-amz-")}
             names = ";".join(sorted(signed))
             query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
@@ -97,6 +123,10 @@ class S3Host(HttpHost):
                 f"SignedHeaders={names}, Signature={signature}")
 
         return sign
+
+
+def _flag(value: Any, default: bool) -> bool:
+    return str(value).lower() in _TRUE if value not in (None, "") else default
 
 
 HOST = S3Host

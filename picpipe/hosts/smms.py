@@ -53,6 +53,9 @@ class SmmsHost(HttpHost):
                 return Stored(str(found.get("hash") or found["url"]), str(found["url"]))
         raise self.failure(response)
 
+    def check_key(self, key: str) -> None:
+        """SM.MS keys are delete hashes (or an image's URL); either is sent quoted as one path segment."""
+
     def delete(self, key: str) -> None:
         delete_hash = self.history_hash(key) if "://" in key else key
         if delete_hash is None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from picpipe.errors import UsageError
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
 from picpipe.hosts.signing import b64, hmac_sha1, host_header, uri_encode
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ SIGN_SECONDS = 3600
 #: Headers signed besides x-cos-*: Host and the body's facts, as cos-python-sdk-v5 signs them.
 SIGNED_HEADERS = frozenset({"host", "content-type", "content-length", "content-md5", "range"})
 _BUCKET = re.compile(r".+-\d+")
-_PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class TencentHost(HttpHost):
@@ -66,18 +65,18 @@ class TencentHost(HttpHost):
         return self.public + "/"
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
-        md5 = hashlib.md5(data)
+        md5 = hashlib.md5(data, usedforsecurity=False)
         if not overwrite:
             there = self._call("GET", key, ok=(200, 206, 404, 416), headers={"Range": "bytes=0-0"})
             if there.status_code != 404:
-                if not self._holds(key, data, md5.hexdigest(), there):
+                if not self._holds(key, data, there):
                     raise conflict(self.name, key)
                 return Stored(key, self.url(key), reused=True)
         # COS checks the bytes against Content-MD5 (400 BadDigest when they differ).
         self._call("PUT", key, data=data, headers={"Content-Type": mime, "Content-MD5": b64(md5.digest())})
         return Stored(key, self.url(key))
 
-    def _holds(self, key: str, data: bytes, md5_hex: str, there: requests.Response) -> bool:
+    def _holds(self, key: str, data: bytes, there: requests.Response) -> bool:
         """Whether the object that answered the ranged GET has our bytes: its size from Content-Range,
         then its ETag when that is a plain MD5 (a simple PUT), else the whole object."""
         if there.status_code == 200:  # the Range was ignored: the whole object came
@@ -85,9 +84,9 @@ class TencentHost(HttpHost):
         size = there.headers.get("Content-Range", "").rpartition("/")[2]
         if size.isdigit() and int(size) != len(data):
             return False
-        etag = there.headers.get("ETag", "").strip('"').lower()
-        if _PLAIN_MD5.fullmatch(etag):
-            return etag == md5_hex
+        same = etag_matches(there.headers.get("ETag", ""), data)
+        if same is not None:
+            return same
         return self._call("GET", key).content == data  # multipart or encrypted objects
 
     def delete(self, key: str) -> None:

@@ -35,9 +35,8 @@ class UpyunHost(HttpHost):
         self.bucket = self.setting("bucket")
         self.operator = self.setting("operator")
         # The signing key is the MD5 of the password, never the password itself.
-        self.key = hashlib.md5(self.setting("password").encode()).hexdigest()
-        api = self.endpoint("https://v0.api.upyun.com")
-        self.api = api if "://" in api else "https://" + api  # the SDK's endpoints are bare host names
+        self.key = hashlib.md5(self.setting("password").encode(), usedforsecurity=False).hexdigest()
+        self.api = self.endpoint("https://v0.api.upyun.com")
         if not profile.get("base_url"):
             self.default_base_url()  # before anything is sent: a URL is what an upload is for
 
@@ -55,7 +54,7 @@ class UpyunHost(HttpHost):
                 return Stored(key, self.url(key), reused=True)
         # Content-MD5 (hex, signed) lets Upyun refuse bytes damaged on the way.
         self._call("PUT", key, ok=(200,), data=data,
-                   headers={"Content-Type": mime, "Content-MD5": hashlib.md5(data).hexdigest()})
+                   headers={"Content-Type": mime, "Content-MD5": hashlib.md5(data, usedforsecurity=False).hexdigest()})
         return Stored(key, self.url(key))
 
     def delete(self, key: str) -> None:

@@ -17,6 +17,8 @@ import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from picpipe import redact
+from picpipe.errors import PicpipeError
 from picpipe.hosts import HttpHost, Stored, conflict
 from picpipe.hosts.signing import uri_encode
 
@@ -42,7 +44,13 @@ class WebDavHost(HttpHost):
 
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)
-        self.root = self.setting("url").rstrip("/") + "/"
+        url = urllib.parse.urlsplit(self.setting("url").rstrip("/") + "/")
+        if url.username is not None:  # user:password@ in the url: moved to the auth, never into a link
+            profile.setdefault("user", urllib.parse.unquote(url.username))
+            profile.setdefault("password", urllib.parse.unquote(url.password or ""))
+            redact.register(profile["password"])
+            url = url._replace(netloc=url.netloc.rpartition("@")[2])
+        self.root = url.geturl()
         self.auth: AuthBase | None = None
         self.folders: dict[str, set[str] | None] = {}  # folder → names in it (None: folder missing)
         self.folder_locks: dict[str, threading.Lock] = {}
@@ -92,7 +100,7 @@ class WebDavHost(HttpHost):
                 return self.folders[folder]
             response = self.dav("PROPFIND", folder + "/" if folder else "", ok=(207, 404, 409), data=PROPFIND_BODY,
                                 headers={"Depth": "1", "Content-Type": "application/xml"})
-            names = _names(response.content) if response.status_code == 207 else None
+            names = self.names(response) if response.status_code == 207 else None
             if names is None:
                 self.make_folders(folder, known=True)
                 names = set()
@@ -158,16 +166,17 @@ class WebDavHost(HttpHost):
         return super().parse_error(response)
 
 
-def _names(multistatus: bytes) -> set[str]:
-    """The member names of a PROPFIND Depth 1 answer (the folder itself, an href ending in /, drops out)."""
-    from xml.etree import ElementTree
+    def names(self, response: requests.Response) -> set[str]:
+        """The member names of a PROPFIND Depth 1 answer (the folder itself, an href ending in /, drops out)."""
+        from xml.etree import ElementTree
 
-    names = set()
-    for href in ElementTree.fromstring(multistatus).iter("{DAV:}href"):
-        path = urllib.parse.urlsplit((href.text or "").strip()).path
-        if path and not path.endswith("/"):
-            names.add(urllib.parse.unquote(path.rpartition("/")[2]))
-    return names
+        try:
+            hrefs = list(ElementTree.fromstring(response.content).iter("{DAV:}href"))
+        except ElementTree.ParseError:
+            raise PicpipeError("bad_answer", f"{self.name}: the folder listing (PROPFIND) is not WebDAV XML",
+                               "check that url points at a WebDAV collection, not a web page", status=207) from None
+        paths = (urllib.parse.urlsplit((href.text or "").strip()).path for href in hrefs)
+        return {urllib.parse.unquote(path.rpartition("/")[2]) for path in paths if path and not path.endswith("/")}
 
 
 HOST = WebDavHost
