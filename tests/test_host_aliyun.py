@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from conftest import jsonl, parse_jsonl
-from fakehost import serving
+from fakehost import FakeServer, serving
 from fakes.aliyun import BUCKET, CREDENTIALS, FakeOSS
 from picpipe.errors import PicpipeError
 from picpipe.hosts import aliyun
@@ -22,17 +23,10 @@ from test_upload import image
 WHEN = datetime(2024, 12, 3, 3, 44, 20, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def fake_oss():
-    with serving(FakeOSS) as fake:  # one per module: stopping a server takes half a second
-        yield fake
-
-
 @pytest.fixture
-def server(fake_oss):
-    for state in (fake_oss.objects, fake_oss.meta, fake_oss.requests, fake_oss.faults):
-        state.clear()
-    return fake_oss
+def server() -> Iterator[FakeServer]:
+    with serving(FakeOSS) as running:
+        yield running
 
 
 def profile(**over: str) -> dict:

@@ -25,17 +25,10 @@ from test_upload import image
 CDN = "https://cdn.example.com"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeServer]:
-    with serving(FakeQiniu) as running:  # one per module: stopping a server takes half a second
-        yield running
-
-
 @pytest.fixture
-def server(fake: FakeServer) -> FakeServer:
-    for state in (fake.objects, fake.meta, fake.requests, fake.faults):
-        state.clear()
-    return fake
+def server() -> Iterator[FakeServer]:
+    with serving(FakeQiniu) as running:
+        yield running
 
 
 @pytest.fixture

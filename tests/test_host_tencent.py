@@ -26,17 +26,10 @@ CDN = "https://img.example.com"
 PUBLIC = f"https://{BUCKET}.cos.{REGION}.myqcloud.com"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeServer]:
-    with serving(FakeCos) as running:  # one per module: stopping a server takes half a second
-        yield running
-
-
 @pytest.fixture
-def server(fake: FakeServer) -> FakeServer:
-    for state in (fake.objects, fake.meta, fake.requests, fake.faults):
-        state.clear()
-    return fake
+def server() -> Iterator[FakeServer]:
+    with serving(FakeCos) as running:
+        yield running
 
 
 @pytest.fixture

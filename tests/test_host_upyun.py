@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 
@@ -13,7 +14,7 @@ import upyun
 from upyun.modules.compat import quote
 
 from conftest import jsonl, parse_jsonl
-from fakehost import serving
+from fakehost import FakeServer, serving
 from fakes.upyun import BUCKET, OPERATORS, FakeUpyun
 from picpipe.errors import PicpipeError
 from picpipe.hosts import upyun as host_module
@@ -24,17 +25,10 @@ from test_upload import image
 DATE = "Wed, 09 Nov 2016 14:26:58 GMT"
 
 
-@pytest.fixture(scope="module")
-def fake_upyun():
-    with serving(FakeUpyun) as fake:  # one per module: stopping a server takes half a second
-        yield fake
-
-
 @pytest.fixture
-def server(fake_upyun):
-    for state in (fake_upyun.objects, fake_upyun.meta, fake_upyun.requests, fake_upyun.faults):
-        state.clear()
-    return fake_upyun
+def server() -> Iterator[FakeServer]:
+    with serving(FakeUpyun) as running:
+        yield running
 
 
 def profile(**over: str) -> dict:
