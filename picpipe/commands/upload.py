@@ -97,17 +97,19 @@ class UploadCommand(StreamCommand):
         data = read_source(path)
         sha256 = hashlib.sha256(data).hexdigest()
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256)}
-        name = record.get("source") if isinstance(record.get("source"), str) else path
-        key = make_key(self.template, _named_like(str(name), path), data, sha256)
         # The same bytes twice in one run are sent once (the second is deduped), and two images
         # meeting at one key go one after the other, so the second sees the first and conflicts.
-        with self.one_at_a_time("sha256:" + sha256), self.one_at_a_time("key:" + key):
+        with self.one_at_a_time("sha256:" + sha256):
             with self.lock:
                 seen = self.known.get(sha256)
             if seen is not None:
                 return {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
                         "uploaded_at": seen.get("uploaded_at"), "deduped": True}
-            stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"), self.overwrite)
+            name = record.get("source") if isinstance(record.get("source"), str) else path
+            key = make_key(self.template, _named_like(str(name), path), data, sha256)
+            with self.one_at_a_time("key:" + key):
+                stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"),
+                                       self.overwrite)
             result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
             if stored.reused:
                 result["reused"] = True

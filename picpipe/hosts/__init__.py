@@ -35,9 +35,17 @@ class Stored:
 class Host(ABC):
     """One configured image host (a profile)."""
 
+    #: Why a profile of this type cannot work without a base_url (the host returns no usable link);
+    #: None when the host has a public URL of its own.
+    base_url_required: ClassVar[str | None] = None
+
     def __init__(self, profile: dict[str, Any]) -> None:
         self.name: str = profile["name"]
         self.profile = profile
+        if self.base_url_required and not profile.get("base_url"):  # before anything is sent
+            raise UsageError(f"profile {self.name!r} ({profile['type']}) needs base_url: {self.base_url_required}",
+                             f"set base_url in [profiles.{self.name}] (or PICPIPE_{self.name.upper()}_BASE_URL, "
+                             "--base-url) to the domain bound to the bucket, e.g. https://img.example.com")
 
     @abstractmethod
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
@@ -47,6 +55,12 @@ class Host(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; one already gone counts as deleted."""
+
+    def already_there(self, key: str, same: bool) -> Stored:
+        """The key is taken: a reuse when it holds these very bytes, else the conflict that keeps it."""
+        if same:
+            return Stored(key, self.url(key), reused=True)
+        raise conflict(self.name, key)
 
     def check_key(self, key: str) -> None:
         """Refuse a key from input (--delete) that could reach beyond this host's folder, bucket or

@@ -13,7 +13,7 @@ import ipaddress
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
+from picpipe.hosts import HttpHost, Stored, etag_matches
 from picpipe.hosts.signing import OSS_V4, b64, canonical_request, uri_encode, utc_now
 
 if TYPE_CHECKING:
@@ -75,9 +75,7 @@ class AliyunHost(HttpHost):
         if response.status_code == 409:
             if self.parse_error(response)[0] != "FileAlreadyExists":
                 raise self.failure(response)
-            if not self._holds(key, data):
-                raise conflict(self.name, key)
-            return Stored(key, self.url(key), reused=True)
+            return self.already_there(key, self._holds(key, data))
         return Stored(key, self.url(key))
 
     def _holds(self, key: str, data: bytes) -> bool:
@@ -137,7 +135,6 @@ def _crc64_table() -> list[int]:
             crc = (crc >> 1) ^ 0xC96C5795D7870F42 if crc & 1 else crc >> 1
         table.append(crc)
     return table
-
 
 
 def crc64(data: bytes) -> int:

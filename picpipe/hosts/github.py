@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored, conflict
 from picpipe.hosts.signing import b64
+from picpipe.net import backoff
 
 if TYPE_CHECKING:
     import requests
@@ -115,7 +116,7 @@ class GitHubHost(HttpHost):
                     if sha != blob and not overwrite:
                         raise conflict(self.name, key)
                 elif attempt < RACE_RETRIES and response.status_code == 409:
-                    time.sleep(0.2 * 2**attempt)
+                    time.sleep(backoff(attempt))
                     sha = self.current_sha(key) if sha is not None else None
                 else:
                     raise self.failure(response)
@@ -135,7 +136,7 @@ class GitHubHost(HttpHost):
                     return
                 if response.status_code != 409 or attempt == RACE_RETRIES:
                     raise self.failure(response)
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(backoff(attempt))
                 attempt += 1
 
     def url(self, key: str) -> str:

@@ -21,8 +21,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from picpipe.errors import PicpipeError, UsageError
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.errors import PicpipeError
+from picpipe.hosts import HttpHost, Stored
 from picpipe.hosts.signing import hmac_sha1, host_header, urlsafe_b64, utc_now
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ FILE_EXISTS, NO_SUCH_FILE, NO_SUCH_BUCKET = 614, 612, 631
 
 
 class QiniuHost(HttpHost):
+    base_url_required = "Qiniu returns no link to an upload, and a bucket's test domain is restricted"
     hints = {
         401: "Qiniu refused the token: 'bad token' means access_key and secret_key are not a pair (copy both "
              "from the console's key management) or the bucket is another account's; 'expired token' means "
@@ -56,11 +57,6 @@ class QiniuHost(HttpHost):
         super().__init__(profile)
         self.bucket = self.setting("bucket")
         self.access_key, self.secret_key = self.setting("access_key"), self.setting("secret_key")
-        if not profile.get("base_url"):
-            raise UsageError(f"profile {self.name!r} (qiniu) needs base_url: Qiniu returns no link to an upload",
-                             f"set base_url in [profiles.{self.name}] (or PICPIPE_{self.name.upper()}_BASE_URL, "
-                             "--base-url) to a domain bound to the bucket, e.g. https://img.example.com; the "
-                             "bucket's test domain is restricted")
         region = str(profile.get("region") or "z0")
         self.up_url = self.endpoint("https://upload.qiniup.com" if region == "z0"
                                     else f"https://upload-{region}.qiniup.com")
@@ -73,9 +69,7 @@ class QiniuHost(HttpHost):
                                 files={"file": (posixpath.basename(key), data, mime)})
         if response.status_code == 200:
             return Stored(key, self.url(key))
-        if self.stored_hash(key) == qetag(data):
-            return Stored(key, self.url(key), reused=True)
-        raise conflict(self.name, key)
+        return self.already_there(key, self.stored_hash(key) == qetag(data))
 
     def upload_token(self, key: str, overwrite: bool) -> str:
         policy = {"scope": f"{self.bucket}:{key}" if overwrite else self.bucket,

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
+from picpipe.hosts import HttpHost, Stored, etag_matches
 from picpipe.hosts.signing import AWS_V4, canonical_request, host_header, sha256_hex, uri_encode, utc_now
 
 if TYPE_CHECKING:
@@ -69,18 +69,12 @@ class S3Host(HttpHost):
             headers["If-None-Match"] = "*"
             same = None if self.conditional else self.holds(key, data)
             if same is not None:
-                return self.taken(key, same)
+                return self.already_there(key, same)
         response = self.request("PUT", self.object_url(key), ok=(200, 412), data=data, headers=headers,
                                 sign=self.signer(sha256_hex(data)))
         if response.status_code == 200:
             return Stored(key, self.url(key))
-        return self.taken(key, bool(self.holds(key, data)))
-
-    def taken(self, key: str, same: bool) -> Stored:
-        """The key is taken: reused when it holds these very bytes, else a conflict."""
-        if same:
-            return Stored(key, self.url(key), reused=True)
-        raise conflict(self.name, key)
+        return self.already_there(key, bool(self.holds(key, data)))
 
     def holds(self, key: str, data: bytes) -> bool | None:
         """Whether the object at `key` has `data` (None: there is no object), from its ETag when that

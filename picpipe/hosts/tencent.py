@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from picpipe.errors import UsageError
-from picpipe.hosts import HttpHost, Stored, conflict, etag_matches
+from picpipe.hosts import HttpHost, Stored, etag_matches
 from picpipe.hosts.signing import b64, hmac_sha1, host_header, uri_encode
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ class TencentHost(HttpHost):
         if not overwrite:
             there = self._call("GET", key, ok=(200, 206, 404, 416), headers={"Range": "bytes=0-0"})
             if there.status_code != 404:
-                if not self._holds(key, data, there):
-                    raise conflict(self.name, key)
-                return Stored(key, self.url(key), reused=True)
+                return self.already_there(key, self._holds(key, data, there))
         # COS checks the bytes against Content-MD5 (400 BadDigest when they differ).
         self._call("PUT", key, data=data, headers={"Content-Type": mime, "Content-MD5": b64(md5.digest())})
         return Stored(key, self.url(key))

@@ -12,8 +12,7 @@ import functools
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from picpipe.errors import UsageError
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored
 from picpipe.hosts.signing import b64, hmac_sha1, http_date, uri_encode
 
 if TYPE_CHECKING:
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
 
 
 class UpyunHost(HttpHost):
+    base_url_required = "the domain bound to the service (Upyun's default test domain is for testing only)"
     hints = {
         "40100005": "Upyun refused the signature: check operator and password (the operator's password, not the "
                     "account's), that the operator is authorised on this service (bucket), and that a changed "
@@ -37,21 +37,12 @@ class UpyunHost(HttpHost):
         # The signing key is the MD5 of the password, never the password itself.
         self.key = hashlib.md5(self.setting("password").encode(), usedforsecurity=False).hexdigest()
         self.api = self.endpoint("https://v0.api.upyun.com")
-        if not profile.get("base_url"):
-            self.default_base_url()  # before anything is sent: a URL is what an upload is for
-
-    def default_base_url(self) -> str:
-        raise UsageError(f"profile {self.name!r} (upyun) needs a base_url: the domain bound to service "
-                         f"{self.bucket!r} (Upyun's default test domain is for testing only)",
-                         f"set base_url in [profiles.{self.name}] (e.g. https://img.example.com) or pass --base-url")
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
         if not overwrite:
             there = self._call("GET", key, ok=(200, 404))
             if there.status_code == 200:
-                if there.content != data:
-                    raise conflict(self.name, key)
-                return Stored(key, self.url(key), reused=True)
+                return self.already_there(key, there.content == data)
         # Content-MD5 (hex, signed) lets Upyun refuse bytes damaged on the way.
         self._call("PUT", key, ok=(200,), data=data,
                    headers={"Content-Type": mime, "Content-MD5": hashlib.md5(data, usedforsecurity=False).hexdigest()})

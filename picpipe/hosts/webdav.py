@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe import redact
 from picpipe.errors import PicpipeError
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored
 from picpipe.hosts.signing import uri_encode
 
 if TYPE_CHECKING:
@@ -82,10 +82,7 @@ class WebDavHost(HttpHost):
 
     def compare(self, key: str, data: bytes) -> Stored:
         """A name that is taken: the same bytes are a reuse, others a conflict."""
-        existing = self.dav("GET", key)
-        if existing.content == data:
-            return Stored(key, self.url(key), reused=True)
-        raise conflict(self.name, key)
+        return self.already_there(key, self.dav("GET", key).content == data)
 
     def delete(self, key: str) -> None:
         self.dav("DELETE", key, ok=(200, 204, 404))
