@@ -134,3 +134,9 @@ def test_imgur_error_objects_are_read(host, imgur):
     with pytest.raises(PicpipeError) as caught:
         host().put("a.txt", b"a", "text/plain")
     assert caught.value.extra["code"] == "1003" and "File type invalid" in caught.value.message
+
+
+def test_a_base_url_puts_the_link_behind_a_cdn(host, imgur):
+    stored = host(base_url="https://img.example.com/i/").put("a.png", b"a", "image/png")
+    image_id = imgur.deletehashes[stored.key]
+    assert stored.url == f"https://img.example.com/i/{image_id}.png"

@@ -76,6 +76,12 @@ class Host(ABC):
         base = self.profile.get("base_url") or self.default_base_url()
         return base.rstrip("/") + "/" + urllib.parse.quote(key, safe="/")
 
+    def served_at(self, link: str) -> str:
+        """A link the host made up itself (SM.MS, Imgur), moved under base_url when one is set (a CDN or
+        reverse proxy in front of the host): base_url + the link's path."""
+        base = self.profile.get("base_url")
+        return base.rstrip("/") + urllib.parse.urlsplit(link).path if base else link
+
     def default_base_url(self) -> str:
         raise UsageError(f"profile {self.name!r} needs a base_url (the public URL prefix of the images)",
                          f"set base_url in [profiles.{self.name}] or pass --base-url")

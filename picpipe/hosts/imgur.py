@@ -48,7 +48,7 @@ class ImgurHost(HttpHost):
         if not isinstance(found, dict) or not found.get("link") or not found.get("deletehash"):
             raise PicpipeError("bad_answer", f"{self.name}: Imgur's answer has no link and deletehash",
                                "re-run later; if it persists, the API has changed")
-        return Stored(str(found["deletehash"]), str(found["link"]))
+        return Stored(str(found["deletehash"]), self.served_at(str(found["link"])))
 
     def delete(self, key: str) -> None:
         self.request("DELETE", f"{self.api}/image/{urllib.parse.quote(key, safe='')}", headers=self.auth(),

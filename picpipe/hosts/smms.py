@@ -46,11 +46,11 @@ class SmmsHost(HttpHost):
                                 files={"smfile": (posixpath.basename(key), data, mime)})
         body = self.answer(response)
         if body.get("code") == "image_repeated" and isinstance(body.get("images"), str):
-            return Stored(body["images"], body["images"], reused=True)
+            return Stored(body["images"], self.served_at(body["images"]), reused=True)
         if body.get("success") is True or body.get("code") in ("success", 200):  # 200: S.EE
             found = body.get("data") or {}
             if isinstance(found, dict) and found.get("url"):
-                return Stored(str(found.get("hash") or found["url"]), str(found["url"]))
+                return Stored(str(found.get("hash") or found["url"]), self.served_at(str(found["url"])))
         raise self.failure(response)
 
     def check_key(self, key: str) -> None:
