@@ -11,15 +11,17 @@ start fast.
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe import __version__, console
-from picpipe.errors import PicpipeError
+from picpipe.errors import PicpipeError, UsageError
 from picpipe.redact import redact_text
 
 if TYPE_CHECKING:
@@ -54,8 +56,12 @@ def new_session(jobs: int, purpose: str = "") -> requests.Session:
 class Client:
     """A lazily opened session plus the retry policy; safe to share between threads."""
 
-    def __init__(self, who: str, *, timeout: float = 30.0, retries: int = 4, jobs: int = 8, purpose: str = "") -> None:
+    def __init__(self, who: str, *, timeout: float = 30.0, retries: int = 4, jobs: int = 8, purpose: str = "",
+                 pace: Callable[[], None] | None = None) -> None:
+        """`pace`, when given, runs before every attempt and waits as long as a server's request
+        budget requires (Nutstore: 600 requests per 30 minutes)."""
         self.who, self.timeout, self.retries, self.jobs, self.purpose = who, timeout, retries, jobs, purpose
+        self.pace = pace
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
         self._settings: dict[str, dict[str, Any]] = {}  # per scheme://host: proxies, CA bundle
@@ -68,11 +74,14 @@ class Client:
             return self._session
 
     def send(self, method: str, url: str, *, sign: Callable[[requests.PreparedRequest], None] | None = None,
-             idempotent: bool = True, **kwargs: Any) -> requests.Response:
+             idempotent: bool = True, final: Callable[[requests.Response], bool] | None = None,
+             **kwargs: Any) -> requests.Response:
         """Send one request, again after a passing failure; the last response, whatever its status.
 
-        `sign` runs on every attempt's prepared request (signatures carry the time). Network
-        failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns).
+        `sign` runs on every attempt's prepared request (signatures carry the time); `final` says
+        that an answer of a retried status cannot change soon (Nutstore's 503 BlockedTemporarily
+        lasts up to 30 minutes). Network failures that outlast the retries become a PicpipeError
+        (timeout, connection, tls, dns).
         """
         import requests
 
@@ -81,6 +90,8 @@ class Client:
             prepared = self.session.prepare_request(requests.Request(method, url, **kwargs))
             if sign is not None:
                 sign(prepared)
+            if self.pace is not None:
+                self.pace()
             try:
                 # A write is never redirected: requests would resend its body (and signed form
                 # fields) to wherever the Location points, and a signature is void there anyway.
@@ -94,7 +105,7 @@ class Client:
             else:
                 status = response.status_code
                 if status not in RETRY_STATUSES or attempt >= self.retries or (
-                        not idempotent and status not in NOT_ACTED_ON):
+                        not idempotent and status not in NOT_ACTED_ON) or (final is not None and final(response)):
                     return response
                 delay, why = retry_after(response) or backoff(attempt), f"HTTP {status}"
                 if delay > MAX_RETRY_AFTER:
@@ -229,3 +240,115 @@ def network_error(exc: BaseException, who: str, timeout: float) -> PicpipeError:
         message, hint = (f"{who}: the connection failed: {reason(exc)}",
                          "the server or the network dropped the connection: re-run later (nothing is sent twice)")
     return PicpipeError(kind, redact_text(message), hint)
+
+
+#: What a person can do about an HTTP status, when the host's own code has no better hint.
+STATUS_HINTS: dict[int, tuple[str, str]] = {
+    400: ("rejected", "the host rejected the request: its message above says why; check the profile's bucket, "
+                      "region and endpoint"),
+    401: ("auth", "the host refused the credentials: check the profile's keys or token, and the computer's clock"),
+    403: ("auth", "the credentials lack permission here: check the key's policy or the token's scope, and the "
+                  "bucket or repository name"),
+    404: ("not_found", "the bucket, repository or endpoint does not exist: check the profile's bucket/repo, "
+                       "region and endpoint"),
+    413: ("too_large", "the file is larger than the host accepts: make it smaller (pp-compress --max-width ...)"),
+    429: ("rate_limited", "the host limits how fast you may upload: re-run later (deduped images are not sent "
+                          "again), or lower -j"),
+}
+SERVER_HINT = ("server_error", "the host's server failed: re-run later (what was uploaded is not sent twice)")
+_XML_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
+
+
+class Service:
+    """One server of a profile spoken over HTTP: the retrying client, and the server's refusals
+    turned into error records with the server's own code, message, request id and a hint.
+
+    Profiles may set `timeout` (seconds per request, default 30) and `retries` (default 4).
+    """
+
+    #: The host's own error codes (or statuses) that deserve a better hint than STATUS_HINTS.
+    hints: ClassVar[dict[str | int, str]] = {}
+    #: Error types for codes or statuses that STATUS_HINTS does not name well (507 → quota_full).
+    kinds: ClassVar[dict[str | int, str]] = {}
+    #: Where the host puts its request id, quoted in error records for its support desk.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id",)
+
+    def __init__(self, profile: dict[str, Any], purpose: str, pace: Callable[[], None] | None = None) -> None:
+        self.name: str = profile["name"]
+        self.profile = profile
+        retries = profile.get("retries")
+        self.client = Client(self.name, timeout=float(profile.get("timeout") or 30),
+                             retries=4 if retries in (None, "") else int(retries), jobs=16, purpose=purpose,
+                             pace=pace)
+
+    def setting(self, key: str) -> str:
+        """A profile value the host cannot work without."""
+        value = self.profile.get(key)
+        if value in (None, ""):
+            raise UsageError(f"profile {self.name!r} ({self.profile['type']}) needs {key}",
+                             f"set {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
+        return str(value)
+
+    def endpoint(self, default: str) -> str:
+        """The API/upload URL: the profile's override (private regions, Enterprise servers, tests) or the host's.
+        An override typed without a scheme (`oss-cn-hangzhou.aliyuncs.com`) means HTTPS."""
+        url = str(self.profile.get("endpoint") or default).rstrip("/")
+        return url if "://" in url else "https://" + url
+
+    def request(self, method: str, url: str, *, ok: Collection[int] = (200, 201, 204), idempotent: bool = True,
+                **kwargs: Any) -> requests.Response:
+        """Send through the retrying client; a status outside `ok` becomes the host's error record."""
+        response = self.client.send(method, url, idempotent=idempotent, **kwargs)
+        if response.status_code not in ok:
+            raise self.failure(response)
+        return response
+
+    def failure(self, response: requests.Response) -> PicpipeError:
+        """The host's answer as an error: its code, message and request id kept, with a hint."""
+        status = response.status_code
+        code, message = self.parse_error(response)
+        kind, hint = STATUS_HINTS.get(status, SERVER_HINT if status >= 500 else ("rejected", STATUS_HINTS[400][1]))
+        hint = self.hints.get(code or "") or self.hints.get(status) or hint
+        kind = self.kinds.get(code or "") or self.kinds.get(status) or kind
+        extra: dict[str, Any] = {"status": status}
+        if code:
+            extra["code"] = code
+        request_id = next((response.headers[h] for h in self.request_id_headers if h in response.headers), None)
+        if request_id:
+            extra["request_id"] = request_id
+        said = f" {code}" if code and code not in message else ""
+        return PicpipeError(kind, f"{self.name}: HTTP {status}{said}: {message}", hint, **extra)
+
+    def json_object(self, response: requests.Response) -> dict[str, Any]:
+        """The JSON object the API documents; anything else (a proxy's HTML page, a captive portal) is
+        a `bad_answer` error rather than a crash."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            text = " ".join(response.text[:200].split())
+            raise PicpipeError("bad_answer", f"{self.name}: HTTP {response.status_code} answer is not the API's "
+                               f"JSON: {text!r}", "something else answered for the host (a proxy, a captive "
+                               "portal, a wrong endpoint): check the profile's endpoint and the network",
+                               status=response.status_code)
+        return body
+
+    def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
+        """(code, message) from a JSON or S3-style XML error body; the reason phrase when neither."""
+        text = response.text[:2000]
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            code = body.get("code") or body.get("error_code")
+            message = body.get("message") or body.get("msg") or body.get("error") or ""
+            return (str(code) if code not in (None, "") else None), str(message) or response.reason
+        fields = dict(_XML_FIELD.findall(text))
+        if fields:
+            return fields.get("Code"), fields.get("Message") or response.reason
+        return None, response.reason or " ".join(text.split())[:200]
+
+    def close(self) -> None:
+        self.client.close()
