@@ -37,7 +37,7 @@ COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries")
 #: Keys per profile type (DESIGN §3). The host modules of pp-upload will own these.
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "local": ("dir",),
-    "webdav": ("url", "user", "password"),
+    "webdav": ("url", "user", "password", "vendor", "pace"),
     "s3": ("bucket", "region", "access_key", "secret_key", "path_style", "conditional_writes"),
     "qiniu": ("bucket", "access_key", "secret_key", "region"),
     "aliyun": ("bucket", "region", "access_key_id", "access_key_secret"),
