@@ -199,6 +199,9 @@ class StreamCommand(Command):
     _results: Iterable[tuple[Item, Record, bool]] = ()
     #: Human messages for errors this stage creates go to stderr as they happen.
     report_new_errors = True
+    #: Stages whose error records this command works on rather than passes on (pp-backup restore
+    #: takes the dead links of pp-mark check); the old error is dropped when the work succeeds.
+    repairs: tuple[str, ...] = ()
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="*", metavar="PATH",
@@ -229,7 +232,7 @@ class StreamCommand(Command):
         from picpipe.concurrency import ordered_map
 
         jobs = getattr(args, "jobs", 1)
-        work = partial(run_item, self.worker(), self.stage)
+        work = partial(run_item, self.worker(), self.stage, repairs=self.repairs)
         self._results = ordered_map(work, read_items(args.paths), jobs, self.executor(jobs))
         for item, record, new_error in self._results:
             self.write_new(item, record, new_error)
@@ -253,19 +256,42 @@ class StreamCommand(Command):
             self.write_new(*finished)
 
 
-def run_item(work: Callable[[Record], Record], stage: str, item: Item) -> tuple[Item, Record, bool]:
+def run_item(work: Callable[[Record], Record], stage: str, item: Item,
+             repairs: tuple[str, ...] = ()) -> tuple[Item, Record, bool]:
     """One record through one stage: (item, result, whether the result is an error made here).
 
     Module-level, so that it can run in a worker process. Error records from earlier stages
-    pass through untouched; a bad input line counts as made here.
+    pass through untouched, unless their stage is one this command `repairs`; a bad input line
+    counts as made here.
     """
     record = item.record
-    if "error" in record:
+    error = record.get("error")
+    if error is not None and (item.bad_input or not isinstance(error, dict) or error.get("stage") not in repairs):
         return item, record, item.bad_input
     try:
         return item, work(record), False
     except Exception as exc:
         return item, fail_record(record, stage, exc), True
+
+
+def split_subcommand(argv: Sequence[str], names: Iterable[str], takes_value: set[str]) -> tuple[str | None, list[str]]:
+    """Find the subcommand wherever it stands among the options (`pp-mark --ledger L find`):
+    the first word that is no option and no option's value. None when there is none."""
+    argv = list(argv)
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            break
+        if token in takes_value:
+            index += 2
+            continue
+        if not token.startswith("-") or token == "-":
+            if token in names:
+                return token, argv[:index] + argv[index + 1:]
+            break
+        index += 1
+    return None, argv
 
 
 def not_implemented(prog: str, issue: int, summary: str, examples: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:  # imported when a pool starts: concurrent.futures pulls in logging (10+ ms)
@@ -141,3 +142,19 @@ def ordered_map(
     if jobs <= 1 and executor is None:
         return map(fn, items)
     return OrderedMap(fn, items, jobs, executor)
+
+
+class KeyedLocks:
+    """One lock per name, made on first use: work on the same image or key goes one at a time,
+    the rest in parallel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from picpipe import console
@@ -14,6 +14,7 @@ from picpipe.cli import (
     positive_float,
     positive_int,
     require_input,
+    split_subcommand,
 )
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
@@ -329,29 +330,9 @@ COMMAND_CLASSES: dict[str, type[Command]] = {
 }
 
 
-def split_subcommand(argv: Sequence[str]) -> tuple[str, list[str]]:
-    """Find the subcommand wherever it stands (`pp-mark --ledger L find`); none means tee."""
-    takes_value = {"--ledger", "-j", "--jobs"}
-    argv = list(argv)
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token == "--":
-            break
-        if token in takes_value:
-            index += 2
-            continue
-        if not token.startswith("-") or token == "-":
-            if token in SUBCOMMANDS:
-                return token, argv[:index] + argv[index + 1:]
-            break
-        index += 1
-    return "tee", argv
-
-
 def main() -> int:
-    name, argv = split_subcommand(sys.argv[1:])
-    return COMMAND_CLASSES[name]().main(argv)
+    name, argv = split_subcommand(sys.argv[1:], SUBCOMMANDS, takes_value={"--ledger", "-j", "--jobs"})
+    return COMMAND_CLASSES[name or "tee"]().main(argv)
 
 
 if __name__ == "__main__":

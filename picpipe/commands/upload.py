@@ -7,13 +7,11 @@ import hashlib
 import os
 import sys
 import threading
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from picpipe.cli import StreamCommand
 from picpipe.commands.mark import ledger_argument
+from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError
 from picpipe.files import read_source
 from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
@@ -74,7 +72,7 @@ class UploadCommand(StreamCommand):
         self.dedupe = args.dedupe and not args.delete
         self.known = self.uploaded_before(args) if self.dedupe else {}
         self.lock = threading.Lock()
-        self.busy: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.busy = KeyedLocks()
 
     def uploaded_before(self, args: argparse.Namespace) -> dict[str, Record]:
         """sha256 → the newest live ledger entry of this host profile."""
@@ -99,7 +97,7 @@ class UploadCommand(StreamCommand):
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256)}
         # The same bytes twice in one run are sent once (the second is deduped), and two images
         # meeting at one key go one after the other, so the second sees the first and conflicts.
-        with self.one_at_a_time("sha256:" + sha256):
+        with self.busy.hold("sha256:" + sha256):
             with self.lock:
                 seen = self.known.get(sha256)
             if seen is not None:
@@ -107,7 +105,7 @@ class UploadCommand(StreamCommand):
                         "uploaded_at": seen.get("uploaded_at"), "deduped": True}
             name = record.get("source") if isinstance(record.get("source"), str) else path
             key = make_key(self.template, _named_like(str(name), path), data, sha256)
-            with self.one_at_a_time("key:" + key):
+            with self.busy.hold("key:" + key):
                 stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"),
                                        self.overwrite)
             result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
@@ -117,13 +115,6 @@ class UploadCommand(StreamCommand):
                 with self.lock:
                     self.known[sha256] = result
         return result
-
-    @contextmanager
-    def one_at_a_time(self, name: str) -> Iterator[None]:
-        with self.lock:
-            lock = self.busy[name]
-        with lock:
-            yield
 
     def facts(self, record: Record, data: bytes, sha256: str) -> dict[str, Any]:
         """sha256 and size always (the bytes may have changed); the image facts when no stage set them."""

@@ -25,7 +25,7 @@ class LocalHost(Host):
     def default_base_url(self) -> str:
         return self.root.resolve().as_uri() + "/"
 
-    def _target(self, key: str) -> Path:
+    def path(self, key: str) -> Path:
         root = self.root.resolve()
         target = (root / key).resolve()
         if root not in target.parents:  # keys are sanitised; a symlink inside the folder is not
@@ -34,7 +34,7 @@ class LocalHost(Host):
         return target
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
-        target = self._target(key)
+        target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with temp_copy(target.parent, data, ".pp-upload-") as temp:
             if overwrite:
@@ -49,7 +49,7 @@ class LocalHost(Host):
             return Stored(key, self.url(key))
 
     def delete(self, key: str) -> None:
-        self._target(key).unlink(missing_ok=True)
+        self.path(key).unlink(missing_ok=True)
 
 
 HOST = LocalHost
