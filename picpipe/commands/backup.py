@@ -1,18 +1,241 @@
-"""pp-backup: copy originals to a local folder or WebDAV. Not built yet (issue #5)."""
+"""pp-backup: copy originals to a local folder or WebDAV, sync the ledger there, restore from it.
 
-import sys
-
-from picpipe.cli import not_implemented
-
-EXAMPLES = """\
-  ls *.png | pp-upload --host qiniu | pp-mark | pp-backup --to nutstore | pp-mark
-  pp-mark find --host smms | pp-backup --to nas | pp-mark
-  pp-backup --to nutstore photos/*.jpg | jq -r '.backups[].location'
+The work itself is picpipe.backup's; this module is the command line around it.
 """
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from picpipe import console
+from picpipe.cli import Command, StreamCommand, split_subcommand
+from picpipe.commands.mark import ledger_argument
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.stream import Item, Record
+
+if TYPE_CHECKING:
+    from picpipe.backup import Target, TargetFinder
+    from picpipe.ledger import Ledger
+
+SUBCOMMANDS = ("copy", "ledger", "restore")
+
+
+def target_argument(parser: argparse.ArgumentParser, flag: str, required: bool = True, help: str = "") -> None:
+    parser.add_argument(flag, required=required, metavar="PROFILE", dest="target",
+                        help=help or "a profile of type local (dir) or webdav (url, user, password)")
+
+
+class CopyCommand(StreamCommand):
+    prog = "pp-backup"
+    stage = "backup"
+    default_jobs = 4
+    description = (
+        "Copy each image's original (source, else path) to the backup target --to and add a\n"
+        "backups entry {target, location, key, sha256, size, at} to its record once the target\n"
+        "has acknowledged the whole file (--verify: read back and compare sha256). The copy goes\n"
+        "under the upload key, else {year}/{month}/{sha256}{ext}; a different file there is never\n"
+        "replaced. Copies are appended to the ledger as they are made, and a copy the record or the\n"
+        "ledger already shows is not sent again. Subcommands: ledger, restore (pp-backup SUB --help)."
+    )
+    examples = """\
+  ls *.png | pp-compress | pp-upload --host qiniu | pp-mark | pp-backup --to nutstore | pp-link --md
+  pp-backup --to nas photos/*.jpg | jq -r '.backups[-1].location'
+  pp-mark find --host smms | pp-backup --to nutstore --verify
+  pp-backup ledger --to nutstore          # the upload history follows you to the next machine
+  pp-mark check | pp-backup restore --out restored/ | pp-upload --host github | pp-mark
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        target_argument(parser, "--to")
+        parser.add_argument("--path", metavar="TEMPLATE",
+                            help="key template for the copies (default: the upload key, else {year}/{month}/"
+                            "{sha256}{ext}); placeholders as in pp-upload --path")
+        parser.add_argument("--verify", action="store_true",
+                            help="read every new copy back and compare its sha256 (one more request per image)")
+        ledger_argument(parser)
+        parser.add_argument("--no-ledger", dest="record", action="store_false",
+                            help="do not append new copies to the ledger (then pipe into pp-mark)")
+
+    def start(self, args: argparse.Namespace) -> None:
+        from picpipe.backup import open_target
+        from picpipe.keys import check_template
+
+        if args.path:
+            check_template(args.path)
+        self.template, self.verify = args.path, args.verify
+        self.target: Target = open_target(self.config.profile(args.target))
+        from picpipe.ledger import Ledger
+
+        ledger = Ledger(args.ledger or self.config.ledger())
+        self.known = self.copies_in(ledger)
+        self.ledger = ledger if args.record else None
+        self.fresh: set[int] = set()  # the records (by id) that carry a copy made in this run
+        self.counts = {"copied": 0, "present": 0}
+        self.lock = threading.Lock()
+        from picpipe.concurrency import KeyedLocks
+
+        self.busy = KeyedLocks()
+        self.blocked: PicpipeError | None = None
+
+    def copies_in(self, ledger: Ledger) -> dict[str, dict[str, Any]]:
+        """sha256 → a backup entry of this target the ledger already holds."""
+        known: dict[str, dict[str, Any]] = {}
+        for state in ledger.states():
+            for entry in state.get("backups") or ():
+                if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256"):
+                    known[str(entry["sha256"])] = entry
+        return known
+
+    def process(self, record: Record) -> Record:
+        from picpipe.backup import back_up
+
+        before = len(record.get("backups") or ())
+        # One copy of the same bytes at a time: the second finds the first's entry in `known`.
+        with self.busy.hold(str(record.get("source") or record.get("path"))):
+            try:
+                result = back_up(record, self.target, self.known, self.template, self.verify)
+            except PicpipeError as exc:
+                if exc.type == "rate_limited":
+                    self.blocked = exc
+                raise
+            entry = result["backups"][-1]
+            with self.lock:
+                made = len(result["backups"]) > before and entry is not self.known.get(entry["sha256"])
+                if made:
+                    self.known[entry["sha256"]] = entry
+                    self.fresh.add(id(result))
+                self.counts["copied" if made else "present"] += 1
+        return result
+
+    def write(self, item: Item, record: Record) -> None:
+        """A new copy goes into the ledger before its record goes downstream: a copy that was
+        made is never forgotten, whatever happens to the rest of the pipeline."""
+        from picpipe.ledger import ledger_entry
+        from picpipe.stream import no_interrupt
+
+        with no_interrupt:
+            if id(record) in self.fresh:
+                self.fresh.discard(id(record))
+                if self.ledger is not None:
+                    self.ledger.append([ledger_entry(record)])
+            super().write(item, record)
+
+    def finish(self, args: argparse.Namespace) -> None:
+        self.target.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        if not args.quiet:
+            console.say(f"{self.target.name}: {self.counts['copied']} copied, {self.counts['present']} already there")
+        if self.blocked is not None:
+            console.error(self.blocked.message, self.blocked.hint)
+
+
+class LedgerSyncCommand(Command):
+    prog = "pp-backup ledger"
+    description = (
+        "Keep the ledger on a backup target, so the upload history survives a reinstall and\n"
+        "follows you across machines. --from merges the target's ledger into the local one;\n"
+        "--to does the same and then uploads the union (a temp name, then a rename: a reader never\n"
+        "sees half a ledger). Entries are only ever added, never lost."
+    )
+    examples = """\
+  pp-backup ledger --to nutstore
+  pp-backup ledger --from nutstore && pp-mark find --source '*.png' | head
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        way = parser.add_mutually_exclusive_group(required=True)
+        way.add_argument("--to", metavar="PROFILE", help="merge the target's ledger in, then upload the union there")
+        way.add_argument("--from", dest="source", metavar="PROFILE",
+                         help="merge the target's ledger into the local one")
+        ledger_argument(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from picpipe.backup import LEDGER_NAME, open_target, read_temp
+        from picpipe.ledger import Ledger
+
+        target = open_target(self.config.profile(args.to or args.source))
+        ledger = Ledger(args.ledger or self.config.ledger())
+        try:
+            remote = target.read(LEDGER_NAME)
+            added = 0
+            if remote:
+                temp = read_temp(remote)
+                try:
+                    added, _ = ledger.add_new(entry for _, entry in Ledger(temp).lines())
+                finally:
+                    temp.unlink()
+                    ledger.close()
+            if not args.quiet:
+                console.say(f"{ledger.path}: {added} entries added from {target.name}")
+            if args.to:
+                data = ledger.path.read_bytes() if ledger.path.exists() else b""
+                target.replace(LEDGER_NAME, data)
+                if not args.quiet:
+                    console.say(f"{target.name}: {LEDGER_NAME} uploaded ({len(data)} bytes)")
+        except PicpipeError as exc:
+            console.error(exc.message, exc.hint)
+            return 1
+        finally:
+            target.close()
+        return 0
+
+
+class RestoreCommand(StreamCommand):
+    prog = "pp-backup restore"
+    stage = "restore"
+    default_jobs = 4
+    repairs = ("check",)
+    description = (
+        "Download a backup copy of each record (records from pp-mark find or the dead links of\n"
+        "pp-mark check) into --out, check its sha256, and emit the record with path set to the\n"
+        "restored file and restored_from saying which copy: ready for pp-upload to a new host."
+    )
+    examples = """\
+  pp-mark check | pp-backup restore --out restored/ | pp-upload --host github | pp-mark
+  pp-mark find --url 'https://sm.ms/*' | pp-backup restore --from nutstore | jq -r .path
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        target_argument(parser, "--from", required=False,
+                        help="restore from this target only (default: each copy's own target)")
+        parser.add_argument("--out", metavar="DIR", default="restored",
+                            help="folder for the restored files (default ./restored)")
+
+    def start(self, args: argparse.Namespace) -> None:
+        from picpipe.backup import TargetFinder
+
+        self.only: str | None = args.target
+        if self.only is not None:
+            self.config.profile(self.only)  # a misspelt name is a usage error before any work
+        self.finder: TargetFinder = TargetFinder(self.config.profile)
+        self.out_dir = Path(args.out)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise UsageError(f"--out {args.out} is not a folder")
+
+    def process(self, record: Record) -> Record:
+        from picpipe.backup import restore
+
+        return restore(record, self.finder, self.out_dir, self.only)
+
+    def finish(self, args: argparse.Namespace) -> None:
+        self.finder.close()
+
+
+COMMAND_CLASSES: dict[str, type[Command]] = {"copy": CopyCommand, "ledger": LedgerSyncCommand,
+                                             "restore": RestoreCommand}
 
 
 def main() -> int:
-    return not_implemented("pp-backup", 5, "copy originals to a local folder or WebDAV", EXAMPLES)
+    name, argv = split_subcommand(sys.argv[1:], SUBCOMMANDS,
+                                  takes_value={"--to", "--from", "--path", "--ledger", "--out", "-j", "--jobs"})
+    return COMMAND_CLASSES[name or "copy"]().main(argv)
 
 
 if __name__ == "__main__":

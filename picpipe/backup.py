@@ -1,0 +1,326 @@
+"""Backup copies of the originals: where they go, how they are found again, how they come back.
+
+A target is a profile of type `local` (a folder) or `webdav` (Nutstore, a NAS, Nextcloud).
+A copy is stored under a key (the upload key, else `{year}/{month}/{sha256}{ext}`) with the
+same never-overwrite rule as pp-upload, and recorded as a `backups` entry of the record:
+
+    {"target": "nutstore", "location": "https://dav.jianguoyun.com/dav/picpipe/2024/05/ab.png",
+     "key": "2024/05/ab.png", "sha256": "...", "size": 1234, "at": "2024-05-01T08:00:00.000Z"}
+
+`location` is where the copy can be fetched: an absolute path for a folder, the URL (never
+with credentials) for WebDAV. Fetching checks that the location lies inside the target, so a
+record can never make picpipe read outside a backup folder or send a password to another server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from picpipe.config import xdg_home
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.keys import make_key, sanitize
+from picpipe.stream import Record
+from picpipe.timeutil import now_iso
+
+if TYPE_CHECKING:
+    from picpipe.hosts.local import LocalHost
+    from picpipe.hosts.webdav import WebDavHost
+
+#: The key of a copy whose record has no upload key: the full hash, so names never collide.
+DEFAULT_TEMPLATE = "{year}/{month}/{sha256}{ext}"
+#: The ledger's name on a target (pp-backup ledger --to / --from).
+LEDGER_NAME = "picpipe-ledger.jsonl"
+TYPES = ("local", "webdav")
+
+
+class Target(ABC):
+    """Where copies go: one profile."""
+
+    def __init__(self, profile: dict[str, Any]) -> None:
+        self.name: str = profile["name"]
+
+    @abstractmethod
+    def store(self, key: str, data: bytes) -> tuple[str, bool]:
+        """Store `data` at `key`: (location, True when these very bytes were already there). A
+        different file already there is a `conflict` error: a backup never replaces another."""
+
+    @abstractmethod
+    def key_of(self, location: str) -> str | None:
+        """The key of a location inside this target; None when it lies elsewhere."""
+
+    @abstractmethod
+    def fetch(self, key: str) -> bytes:
+        """The bytes of the copy at `key`."""
+
+    @abstractmethod
+    def read(self, name: str) -> bytes | None:
+        """A file of picpipe's own (the ledger); None when there is none."""
+
+    @abstractmethod
+    def replace(self, name: str, data: bytes) -> None:
+        """Write a file of picpipe's own atomically: readers see the old one or the new one."""
+
+    def close(self) -> None:  # noqa: B027 - a folder has nothing to release
+        """Release connections."""
+
+
+class FolderTarget(Target):
+    """A local folder (a USB disk, a synced folder): `dir`, default ~/.local/share/picpipe/backup."""
+
+    def __init__(self, profile: dict[str, Any]) -> None:
+        super().__init__(profile)
+        from picpipe.hosts.local import LocalHost
+
+        profile.setdefault("dir", str(xdg_home("XDG_DATA_HOME", os.path.join(".local", "share")) / "backup"))
+        self.host: LocalHost = LocalHost(profile)
+        self.root = self.host.root
+
+    def store(self, key: str, data: bytes) -> tuple[str, bool]:
+        stored = self.host.put(key, data, "application/octet-stream")
+        return str(self.host.path(key)), stored.reused
+
+    def key_of(self, location: str) -> str | None:
+        root = self.root.resolve()
+        path = Path(location).resolve()
+        return path.relative_to(root).as_posix() if root in path.parents else None
+
+    def fetch(self, key: str) -> bytes:
+        from picpipe.files import read_source
+
+        return read_source(str(self.host.path(key)))
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def replace(self, name: str, data: bytes) -> None:
+        from picpipe.files import temp_copy
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with temp_copy(self.root, data, f".{name}.") as temp:
+            os.replace(temp, self.root / name)
+
+
+class DavTarget(Target):
+    """A WebDAV folder (`url`, `user`, `password`): one PUT per new copy, a listing per folder."""
+
+    def __init__(self, profile: dict[str, Any]) -> None:
+        super().__init__(profile)
+        from picpipe.hosts.webdav import WebDavHost
+
+        self.host: WebDavHost = WebDavHost(profile)
+        self.dav = self.host.dav
+
+    def store(self, key: str, data: bytes) -> tuple[str, bool]:
+        stored = self.host.put(key, data, "application/octet-stream")
+        return self.dav.href(key), stored.reused
+
+    def key_of(self, location: str) -> str | None:
+        """Only URLs on this very server and under its folder: the password goes nowhere else."""
+        here, there = urllib.parse.urlsplit(self.dav.root), urllib.parse.urlsplit(location)
+        if (there.scheme, there.netloc.rpartition("@")[2]) != (here.scheme, here.netloc):
+            return None
+        key = self.dav.relative(location)
+        return key if key and sanitize(key) == key else None
+
+    def fetch(self, key: str) -> bytes:
+        return self.dav.get(key)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self.dav.get(name)
+        except PicpipeError as exc:
+            if exc.extra.get("status") == 404:
+                return None
+            raise
+
+    def replace(self, name: str, data: bytes) -> None:
+        import uuid
+
+        temp = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.dav.put(temp, data, "application/x-ndjson")
+        try:
+            self.dav.move(temp, name, overwrite=True)
+        except PicpipeError:
+            self.dav.delete(temp)
+            raise
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def open_target(profile: dict[str, Any]) -> Target:
+    kind = profile.get("type")
+    if kind == "local":
+        return FolderTarget(profile)
+    if kind == "webdav":
+        return DavTarget(profile)
+    raise UsageError(f"profile {profile['name']!r} is of type {kind!r}: backups go to a folder or WebDAV",
+                     f"give a profile of type {' or '.join(TYPES)} (e.g. a Nutstore profile with type = \"webdav\")")
+
+
+def original(record: Record) -> tuple[str, bytes]:
+    """The bytes to keep: the user's original (`source`) when it is still there, else `path`."""
+    from picpipe.files import read_source
+
+    source, path = record.get("source"), record.get("path")
+    if isinstance(source, str) and source and os.path.isfile(source):
+        return source, read_source(source)
+    if isinstance(path, str) and path:
+        return path, read_source(path)
+    raise PicpipeError("no_path", "the record has no path or source to back up",
+                       "give file paths or records with \"path\"")
+
+
+def copy_key(record: Record, file: str, data: bytes, sha256: str, template: str | None) -> str:
+    """Where the copy goes: the template if given; else the upload key with the original's
+    extension (a compressed .webp's original is a .png); else by content hash."""
+    key = record.get("key")
+    if template is None and isinstance(key, str) and key.strip("/"):
+        stem, ext = os.path.splitext(sanitize(key))
+        return stem + (os.path.splitext(file)[1].lower() or ext)
+    return make_key(template or DEFAULT_TEMPLATE, file, data, sha256)
+
+
+def backed_up(record: Record, target: str, sha256: str) -> dict[str, Any] | None:
+    """The record's own backup entry on `target` for these bytes, if it has one."""
+    for entry in record.get("backups") or ():
+        if isinstance(entry, dict) and entry.get("target") == target and entry.get("sha256") == sha256:
+            return entry
+    return None
+
+
+def back_up(record: Record, target: Target, known: dict[str, dict[str, Any]] | None = None,
+            template: str | None = None, verify: bool = False) -> Record:
+    """The record with a `backups` entry for `target`, after the copy is stored (and, with `verify`,
+    read back and compared). A copy the record or `known` (sha256 → ledger entry) already shows
+    costs no request."""
+    file, data = original(record)
+    sha256 = hashlib.sha256(data).hexdigest()
+    result = dict(record)
+    if "sha256" not in result:  # the ledger tells images apart by the hash of the bytes at `path`
+        from picpipe.files import read_source
+
+        path = record.get("path")
+        same = file == path or not isinstance(path, str)
+        result["sha256"] = sha256 if same else hashlib.sha256(read_source(str(path))).hexdigest()
+    if backed_up(record, target.name, sha256):
+        return result
+    entry = (known or {}).get(sha256)
+    if entry is None:
+        key = copy_key(record, file, data, sha256, template)
+        location, _ = target.store(key, data)
+        if verify and hashlib.sha256(target.fetch(key)).hexdigest() != sha256:
+            raise PicpipeError("corrupted", f"{target.name}: the copy at {location} does not read back as written",
+                               "re-run with --verify; if it persists, the target's storage is unreliable")
+        entry = {"target": target.name, "location": location, "key": key, "sha256": sha256, "size": len(data),
+                 "at": now_iso()}
+    result["backups"] = [*(b for b in record.get("backups") or () if isinstance(b, dict)), entry]
+    return result
+
+
+def restore(record: Record, targets: TargetFinder, out: Path, only: str | None = None) -> Record:
+    """The record with `path` at a restored copy: the first backup entry that can be fetched and
+    whose bytes match its sha256 is written into `out` (under its key)."""
+    entries = [b for b in record.get("backups") or () if isinstance(b, dict) and b.get("location")]
+    if only is not None:
+        entries = [b for b in entries if b.get("target") == only or targets.owner(only, b)]
+    if not entries:
+        raise PicpipeError("no_backup", "the record lists no backup copy" + (f" on {only}" if only else ""),
+                           "records from pp-mark find / pp-mark check carry the ledger's backups; "
+                           "pp-backup --to TARGET makes them")
+    failures = []
+    for entry in entries:
+        try:
+            data, key = targets.fetch(entry, only)
+        except PicpipeError as exc:
+            failures.append(f"{entry.get('target')}: {exc.message}")
+            continue
+        sha256 = hashlib.sha256(data).hexdigest()
+        if entry.get("sha256") not in (None, sha256):
+            failures.append(f"{entry.get('target')}: {entry['location']} holds other bytes than were backed up")
+            continue
+        path = write_restored(out, key, data)
+        result = {k: v for k, v in record.items() if k != "error"}
+        if record.get("sha256") != sha256:  # the original, not the compressed upload: facts are stale
+            for stale in ("width", "height", "format", "mime"):
+                result.pop(stale, None)
+        result.update(path=str(path), sha256=sha256, size=len(data),
+                      restored_from={"target": entry.get("target"), "location": entry["location"]})
+        return result
+    raise PicpipeError("restore_failed", "no backup copy could be restored: " + "; ".join(failures),
+                       "check that the backup target's profile is configured and reachable (pp-davtest --target "
+                       "NAME)")
+
+
+def write_restored(out: Path, key: str, data: bytes) -> Path:
+    """`data` at out/key, atomically; a different file already there keeps its name and this one
+    gets the hash in its own."""
+    from picpipe.files import temp_copy
+
+    path = out / sanitize(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        if path.read_bytes() == data:
+            return path
+        path = path.with_name(f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}")
+    with temp_copy(path.parent, data, ".pp-restore-") as temp:
+        os.replace(temp, path)
+    return path
+
+
+class TargetFinder:
+    """Targets opened on demand from the configuration, for restoring from many of them."""
+
+    def __init__(self, profile: Callable[[str], dict[str, Any]]) -> None:
+        self.profile = profile  # Config.profile: a name → its resolved settings, UsageError when unknown
+        self.open: dict[str, Target | None] = {}
+
+    def get(self, name: str) -> Target | None:
+        if name not in self.open:
+            try:
+                self.open[name] = open_target(self.profile(name))
+            except UsageError:
+                self.open[name] = None
+        return self.open[name]
+
+    def owner(self, name: str, entry: dict[str, Any]) -> bool:
+        target = self.get(name)
+        return target is not None and target.key_of(str(entry.get("location"))) is not None
+
+    def fetch(self, entry: dict[str, Any], only: str | None) -> tuple[bytes, str]:
+        """(bytes, key) of one backup entry, from its own target, `only`, or a plain local path."""
+        location = str(entry["location"])
+        for name in dict.fromkeys(n for n in (only, entry.get("target")) if isinstance(n, str) and n):
+            target = self.get(name)
+            key = target.key_of(location) if target is not None else None
+            if target is not None and key is not None:
+                return target.fetch(key), key
+        if os.path.isabs(location) and "://" not in location:  # e.g. an autobackup mark.json copy
+            from picpipe.files import read_source
+
+            return read_source(location), f"{entry.get('sha256', '')[:12] or 'restored'}/{os.path.basename(location)}"
+        raise PicpipeError("no_target", f"no configured profile reaches {location} (target {entry.get('target')!r})",
+                           f"add a [profiles.{entry.get('target') or 'NAME'}] for it, or name one with --from")
+
+    def close(self) -> None:
+        for target in self.open.values():
+            if target is not None:
+                target.close()
+
+
+def read_temp(data: bytes) -> Path:
+    """`data` in a private temp file (a fetched ledger, read by picpipe.ledger.Ledger)."""
+    fd, name = tempfile.mkstemp(prefix="pp-ledger-", suffix=".jsonl")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return Path(name)
