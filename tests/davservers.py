@@ -1,8 +1,9 @@
-"""Real WebDAV servers on 127.0.0.1 for tests: WsgiDAV in-process, rclone as a subprocess.
+"""Real WebDAV servers on 127.0.0.1 for tests: WsgiDAV in-process, rclone and Apache as subprocesses.
 
     with wsgidav(tmp_path, auth="digest") as dav: ...      # dav.url: http://127.0.0.1:PORT/
     with nutstore_like(tmp_path, limit=50) as dav: ...     # dav.url: http://127.0.0.1:PORT/dav/
     with rclone_webdav(tmp_path) as dav: ...               # skips the test when rclone is missing
+    with apache_dav(tmp_path, auth="digest") as dav: ...   # Apache mod_dav; skips when apache2 is missing
 
 On the WsgiDAV servers (`wsgidav`, `nutstore_like`) the test holds the controls:
 `dav.requests` lists (method, path) as the server received them, blocked and failed ones included;
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import http
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -222,3 +225,74 @@ def rclone_webdav(root: Path) -> Iterator[Dav]:
             PASSWORD, "--config", os.devnull]
     with subprocess_server(args, port, Dav(f"http://127.0.0.1:{port}/", root=root), "rclone serve webdav") as dav:
         yield dav
+
+
+APACHE, APACHE_MODULES = Path("/usr/sbin/apache2"), Path("/usr/lib/apache2/modules")
+APACHE_CONF = """\
+ServerRoot "{tmp}"
+DefaultRuntimeDir "{tmp}/run"
+PidFile "{tmp}/run/httpd.pid"
+ErrorLog "{tmp}/run/error.log"
+Listen 127.0.0.1:{port}
+ServerName localhost
+{users}
+{modules}
+DavLockDB "{tmp}/lock/DavLock"
+DocumentRoot "{data}"
+<Directory "{data}">
+    Dav On
+    AuthType {auth}
+    AuthName "webdav"
+    AuthUserFile "{tmp}/users"
+    Require valid-user
+</Directory>
+"""
+
+
+@contextmanager
+def apache_dav(root: Path, auth: str = "basic") -> Iterator[Dav]:
+    """Apache httpd with mod_dav_fs serving `root` at / (Debian package apache2; reference §4.4).
+
+    Apache will not serve as root: under root (CI) its workers run as `nobody`, which cannot reach
+    into pytest's private tmp folders, so `root` becomes for the test a link to a data folder
+    `nobody` owns, and is a plain folder again (with what was written) when the server stops."""
+    modules = ["mpm_event", "authn_core", "authn_file", "authz_core", "authz_user", "dav", "dav_fs",
+               "auth_basic" if auth == "basic" else "auth_digest"]
+    missing = [m for m in modules if not (APACHE_MODULES / f"mod_{m}.so").exists()]
+    if not APACHE.exists() or missing:
+        pytest.skip(f"Apache httpd or its modules {missing} are missing (apt-get install apache2)")
+    if auth == "basic":
+        line = f"{USER}:{{SHA}}" + base64.b64encode(hashlib.sha1(PASSWORD.encode()).digest()).decode()
+    else:
+        line = f"{USER}:webdav:" + hashlib.md5(f"{USER}:webdav:{PASSWORD}".encode()).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="picpipe-apache-") as name:
+        tmp, port = Path(name), free_port()
+        (tmp / "run").mkdir()
+        (tmp / "lock").mkdir()
+        (tmp / "users").write_text(line + "\n")
+        as_root, data, users = os.geteuid() == 0, root, ""
+        if as_root:
+            import pwd
+
+            nobody = pwd.getpwnam("nobody")
+            data, users = tmp / "data", f"User #{nobody.pw_uid}\nGroup #{nobody.pw_gid}"
+            shutil.copytree(root, data)
+            for path in [data, *data.rglob("*"), tmp / "lock"]:
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+            tmp.chmod(0o711)
+            (tmp / "users").chmod(0o644)
+            shutil.rmtree(root)
+            root.symlink_to(data, target_is_directory=True)
+        conf = APACHE_CONF.format(
+            tmp=tmp, port=port, data=data, users=users,
+            auth="Basic" if auth == "basic" else "Digest\n    AuthDigestProvider file",
+            modules="\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in modules))
+        (tmp / "httpd.conf").write_text(conf)
+        args = [str(APACHE), "-f", str(tmp / "httpd.conf"), "-DFOREGROUND"]
+        try:
+            with subprocess_server(args, port, Dav(f"http://127.0.0.1:{port}/", root=root), "apache2") as dav:
+                yield dav
+        finally:
+            if as_root:
+                root.unlink()
+                shutil.move(data, root)
