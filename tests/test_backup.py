@@ -1,0 +1,290 @@
+"""pp-backup against real WebDAV servers and a folder: copies, re-runs that send nothing, the
+Nutstore rate limit, faults, the ledger on the target, and restore."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import jsonl, parse_jsonl
+from davservers import PASSWORD, USER, nutstore_like, wsgidav
+from test_upload import image
+
+
+def dav_env(url: str, name: str = "nas", **extra: str) -> dict[str, str]:
+    env = {f"PICPIPE_{name.upper()}_TYPE": "webdav", f"PICPIPE_{name.upper()}_URL": url + "backup/",
+           f"PICPIPE_{name.upper()}_USER": USER, f"PICPIPE_{name.upper()}_PASSWORD": PASSWORD}
+    env.update({f"PICPIPE_{name.upper()}_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def files(folder: Path, n: int, prefix: str = "f") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for i in range(n):
+        path = folder / f"{prefix}{i}.png"
+        path.write_bytes(hashlib.sha256(f"{prefix}{i}".encode()).digest() * 8)
+        made.append(path)
+    return made
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ledger_lines(path: Path) -> list[dict]:
+    return parse_jsonl(path.read_text()) if path.exists() else []
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.jsonl"
+
+
+def test_folder_target_copies_records_and_skips_on_rerun(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 3)
+    env = {"PICPIPE_USB_TYPE": "local", "PICPIPE_USB_DIR": str(tmp_path / "usb")}
+    first = run("pp-backup", "--to", "usb", "--ledger", str(ledger), *map(str, images), extra_env=env)
+    assert first.returncode == 0, first.stderr
+    records = parse_jsonl(first.stdout)
+    for src, record in zip(images, records):
+        [entry] = record["backups"]
+        assert entry["target"] == "usb" and entry["sha256"] == sha(src) and entry["size"] == src.stat().st_size
+        copy = Path(entry["location"])
+        assert copy.is_absolute() and copy.read_bytes() == src.read_bytes()
+        assert entry["key"] == f"{entry['key'][:8]}{sha(src)}.png"  # {year}/{month}/{sha256}{ext}
+    assert "3 copied, 0 already there" in first.stderr
+    assert len(ledger_lines(ledger)) == 3
+
+    again = run("pp-backup", "--to", "usb", "--ledger", str(ledger), *map(str, images), extra_env=env)
+    assert again.returncode == 0 and "0 copied, 3 already there" in again.stderr
+    assert [r["backups"] for r in parse_jsonl(again.stdout)] == [r["backups"] for r in records]
+    assert len(ledger_lines(ledger)) == 3  # nothing new to record
+
+
+def test_webdav_copy_is_one_put_under_the_upload_key_with_the_original_extension(run, tmp_path, ledger):
+    originals = [image(tmp_path / f"photo {i} 图.png", (i * 40, 10, 10)) for i in range(4)]
+    records = [{"source": str(o), "path": str(o.with_suffix(".webp")), "sha256": f"{i:064x}", "host": "qiniu",
+                "key": f"2024/05/{i:012x}.webp", "url": f"https://cdn.example.com/2024/05/{i:012x}.webp"}
+               for i, o in enumerate(originals)]
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        result = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "4", input=jsonl(records),
+                     extra_env=dav_env(dav.url))
+        assert result.returncode == 0, result.stderr
+        methods = [m for m, _ in dav.requests]
+        # the folder listing (404: not there yet), then it is made from the top, then one PUT per copy
+        assert methods.count("PUT") == 4 and methods.count("PROPFIND") == 1 and methods.count("MKCOL") == 3
+        assert "GET" not in methods and "HEAD" not in methods
+    for original, record in zip(originals, parse_jsonl(result.stdout)):
+        entry = record["backups"][-1]
+        assert entry["key"] == record["key"].replace(".webp", ".png")
+        assert entry["location"] == dav.url + "backup/" + entry["key"]
+        assert (root / "backup" / entry["key"]).read_bytes() == original.read_bytes()
+        assert entry["sha256"] == sha(original) and record["sha256"] != entry["sha256"]  # path's hash stays
+    assert PASSWORD not in result.stdout + result.stderr + ledger.read_text()
+
+
+def test_rerun_over_1000_backed_up_images_sends_no_request(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 1000)
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        first = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "8", "--path", "all/{name}{ext}",
+                    input="".join(f"{p}\n" for p in images), extra_env=env, timeout=240)
+        assert first.returncode == 0, first.stderr
+        assert len(list((root / "backup" / "all").iterdir())) == 1000
+        sent = len(dav.requests)
+        assert sent == 1000 + 1 + 2  # one PUT each, one listing, MKCOL backup/ and all/
+        again = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "8", "--path", "all/{name}{ext}",
+                    input="".join(f"{p}\n" for p in images), extra_env=env, timeout=240)
+        assert again.returncode == 0 and "0 copied, 1000 already there" in again.stderr
+        assert len(dav.requests) == sent  # the ledger knew every copy: zero requests
+        # records that carry their backups need not even the ledger
+        piped = run("pp-backup", "--to", "nas", "--ledger", str(tmp_path / "other.jsonl"), input=first.stdout,
+                    extra_env=env, timeout=240)
+        assert piped.returncode == 0 and len(dav.requests) == sent
+
+
+def test_verify_reads_back_and_a_different_file_is_never_replaced(run, tmp_path, ledger):
+    a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
+    b = image(tmp_path / "two" / "logo.png", (0, 0, 200))
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        args = ("--to", "nas", "--ledger", str(ledger), "--path", "same/{name}{ext}")
+        ok = run("pp-backup", *args, "--verify", str(a), extra_env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert [m for m, _ in dav.requests][-2:] == ["PUT", "GET"]  # written, then read back
+        clash = run("pp-backup", *args, str(b), extra_env=env)
+    assert clash.returncode == 1
+    [record] = parse_jsonl(clash.stdout)
+    assert record["error"]["type"] == "conflict" and "backups" not in record
+    assert (root / "backup" / "same" / "logo.png").read_bytes() == a.read_bytes()
+    assert len(ledger_lines(ledger)) == 1  # only the verified copy was recorded
+
+
+def test_bad_input_gets_error_records_and_the_rest_is_copied(run, tmp_path, ledger):
+    good = files(tmp_path / "in", 2)
+    lines = f"{good[0]}\n{tmp_path / 'missing.png'}\n{{\"path\": oops}}\n{tmp_path}\n{good[1]}\n"
+    env = {"PICPIPE_USB_TYPE": "local", "PICPIPE_USB_DIR": str(tmp_path / "usb")}
+    result = run("pp-backup", "--to", "usb", "--ledger", str(ledger), input=lines, extra_env=env)
+    assert result.returncode == 1
+    records = parse_jsonl(result.stdout)
+    assert [r.get("error", {}).get("type") for r in records] == [None, "not_found", "bad_json", "is_a_folder", None]
+    assert "line 2" in result.stderr and "Traceback" not in result.stderr
+    assert len(ledger_lines(ledger)) == 2
+
+
+def test_usage_errors_exit_2(run, tmp_path):
+    no_profile = run("pp-backup", "--to", "nowhere", "x.png")
+    assert no_profile.returncode == 2 and "no profile named 'nowhere'" in no_profile.stderr
+    s3 = run("pp-backup", "--to", "b", "x.png", extra_env={"PICPIPE_B_TYPE": "s3"})
+    assert s3.returncode == 2 and "folder or WebDAV" in s3.stderr
+    assert "examples:" in run("pp-backup", "--help").stdout
+    assert "--out" in run("pp-backup", "restore", "--help").stdout
+
+
+def test_nutstore_block_stops_cleanly_and_the_resumed_run_sends_only_the_rest(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 10)
+    root = tmp_path / "ns"
+    root.mkdir()
+    with nutstore_like(root) as dav:
+        env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
+        env["PICPIPE_NUT_URL"] = dav.url + "picpipe/"
+        dav.limit = 8  # PROPFIND, MKCOL picpipe/ 2026/ 11/, 4 PUTs; then blocked
+        first = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "-j", "1", *map(str, images),
+                    extra_env=env)
+        assert first.returncode == 1
+        records = parse_jsonl(first.stdout)
+        assert [("error" in r) for r in records] == [False] * 4 + [True] * 6
+        assert {r["error"]["type"] for r in records[4:]} == {"rate_limited"}
+        assert "resume_after" in records[4]["error"] and "BlockedTemporarily" in first.stderr
+        assert dav.served == 8 and len(dav.requests) == 9  # one blocked request, then none at all
+        assert len(ledger_lines(ledger)) == 4
+
+        dav.limit = None  # 30 minutes later
+        before = len(dav.requests)
+        resumed = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "-j", "1", *map(str, images),
+                      extra_env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "6 copied, 4 already there" in resumed.stderr
+        methods = [m for m, _ in dav.requests[before:]]
+        assert methods.count("PUT") == 6 and "GET" not in methods and "HEAD" not in methods
+    stored = sorted(p.name for p in (root / "picpipe").rglob("*.png"))
+    assert stored == sorted(f"{sha(p)}.png" for p in images)
+
+
+def test_nutstore_refuses_files_directly_under_dav(run, tmp_path, ledger):
+    src = files(tmp_path / "in", 1)[0]
+    root = tmp_path / "ns"
+    root.mkdir()
+    with nutstore_like(root) as dav:
+        env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
+        env["PICPIPE_NUT_URL"] = dav.url
+        result = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "--path", "{name}{ext}", str(src),
+                     extra_env=env)
+        assert dav.requests == [("PROPFIND", "/dav/")]  # the listing; no PUT was tried
+    assert result.returncode == 1
+    error = parse_jsonl(result.stdout)[0]["error"]
+    assert "directly in /dav/" in error["message"] and "dav/picpipe/" in error["hint"]
+
+
+def test_server_faults_are_retried_and_a_dead_server_loses_nothing(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 6)
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url, retries="2", timeout="2")
+        dav.fail_next(500)
+        dav.fail_next("reset")
+        first = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "1", *map(str, images[:3]),
+                    extra_env=env)
+        assert first.returncode == 0, first.stderr
+        dav.stop()  # the server dies
+        second = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "1", *map(str, images),
+                     extra_env=env)
+    assert second.returncode == 1
+    records = parse_jsonl(second.stdout)
+    assert [r.get("error", {}).get("type") for r in records] == [None] * 3 + ["connection_refused"] * 3
+    on_server = {p.name for p in (root / "backup").rglob("*.png")}
+    recorded = {Path(b["key"]).name for line in ledger_lines(ledger) for b in line["backups"]}
+    assert recorded == on_server and len(on_server) == 3  # nothing recorded that is not stored
+
+
+def test_ledger_follows_the_user_across_machines(run, tmp_path):
+    root = tmp_path / "dav"
+    root.mkdir()
+    laptop, desktop = tmp_path / "laptop.jsonl", tmp_path / "desktop.jsonl"
+    laptop.write_text(jsonl([{"url": "https://cdn.example.com/a.png", "sha256": "aa", "host": "q", "key": "a"}]))
+    desktop.write_text(jsonl([{"url": "https://cdn.example.com/b.png", "sha256": "bb", "host": "q", "key": "b"}]))
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        push = run("pp-backup", "ledger", "--to", "nas", "--ledger", str(laptop), extra_env=env)
+        assert push.returncode == 0, push.stderr
+        assert ("MOVE", "/backup/.picpipe-ledger.jsonl.") == (dav.requests[-1][0], dav.requests[-1][1][:30])
+        both = run("pp-backup", "ledger", "--to", "nas", "--ledger", str(desktop), extra_env=env)
+        assert both.returncode == 0 and "1 entries added" in both.stderr
+        pull = run("pp-backup", "ledger", "--from", "nas", "--ledger", str(laptop), extra_env=env)
+        assert pull.returncode == 0 and "1 entries added" in pull.stderr
+    assert {json.loads(line)["sha256"] for line in laptop.read_text().splitlines()} == {"aa", "bb"}
+    assert sorted(p.name for p in (root / "backup").iterdir()) == ["picpipe-ledger.jsonl"]  # no temp left
+    remote = (root / "backup" / "picpipe-ledger.jsonl").read_text()
+    assert {json.loads(line)["sha256"] for line in remote.splitlines()} == {"aa", "bb"}
+
+
+def test_restore_brings_back_the_originals_from_dead_links(run, tmp_path, ledger):
+    originals = [image(tmp_path / "in" / f"p{i}.png", (i * 50, 90, 9)) for i in range(3)]
+    digests = [sha(p) for p in originals]
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        uploaded = [{"path": str(p), "host": "old", "key": f"x/{p.name}", "url": f"https://dead.example/{p.name}"}
+                    for p in originals]
+        backup = run("pp-backup", "--to", "nas", "--ledger", str(ledger), input=jsonl(uploaded), extra_env=env)
+        assert backup.returncode == 0, backup.stderr
+        for p in originals:
+            p.unlink()  # the laptop died too
+        # what pp-mark check emits for dead links: the ledger state with a check error
+        dead = [{**r, "error": {"stage": "check", "type": "http_404", "message": "gone"}}
+                for r in parse_jsonl(backup.stdout)]
+        dead.append({"url": "https://dead.example/none.png", "error": {"stage": "check", "type": "dns"}})
+        dead.append({"path": "x", "error": {"stage": "upload", "type": "auth"}})  # not ours: passed on
+        out = tmp_path / "restored"
+        result = run("pp-backup", "restore", "--out", str(out), input=jsonl(dead), extra_env=env)
+    assert result.returncode == 1
+    records = parse_jsonl(result.stdout)
+    for record, digest in zip(records[:3], digests):
+        assert "error" not in record and sha(Path(record["path"])) == digest == record["sha256"]
+        assert Path(record["path"]).parent == out / "x" and record["restored_from"]["target"] == "nas"
+    assert records[3]["error"]["type"] == "no_backup" and records[3]["error"]["stage"] == "restore"
+    assert records[4]["error"] == dead[4]["error"]
+
+
+def test_restore_checks_sha256_and_never_sends_credentials_elsewhere(run, tmp_path, ledger):
+    src = image(tmp_path / "a.png", (1, 2, 3))
+    root, other_root = tmp_path / "dav", tmp_path / "other"
+    root.mkdir()
+    other_root.mkdir()
+    with wsgidav(root) as dav, wsgidav(other_root) as other:
+        env = dav_env(dav.url)
+        [record] = parse_jsonl(run("pp-backup", "--to", "nas", "--ledger", str(ledger), str(src),
+                                   extra_env=env).stdout)
+        entry = record["backups"][0]
+        (root / "backup" / entry["key"]).write_bytes(b"bit rot")
+        forged = {**record, "backups": [{**entry, "location": other.url + "backup/" + entry["key"]}]}
+        result = run("pp-backup", "restore", "--out", str(tmp_path / "r"), input=jsonl([record, forged]),
+                     extra_env=env)
+        assert other.requests == []  # the password went nowhere else
+    assert result.returncode == 1
+    errors = [r["error"] for r in parse_jsonl(result.stdout)]
+    assert errors[0]["type"] == "restore_failed" and "other bytes" in errors[0]["message"]
+    assert errors[1]["type"] == "restore_failed" and "no configured profile reaches" in errors[1]["message"]
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.png"))
