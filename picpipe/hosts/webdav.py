@@ -22,7 +22,7 @@ class WebDavHost(Host):
     def __init__(self, profile: dict[str, Any]) -> None:
         self.dav = WebDav(profile, purpose="upload")  # first: it moves user:password@ out of the url
         super().__init__(profile)
-        self.listings: dict[str, set[str]] = {}  # folder → names in it, asked once per run
+        self.listings: dict[str, dict[str, int | None]] = {}  # folder → {name: size}, asked once per run
         self.folder_locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
 
@@ -31,14 +31,15 @@ class WebDavHost(Host):
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
         folder, _, name = key.rpartition("/")
-        if not overwrite and name in self.listing(folder):
-            return self.compare(key, data)
+        listed = self.listing(folder) if not overwrite else {}
+        if name in listed:  # taken: another size settles it without a download
+            return self.already_there(key, False) if listed[name] not in (None, len(data)) else self.compare(key, data)
         response = self.dav.put(key, data, mime, if_none_match=not overwrite)
         if response.status_code == 412:
             return self.compare(key, data)
         with self.lock:
             if folder in self.listings:
-                self.listings[folder].add(name)
+                self.listings[folder][name] = len(data)
         return Stored(key, self.url(key))
 
     def compare(self, key: str, data: bytes) -> Stored:
@@ -48,9 +49,9 @@ class WebDavHost(Host):
     def delete(self, key: str) -> None:
         self.dav.delete(key)
 
-    def listing(self, folder: str) -> set[str]:
-        """The file names in `folder`, asked once per run however many workers arrive at once; a
-        missing folder is made now, so that the PUT that follows succeeds first time."""
+    def listing(self, folder: str) -> dict[str, int | None]:
+        """The files in `folder` and their sizes, asked once per run however many workers arrive at
+        once; a missing folder is made now, so that the PUT that follows succeeds first time."""
         with self.lock:
             lock = self.folder_locks.setdefault(folder, threading.Lock())
         with lock:
@@ -58,7 +59,7 @@ class WebDavHost(Host):
                 entries = self.dav.propfind(folder, depth=1)
                 if entries is None:
                     self.dav.make_folder(folder)
-                names = {e.name for e in entries or () if not e.folder and e.path != folder}
+                names = {e.name: e.size for e in entries or () if not e.folder and e.path != folder}
                 with self.lock:
                     self.listings[folder] = names
             return self.listings[folder]
