@@ -127,6 +127,7 @@ def serving(app: WsgiApp, dav: Dav, path: str) -> Iterator[Dav]:
     from cheroot import wsgi
 
     server = wsgi.Server(("127.0.0.1", 0), controlled(app, dav), numthreads=8)
+    server.expiration_interval = 0.05  # the selector's poll: stop() takes up to this long (default 0.5 s)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
