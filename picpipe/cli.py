@@ -292,21 +292,3 @@ def split_subcommand(argv: Sequence[str], names: Iterable[str], takes_value: set
             break
         index += 1
     return None, argv
-
-
-def not_implemented(prog: str, issue: int, summary: str, examples: str) -> int:
-    """Entry point of a command that is planned but not built yet: say so, exit 2.
-
-    `--help` still tells what the command will do, with the pipelines it is planned for.
-    """
-    console.prog = prog
-    argv = sys.argv[1:]
-    if "--version" in argv:
-        print(f"{prog} (picpipe) {__version__}")
-        return EXIT_OK
-    message = f"{prog} is not implemented yet ({summary}; planned in issue #{issue})"
-    if "-h" in argv or "--help" in argv:
-        print(f"usage: {prog} ...\n\n{message}.\n\nplanned examples:\n{examples}")
-        return EXIT_OK
-    console.error(message, "see README.md for what works today: pp-compress, pp-upload (local), pp-link, pp-mark")
-    return EXIT_USAGE

@@ -13,7 +13,6 @@ import pytest
 from conftest import command_path, jsonl, parse_jsonl
 
 ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest"]
-BUILT = ["pp-compress", "pp-link", "pp-mark", "pp-upload"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -38,14 +37,6 @@ def test_version(run, name):
     result = run(name, "--version")
     assert result.returncode == 0
     assert result.stdout.startswith(f"{name} (picpipe) ")
-
-
-@pytest.mark.parametrize("name", sorted(set(ALL) - set(BUILT)))
-def test_commands_not_built_yet_say_so_and_exit_2(run, name):
-    result = run(name, "a.png")
-    assert result.returncode == 2
-    assert "not implemented yet" in result.stderr
-    assert result.stdout == ""
 
 
 def test_mixed_input_errors_as_records_exit_1_and_the_rest_goes_through(run):
