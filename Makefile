@@ -34,7 +34,20 @@ demo: install
 	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl find | $(BIN)/pp-link --html --rewrite "file://$(CURDIR)/$(DEMO)/host/=https://img.example.com/"
 	@echo "== 5. bad input is reported, the rest goes through, exit status 1"
 	printf '{"url": "https://img.example.com/ok.png"}\n{"url": oops}\n' | $(BIN)/pp-link --md; echo "exit status $$?"
-	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl"
+	@echo "== 6. back the originals up to WebDAV (a local WsgiDAV server): check the target, copy, copy again"
+	@# The server is a coprocess reading our stdin: it stops when this shell exits, and the trap kills it first.
+	@set -o pipefail; export PICPIPE_DEMO_DAV_TYPE=webdav PICPIPE_DEMO_DAV_USER=demo PICPIPE_DEMO_DAV_PASSWORD=demo-app-password; \
+	coproc DAV { exec $(BIN)/python -m picpipe.demo dav $(DEMO)/dav; }; server=$$DAV_PID; \
+	trap 'kill $$server 2>/dev/null; wait $$server' EXIT; \
+	read -r url <&"$${DAV[0]}" && export PICPIPE_DEMO_DAV_URL="$${url}backup/" && \
+	echo "   WsgiDAV serves $(DEMO)/dav at $$url; profile demo-dav: PICPIPE_DEMO_DAV_{TYPE,URL,USER,PASSWORD}" && \
+	echo "$(BIN)/pp-davtest --target demo-dav" && $(BIN)/pp-davtest --target demo-dav && \
+	echo "$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | $(BIN)/pp-link ..." && \
+	$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | \
+	  $(BIN)/pp-link --template '   $$fileName$$extName -> {backups.0.location} ({backups.0.size} bytes)' && \
+	echo "   the same again: the ledger knows every copy, no request is sent" && \
+	$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl > /dev/null
+	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl, $(DEMO)/dav/backup/"
 
 bench: install
 	$(BIN)/python bench/bench.py
@@ -43,8 +56,9 @@ bench: install
 	  echo "bench: chromium, pngquant or cwebp missing (not root): those rows or screenshots are left out"
 	$(BIN)/python bench/compress_bench.py
 	@command -v rclone >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; } || \
-	  echo "bench: rclone missing (not root): the pp-upload comparison is left out"
+	  echo "bench: rclone missing (not root): the pp-upload and pp-backup comparisons are left out"
 	$(BIN)/python bench/upload_bench.py
+	$(BIN)/python bench/backup_bench.py
 
 lint: install
 	$(BIN)/ruff check picpipe tests bench

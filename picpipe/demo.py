@@ -1,14 +1,26 @@
-"""Sample images for `make demo`, so the demo needs no files and no account.
+"""Sample images and a WebDAV server for `make demo`, so the demo needs no files and no account.
 
     python -m picpipe.demo images DIR     draw a few PNG images into DIR, print their paths
+    python -m picpipe.demo dav DIR        serve DIR over WebDAV on 127.0.0.1 (a free port) with the
+                                          user and password of profile demo-dav
+                                          (PICPIPE_DEMO_DAV_USER, PICPIPE_DEMO_DAV_PASSWORD);
+                                          print its URL on the first line, serve until stdin
+                                          closes or the process is killed
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
+import threading
 import zlib
 from pathlib import Path
+
+from picpipe.config import env_name
+
+#: The profile whose credentials the demo server accepts (pp-backup --to demo-dav uses the same).
+DAV_PROFILE = "demo-dav"
 
 SAMPLES = {
     "sunset.png": ((255, 94, 58), (46, 16, 101)),
@@ -41,11 +53,41 @@ def make_images(folder: Path) -> None:
         print(path, flush=True)
 
 
+def serve_dav(folder: Path) -> None:
+    """WsgiDAV (from the [test] extra, hence imported here) on an ephemeral port, Basic auth, one user.
+    It stops when stdin reaches its end: the shell that started it as a coprocess exits, so the
+    server cannot outlive the demo even when a step fails before the demo's trap kills it."""
+    from cheroot import wsgi
+    from wsgidav.wsgidav_app import WsgiDAVApp
+
+    user, password = (os.environ.get(env_name(DAV_PROFILE, key)) for key in ("user", "password"))
+    if not user or not password:
+        raise SystemExit(f"set {env_name(DAV_PROFILE, 'user')} and {env_name(DAV_PROFILE, 'password')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    app = WsgiDAVApp({
+        "provider_mapping": {"/": str(folder)},
+        "simple_dc": {"user_mapping": {"*": {user: {"password": password}}}},
+        "http_authenticator": {"accept_basic": True, "accept_digest": False, "default_to_digest": False},
+        "verbose": 0,
+        "logging": {"enable": False},
+    })
+    server = wsgi.Server(("127.0.0.1", 0), app)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    print(f"http://127.0.0.1:{server.bind_addr[1]}/", flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "images":
+    commands = {"images": make_images, "dav": serve_dav}
+    if len(argv) != 2 or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
-    make_images(Path(argv[1]))
+    commands[argv[0]](Path(argv[1]))
     return 0
 
 
