@@ -28,6 +28,8 @@ class Pacer:
     def __init__(self, state: Path, budget: int, gap: float = 0.0, window: float = WINDOW, who: str = "") -> None:
         self.state, self.budget, self.gap, self.window, self.who = state, budget, gap, window, who
         self.lock = threading.Lock()
+        self.broken = False
+        self.sent: list[float] = []  # this process's requests, when the state file cannot be used
 
     @classmethod
     def for_account(cls, server: str, user: str, budget: int, gap: float, who: str) -> Pacer:
@@ -40,7 +42,14 @@ class Pacer:
         with self.lock:  # threads of this process queue here, other processes at the file lock
             told = False
             while True:
-                delay = self._take(time.time())
+                try:
+                    delay = self._take(time.time())
+                except OSError as exc:  # an unusable state file costs the memory, never the request
+                    if not self.broken:
+                        console.warn(f"{self.who}: cannot keep the request count in {self.state}: "
+                                     f"{exc.strerror or exc}; pacing within this process only")
+                        self.broken = True
+                    delay = self._fallback(time.time())
                 if delay <= 0:
                     return
                 if delay >= LONG_WAIT and not told:
@@ -48,6 +57,20 @@ class Pacer:
                                 f"waiting {delay:.0f} s (set the profile's pace to change the budget)")
                     told = True
                 time.sleep(delay)
+
+    def _fallback(self, now: float) -> float:
+        delay = self._delay(self.sent, now)
+        if delay <= 0:
+            self.sent = [*self.sent, now][-self.budget:]
+        return delay
+
+    def _delay(self, times: list[float], now: float) -> float:
+        """Seconds until one more request fits, given the recent request times (sorted)."""
+        times = [t for t in times if now - self.window < t <= now + 1]
+        delay = times[-1] + self.gap - now if times and self.gap else 0.0
+        if len(times) >= self.budget:
+            delay = max(delay, times[-self.budget] + self.window - now)
+        return delay
 
     def _take(self, now: float) -> float:
         """Seconds to wait before the next request; 0 when it may go now (and it is then counted)."""
@@ -58,11 +81,7 @@ class Pacer:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             times = sorted(t for t in _floats(os.read(fd, 1 << 20)) if now - self.window < t <= now + 1)
-            delay = 0.0
-            if times and self.gap:
-                delay = times[-1] + self.gap - now
-            if len(times) >= self.budget:
-                delay = max(delay, times[-self.budget] + self.window - now)
+            delay = self._delay(times, now)
             if delay > 0:
                 return delay
             times.append(now)

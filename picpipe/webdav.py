@@ -95,7 +95,8 @@ class WebDav(Service):
             profile.setdefault("password", urllib.parse.unquote(url.password or ""))
             redact.register(profile["password"])
             url = url._replace(netloc=url.netloc.rpartition("@")[2])
-        url = url._replace(path=url.path.rstrip("/") + "/", query="", fragment="")
+        # Typed as a person writes it (坚果云/我的 图床/) or already escaped: escaped once either way.
+        url = url._replace(path=uri_encode(urllib.parse.unquote(url.path).rstrip("/") + "/"), query="", fragment="")
         self.root = url.geturl()
         self.root_path = urllib.parse.unquote(url.path)
         self.nutstore = is_nutstore(profile, url.hostname or "")
@@ -160,9 +161,9 @@ class WebDav(Service):
     def options(self) -> requests.Response:
         return self.send("OPTIONS", "", ok=(200, 204))
 
-    def propfind(self, path: str, depth: int = 1) -> list[Entry] | None:
-        """The entries of `path` (itself first, then its members with Depth 1); None when it does not
-        exist. Depth is always sent: a missing one means infinity."""
+    def propfind(self, path: str, depth: int = 0) -> list[Entry] | None:
+        """The entries of `path` (itself first; Depth 1 lists a folder's members too); None when it
+        does not exist. Depth is always sent: a missing one means infinity."""
         target = path + "/" if path and depth else path
         response = self.send("PROPFIND", target, ok=(207, 404, 409), data=PROPFIND_BODY,
                              headers={"Depth": str(depth), "Content-Type": "application/xml; charset=utf-8"})
@@ -185,7 +186,7 @@ class WebDav(Service):
                     continue
             if level:  # 405: it exists; 409 on a level we made a moment ago: someone else is deleting
                 self.send("MKCOL", level + "/", ok=(200, 201, 405))
-            else:
+            elif self.root_path != "/":  # a server's root always exists
                 self._make_collection(self.root)
             with self.lock:
                 self.folders.add(level)

@@ -82,3 +82,14 @@ def test_the_state_file_is_per_account_and_names_no_user(tmp_path: Path, monkeyp
     other = Pacer.for_account("dav.jianguoyun.com", "you@example.com", 540, 0.4, "backup").state
     assert one.parent == tmp_path / "picpipe" / "pace" and one != other
     assert "example" not in str(one)
+
+
+def test_an_unusable_state_file_costs_the_memory_not_the_request(tmp_path: Path, capsys) -> None:
+    state = tmp_path / "pace"
+    state.mkdir()  # a folder where the file should be
+    pacer = Pacer(state, budget=2, window=0.5, who="nut")
+    started = time.monotonic()
+    for _ in range(3):
+        pacer.wait()
+    assert time.monotonic() - started >= 0.4  # still paced, within this process
+    assert "cannot keep the request count" in capsys.readouterr().err

@@ -121,8 +121,6 @@ def test_names_with_spaces_reserved_characters_and_cjk_survive(server: Server) -
     assert sorted(e.name for e in entries[1:]) == sorted(names)
 
 
-@pytest.mark.xfail(strict=True, reason="WebDav keeps a typed non-ASCII url as it is: the Destination header of MOVE "
-                   "cannot carry it (UnicodeEncodeError); fix: percent-encode the collection path in __init__")
 def test_a_collection_url_typed_with_spaces_and_cjk_works(server: Server) -> None:
     """Users type `https://dav.jianguoyun.com/dav/我的 图床/`, not its percent-encoding.
     (No '?' in the MOVE target: WsgiDAV 4.4 cuts a Destination at an encoded '?'.)"""
