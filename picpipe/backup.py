@@ -30,6 +30,7 @@ from picpipe.stream import Record
 from picpipe.timeutil import now_iso
 
 if TYPE_CHECKING:
+    from picpipe.hosts import Host
     from picpipe.hosts.local import LocalHost
     from picpipe.hosts.webdav import WebDavHost
 
@@ -41,15 +42,39 @@ TYPES = ("local", "webdav")
 
 
 class Target(ABC):
-    """Where copies go: one profile."""
+    """Where copies go: one profile, written through its image host (the same never-overwrite rule)."""
+
+    host: Host
 
     def __init__(self, profile: dict[str, Any]) -> None:
+        from picpipe.concurrency import KeyedLocks
+
         self.name: str = profile["name"]
+        self.busy = KeyedLocks()
+
+    def store(self, key: str, data: bytes, ours: bool = False) -> tuple[str, bool]:
+        """Store `data` at `key`: (location, True when these very bytes were already there).
+
+        A different file already there is a `conflict` error, never replaced, unless the key is
+        `ours` (named after these bytes' hash): then it can only be a copy of them cut short by an
+        interrupted run, and it is replaced. One write per key at a time, whatever the threads.
+        """
+        with self.busy.hold(key):
+            try:
+                stored = self.host.put(key, data, "application/octet-stream")
+            except PicpipeError as exc:
+                if exc.type != "conflict":
+                    raise
+                if not ours:
+                    raise PicpipeError("conflict", f"{self.name}: a different file is already at {key}",
+                                       "nothing was replaced; give a --path template with {sha256} in it, so that "
+                                       "different files get different names") from None
+                stored = self.host.put(key, data, "application/octet-stream", overwrite=True)
+        return self.location(key), stored.reused
 
     @abstractmethod
-    def store(self, key: str, data: bytes) -> tuple[str, bool]:
-        """Store `data` at `key`: (location, True when these very bytes were already there). A
-        different file already there is a `conflict` error: a backup never replaces another."""
+    def location(self, key: str) -> str:
+        """Where the copy at `key` can be fetched: a path or a URL without credentials."""
 
     @abstractmethod
     def key_of(self, location: str) -> str | None:
@@ -82,11 +107,12 @@ class FolderTarget(Target):
         self.host: LocalHost = LocalHost(profile)
         self.root = self.host.root
 
-    def store(self, key: str, data: bytes) -> tuple[str, bool]:
-        stored = self.host.put(key, data, "application/octet-stream")
-        return str(self.host.path(key)), stored.reused
+    def location(self, key: str) -> str:
+        return str(self.host.path(key))
 
     def key_of(self, location: str) -> str | None:
+        if not os.path.isabs(location):
+            return None
         root = self.root.resolve()
         path = Path(location).resolve()
         return path.relative_to(root).as_posix() if root in path.parents else None
@@ -120,9 +146,8 @@ class DavTarget(Target):
         self.host: WebDavHost = WebDavHost(profile)
         self.dav = self.host.dav
 
-    def store(self, key: str, data: bytes) -> tuple[str, bool]:
-        stored = self.host.put(key, data, "application/octet-stream")
-        return self.dav.href(key), stored.reused
+    def location(self, key: str) -> str:
+        return self.dav.href(key)
 
     def key_of(self, location: str) -> str | None:
         """Only URLs on this very server and under its folder: the password goes nowhere else."""
@@ -139,7 +164,7 @@ class DavTarget(Target):
         try:
             return self.dav.get(name)
         except PicpipeError as exc:
-            if exc.extra.get("status") == 404:
+            if exc.extra.get("status") in (404, 409):  # Nutstore: 409 when the folder is not there yet
                 return None
             raise
 
@@ -183,29 +208,52 @@ def original(record: Record) -> tuple[str, bytes]:
 
 def copy_key(record: Record, file: str, data: bytes, sha256: str, template: str | None) -> str:
     """Where the copy goes: the template if given; else the upload key with the original's
-    extension (a compressed .webp's original is a .png); else by content hash."""
-    key = record.get("key")
-    if template is None and isinstance(key, str) and key.strip("/"):
+    extension (a compressed .webp's original is a .png) when that key is the path of the image's
+    URL (SM.MS and Imgur keys are delete hashes: no name for a file); else by content hash."""
+    key, url = record.get("key"), record.get("url")
+    if template is None and isinstance(key, str) and isinstance(url, str) and key.strip("/") and \
+            urllib.parse.unquote(urllib.parse.urlsplit(url).path).endswith("/" + key.strip("/")):
         stem, ext = os.path.splitext(sanitize(key))
         return stem + (os.path.splitext(file)[1].lower() or ext)
     return make_key(template or DEFAULT_TEMPLATE, file, data, sha256)
 
 
-def backed_up(record: Record, target: str, sha256: str) -> dict[str, Any] | None:
-    """The record's own backup entry on `target` for these bytes, if it has one."""
-    for entry in record.get("backups") or ():
-        if isinstance(entry, dict) and entry.get("target") == target and entry.get("sha256") == sha256:
+def named_after(key: str, *digests: object) -> bool:
+    """Whether the key's file name holds one of these hashes (12 hex digits at least, as in the
+    default templates): then a file there can only hold those bytes, whole or cut short."""
+    name = key.rpartition("/")[2].lower()
+    return any(isinstance(d, str) and len(d) >= 12 and d[:12].lower() in name for d in digests)
+
+
+def entries(record: Record) -> list[Any]:
+    """The record's `backups` list (empty when it has none)."""
+    backups = record.get("backups")
+    if backups is None:
+        return []
+    if not isinstance(backups, list):
+        raise PicpipeError("bad_record", f"backups is {type(backups).__name__}, not a list",
+                           "backups is the list pp-backup writes: [{\"target\": ..., \"location\": ...}]")
+    return backups
+
+
+def backed_up(record: Record, target: Target, sha256: str) -> dict[str, Any] | None:
+    """The record's own backup entry of these bytes inside `target` (its profile may have moved to
+    another folder or server since: then the old entries are not copies there)."""
+    for entry in entries(record):
+        if isinstance(entry, dict) and entry.get("target") == target.name and entry.get("sha256") == sha256 \
+                and target.key_of(str(entry.get("location"))) is not None:
             return entry
     return None
 
 
 def back_up(record: Record, target: Target, known: dict[str, dict[str, Any]] | None = None,
-            template: str | None = None, verify: bool = False) -> Record:
-    """The record with a `backups` entry for `target`, after the copy is stored (and, with `verify`,
-    read back and compared). A copy the record or `known` (sha256 → ledger entry) already shows
-    costs no request."""
+            template: str | None = None, verify: bool = False) -> tuple[Record, str]:
+    """(the record with a `backups` entry for `target`, how): "copied" once the target holds the
+    whole copy (and with `verify` it read back the same), "on_target" when these bytes were there
+    already, "known" when the record or `known` (sha256 → ledger entry) shows the copy: no request."""
     file, data = original(record)
     sha256 = hashlib.sha256(data).hexdigest()
+    backups = entries(record)
     result = dict(record)
     if "sha256" not in result:  # the ledger tells images apart by the hash of the bytes at `path`
         from picpipe.files import read_source
@@ -213,33 +261,35 @@ def back_up(record: Record, target: Target, known: dict[str, dict[str, Any]] | N
         path = record.get("path")
         same = file == path or not isinstance(path, str)
         result["sha256"] = sha256 if same else hashlib.sha256(read_source(str(path))).hexdigest()
-    if backed_up(record, target.name, sha256):
-        return result
+    if backed_up(record, target, sha256):
+        return result, "known"
     entry = (known or {}).get(sha256)
+    how = "known"
     if entry is None:
         key = copy_key(record, file, data, sha256, template)
-        location, _ = target.store(key, data)
+        location, reused = target.store(key, data, ours=named_after(key, sha256, record.get("sha256")))
         if verify and hashlib.sha256(target.fetch(key)).hexdigest() != sha256:
             raise PicpipeError("corrupted", f"{target.name}: the copy at {location} does not read back as written",
                                "re-run with --verify; if it persists, the target's storage is unreliable")
         entry = {"target": target.name, "location": location, "key": key, "sha256": sha256, "size": len(data),
                  "at": now_iso()}
-    result["backups"] = [*(b for b in record.get("backups") or () if isinstance(b, dict)), entry]
-    return result
+        how = "on_target" if reused else "copied"
+    result["backups"] = [*backups, entry]
+    return result, how
 
 
 def restore(record: Record, targets: TargetFinder, out: Path, only: str | None = None) -> Record:
     """The record with `path` at a restored copy: the first backup entry that can be fetched and
     whose bytes match its sha256 is written into `out` (under its key)."""
-    entries = [b for b in record.get("backups") or () if isinstance(b, dict) and b.get("location")]
+    copies = [b for b in entries(record) if isinstance(b, dict) and b.get("location")]
     if only is not None:
-        entries = [b for b in entries if b.get("target") == only or targets.owner(only, b)]
-    if not entries:
+        copies = [b for b in copies if b.get("target") == only or targets.owner(only, b)]
+    if not copies:
         raise PicpipeError("no_backup", "the record lists no backup copy" + (f" on {only}" if only else ""),
                            "records from pp-mark find / pp-mark check carry the ledger's backups; "
                            "pp-backup --to TARGET makes them")
     failures = []
-    for entry in entries:
+    for entry in copies:
         try:
             data, key = targets.fetch(entry, only)
         except PicpipeError as exc:
@@ -263,54 +313,60 @@ def restore(record: Record, targets: TargetFinder, out: Path, only: str | None =
 
 
 def write_restored(out: Path, key: str, data: bytes) -> Path:
-    """`data` at out/key, atomically; a different file already there keeps its name and this one
-    gets the hash in its own."""
+    """`data` at out/key, made atomically and only where no file is (a link cannot replace one): the
+    same bytes already there are that file; other bytes get the hash in their name."""
     from picpipe.files import temp_copy
 
     path = out / sanitize(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        if path.read_bytes() == data:
-            return path
-        path = path.with_name(f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}")
     with temp_copy(path.parent, data, ".pp-restore-") as temp:
-        os.replace(temp, path)
-    return path
+        try:
+            os.link(temp, path)
+            return path
+        except FileExistsError:
+            if path.read_bytes() == data:
+                return path
+        named = path.with_name(f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}")
+        os.replace(temp, named)  # named after its bytes: whoever writes it writes the same
+        return named
 
 
 class TargetFinder:
-    """Targets opened on demand from the configuration, for restoring from many of them."""
+    """Targets opened on demand from the configuration, for restoring from many of them. A copy is
+    fetched only through a profile whose folder or server holds its location."""
 
     def __init__(self, profile: Callable[[str], dict[str, Any]]) -> None:
+        import threading
+
         self.profile = profile  # Config.profile: a name → its resolved settings, UsageError when unknown
         self.open: dict[str, Target | None] = {}
+        self.lock = threading.Lock()
 
     def get(self, name: str) -> Target | None:
-        if name not in self.open:
-            try:
-                self.open[name] = open_target(self.profile(name))
-            except UsageError:
-                self.open[name] = None
-        return self.open[name]
+        with self.lock:
+            if name not in self.open:
+                try:
+                    self.open[name] = open_target(self.profile(name))
+                except UsageError:
+                    self.open[name] = None
+            return self.open[name]
 
     def owner(self, name: str, entry: dict[str, Any]) -> bool:
         target = self.get(name)
         return target is not None and target.key_of(str(entry.get("location"))) is not None
 
     def fetch(self, entry: dict[str, Any], only: str | None) -> tuple[bytes, str]:
-        """(bytes, key) of one backup entry, from its own target, `only`, or a plain local path."""
+        """(bytes, key) of one backup entry, from its own target or `only`."""
         location = str(entry["location"])
         for name in dict.fromkeys(n for n in (only, entry.get("target")) if isinstance(n, str) and n):
             target = self.get(name)
             key = target.key_of(location) if target is not None else None
             if target is not None and key is not None:
                 return target.fetch(key), key
-        if os.path.isabs(location) and "://" not in location:  # e.g. an autobackup mark.json copy
-            from picpipe.files import read_source
-
-            return read_source(location), f"{entry.get('sha256', '')[:12] or 'restored'}/{os.path.basename(location)}"
         raise PicpipeError("no_target", f"no configured profile reaches {location} (target {entry.get('target')!r})",
-                           f"add a [profiles.{entry.get('target') or 'NAME'}] for it, or name one with --from")
+                           f"add a [profiles.{entry.get('target') or 'NAME'}] whose dir or url holds it (a local "
+                           "folder of picgo-plugin-autobackup copies: type = \"local\", dir = that folder), or "
+                           "name one with --from")
 
     def close(self) -> None:
         for target in self.open.values():

@@ -75,13 +75,13 @@ class Client:
 
     def send(self, method: str, url: str, *, sign: Callable[[requests.PreparedRequest], None] | None = None,
              idempotent: bool = True, final: Callable[[requests.Response], bool] | None = None,
-             **kwargs: Any) -> requests.Response:
+             redirects: bool = True, **kwargs: Any) -> requests.Response:
         """Send one request, again after a passing failure; the last response, whatever its status.
 
         `sign` runs on every attempt's prepared request (signatures carry the time); `final` says
         that an answer of a retried status cannot change soon (Nutstore's 503 BlockedTemporarily
-        lasts up to 30 minutes). Network failures that outlast the retries become a PicpipeError
-        (timeout, connection, tls, dns).
+        lasts up to 30 minutes). Reads follow redirects unless `redirects` is False. Network
+        failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns).
         """
         import requests
 
@@ -96,7 +96,7 @@ class Client:
                 # A write is never redirected: requests would resend its body (and signed form
                 # fields) to wherever the Location points, and a signature is void there anyway.
                 response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout),
-                                             allow_redirects=method in ("GET", "HEAD"),
+                                             allow_redirects=redirects and method in ("GET", "HEAD"),
                                              **self.settings(prepared.url or url))
             except requests.RequestException as exc:
                 if attempt >= self.retries or not may_retry(exc, idempotent):
@@ -276,10 +276,22 @@ class Service:
     def __init__(self, profile: dict[str, Any], purpose: str, pace: Callable[[], None] | None = None) -> None:
         self.name: str = profile["name"]
         self.profile = profile
-        retries = profile.get("retries")
-        self.client = Client(self.name, timeout=float(profile.get("timeout") or 30),
-                             retries=4 if retries in (None, "") else int(retries), jobs=16, purpose=purpose,
-                             pace=pace)
+        self.client = Client(self.name, timeout=self.number("timeout", 30.0), retries=int(self.number("retries", 4)),
+                             jobs=16, purpose=purpose, pace=pace)
+
+    def number(self, key: str, default: float) -> float:
+        """A numeric profile setting; a typo in it is a usage error, not a crash."""
+        value = self.profile.get(key)
+        if value in (None, ""):
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if number < 0:
+            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not a number of 0 or more",
+                             f"fix {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
+        return number
 
     def setting(self, key: str) -> str:
         """A profile value the host cannot work without."""

@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ NUTSTORE_PACE, NUTSTORE_GAP = 540, 0.4
 #: How long Nutstore's BlockedTemporarily lasts at most.
 BLOCK_SECONDS = 1800
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:resourcetype/>'
-                 b'<d:getcontentlength/><d:getetag/><d:getlastmodified/></d:prop></d:propfind>')
+                 b'<d:getcontentlength/></d:prop></d:propfind>')
 _SABRE_FIELD = re.compile(r"<(?:[\w-]+:)?(exception|message)>([^<]*)</(?:[\w-]+:)?\1>")
 APP_PASSWORD_HINT = ("the server refused the user or password; for Nutstore use an app password (账户信息 → 安全选项 → "
                      "第三方应用管理 → 添加应用), not the login password, and your account e-mail as user")
@@ -54,8 +55,6 @@ class Entry:
     path: str
     folder: bool
     size: int | None = None
-    etag: str | None = None
-    modified: str | None = None
 
     @property
     def name(self) -> str:
@@ -100,14 +99,18 @@ class WebDav(Service):
         self.root = url.geturl()
         self.root_path = urllib.parse.unquote(url.path)
         self.nutstore = is_nutstore(profile, url.hostname or "")
-        pace = int(profile.get("pace") or (NUTSTORE_PACE if self.nutstore else 0))
-        pacer = None
-        if pace > 0:
+        if self.nutstore and self.root_path == "/dav/":
+            raise UsageError(f"profile {profile['name']!r}: Nutstore keeps no files directly in /dav/, and every "
+                             "folder made there becomes a separate sync folder of the account",
+                             "set url to a folder below it, e.g. https://dav.jianguoyun.com/dav/picpipe/")
+        super().__init__(profile, purpose, pace=self.before_send)
+        budget = int(self.number("pace", NUTSTORE_PACE if self.nutstore else 0))
+        self.pacer: Callable[[], None] | None = None
+        if budget > 0:
             from picpipe.pace import Pacer
 
-            pacer = Pacer.for_account(url.netloc, str(profile.get("user") or ""), pace,
-                                      NUTSTORE_GAP if self.nutstore else 0.0, profile["name"]).wait
-        super().__init__(profile, purpose, pace=pacer)
+            self.pacer = Pacer.for_account(url.netloc, str(profile.get("user") or ""), budget,
+                                           NUTSTORE_GAP if self.nutstore else 0.0, profile["name"]).wait
         self.auth: AuthBase | None = None
         self.folders: set[str] = set()  # folders known to exist this run ("" = the collection)
         self.blocked: PicpipeError | None = None
@@ -131,9 +134,6 @@ class WebDav(Service):
         """PUT `data` (bytes, so Content-Length is sent); the parents are made only if missing.
         With `if_none_match`, a server that honours it answers 412 rather than replace a file."""
         folder = path.rpartition("/")[0]
-        if self.nutstore and not folder and self.root_path.rstrip("/") == "/dav":
-            raise PicpipeError("rejected", f"{self.name}: Nutstore keeps no files directly in /dav/ ({path})",
-                               "set url to a folder below it, e.g. https://dav.jianguoyun.com/dav/picpipe/")
         headers = {"Content-Type": content_type}
         if if_none_match:
             headers["If-None-Match"] = "*"
@@ -142,8 +142,7 @@ class WebDav(Service):
         if response.status_code in (404, 409):
             self.make_folder(folder)
             response = self.send("PUT", path, ok=ok, data=data, headers=headers)
-        with self.lock:
-            self.folders.add(folder)
+        self.known(folder)
         return response
 
     def get(self, path: str) -> bytes:
@@ -170,26 +169,38 @@ class WebDav(Service):
         if response.status_code != 207:
             return None
         entries = self.entries(response)
-        if depth and any(e.folder for e in entries if e.path == path):
-            with self.lock:
-                self.folders.add(path)
+        if any(e.folder for e in entries if e.path == path):
+            self.known(path)
         return entries
 
     def make_folder(self, folder: str) -> None:
-        """MKCOL `folder` and every missing level above it, from the top down; the collection itself
-        (and the folders above it) too when they are missing."""
+        """MKCOL `folder`; when a level above it is missing too (409, rclone: 404), every level not
+        known to exist is made from the top down (the collection itself, and above it, included)."""
+        with self.lock:
+            if folder in self.folders:
+                return
+        if folder:
+            first = self.send("MKCOL", folder + "/", ok=(200, 201, 405, 404, 409))  # 405: it exists
+            if first.status_code not in (404, 409):
+                self.known(folder)
+                return
         parts = folder.split("/") if folder else []
         for depth in range(len(parts) + 1):
             level = "/".join(parts[:depth])
             with self.lock:
                 if level in self.folders:
                     continue
-            if level:  # 405: it exists; 409 on a level we made a moment ago: someone else is deleting
+            if level:  # 409 on a level we made a moment ago: someone else is deleting
                 self.send("MKCOL", level + "/", ok=(200, 201, 405))
             elif self.root_path != "/":  # a server's root always exists
                 self._make_collection(self.root)
-            with self.lock:
-                self.folders.add(level)
+            self.known(level)
+
+    def known(self, folder: str) -> None:
+        """`folder` exists, and so does every folder above it."""
+        parts = folder.split("/") if folder else []
+        with self.lock:
+            self.folders.update("/".join(parts[:depth]) for depth in range(len(parts) + 1))
 
     def _make_collection(self, url: str) -> None:
         """MKCOL `url`; when its parent is missing too (409, rclone: 404), the parent first."""
@@ -207,19 +218,26 @@ class WebDav(Service):
 
     def send_url(self, method: str, url: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
         """One request as the profile's user: Basic first, Digest when the server asks for it only;
-        none at all once Nutstore has blocked us."""
-        if self.blocked is not None:
-            raise self.blocked
-        response = self.request(method, url, ok=(*ok, 401, 503), auth=self.credentials(), final=self.is_block,
+        none at all once Nutstore has blocked us. Never redirected: credentials stay on this server."""
+        auth = self.credentials()
+        response = self.request(method, url, ok=(*ok, 401, 503), auth=auth, final=self.is_block, redirects=False,
                                 **kwargs)
-        if response.status_code == 401 and self.switch_to_digest(response):
+        if response.status_code == 401 and self.switch_to_digest(response, auth):
             response = self.request(method, url, ok=(*ok, 401, 503), auth=self.credentials(), final=self.is_block,
-                                    **kwargs)
+                                    redirects=False, **kwargs)
         if response.status_code not in ok:
             if self.is_block(response):
                 raise self.block()
             raise self.failure(response)
         return response
+
+    def before_send(self) -> None:
+        """Before every attempt: wait for the budget, then make sure no block came meanwhile (other
+        threads' requests may have met it while this one waited)."""
+        if self.blocked is None and self.pacer is not None:
+            self.pacer()
+        if self.blocked is not None:
+            raise self.blocked
 
     @staticmethod
     def is_block(response: requests.Response) -> bool:
@@ -245,15 +263,17 @@ class WebDav(Service):
                 self.auth = HTTPBasicAuth(str(self.profile["user"]), str(self.profile.get("password") or ""))
             return self.auth
 
-    def switch_to_digest(self, response: requests.Response) -> bool:
-        """True when the server takes Digest only and we were sending Basic (never on Nutstore:
-        it takes Basic only, and its 401 means a wrong password)."""
+    def switch_to_digest(self, response: requests.Response, sent: AuthBase | None) -> bool:
+        """Whether to repeat a request refused with 401 (`sent` with the credentials it carried):
+        yes when the server takes Digest only and Basic was sent (or another thread has switched to
+        Digest meanwhile). Never on Nutstore: it takes Basic only, and its 401 means a wrong password."""
         from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
         offered = response.headers.get("WWW-Authenticate", "").lower()
         with self.lock:
-            if self.nutstore or not isinstance(self.auth, HTTPBasicAuth) or "digest" not in offered or \
-                    "basic" in offered:
+            if self.auth is not sent:
+                return True
+            if self.nutstore or not isinstance(sent, HTTPBasicAuth) or "digest" not in offered or "basic" in offered:
                 return False
             self.auth = HTTPDigestAuth(str(self.profile["user"]), str(self.profile.get("password") or ""))
         return True
@@ -277,22 +297,19 @@ class WebDav(Service):
                                "check that url points at a WebDAV collection, not a web page", status=207) from None
         found = []
         for item in tree.iter("{DAV:}response"):
-            path = self.relative(item.findtext("{DAV:}href") or "")
+            # An href may be relative and hold dot segments: resolved against the URL asked.
+            path = self.relative(urllib.parse.urljoin(response.url, (item.findtext("{DAV:}href") or "").strip()))
             if path is None:
                 continue
-            props: dict[str, Any] = {}
+            folder, size = False, None
             for propstat in item.iter("{DAV:}propstat"):
                 if " 200 " not in (propstat.findtext("{DAV:}status") or " 200 ") + " ":
                     continue
                 for prop in propstat.iter("{DAV:}prop"):
-                    props["folder"] = props.get("folder") or prop.find("{DAV:}resourcetype/{DAV:}collection") \
-                        is not None
-                    size = (prop.findtext("{DAV:}getcontentlength") or "").strip()
-                    props["size"] = props.get("size") if not size.isdigit() else int(size)
-                    props["etag"] = props.get("etag") or (prop.findtext("{DAV:}getetag") or "").strip() or None
-                    props["modified"] = props.get("modified") or prop.findtext("{DAV:}getlastmodified")
-            found.append(Entry(path, bool(props.get("folder")), props.get("size"), props.get("etag"),
-                               props.get("modified")))
+                    folder = folder or prop.find("{DAV:}resourcetype/{DAV:}collection") is not None
+                    length = (prop.findtext("{DAV:}getcontentlength") or "").strip()
+                    size = int(length) if length.isdigit() else size
+            found.append(Entry(path, folder, size))
         return found
 
 

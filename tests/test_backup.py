@@ -77,8 +77,8 @@ def test_webdav_copy_is_one_put_under_the_upload_key_with_the_original_extension
                      extra_env=dav_env(dav.url))
         assert result.returncode == 0, result.stderr
         methods = [m for m, _ in dav.requests]
-        # the folder listing (404: not there yet), then it is made from the top, then one PUT per copy
-        assert methods.count("PUT") == 4 and methods.count("PROPFIND") == 1 and methods.count("MKCOL") == 3
+        # the folder listing (404: not there yet); MKCOL of it (409), then from the top; one PUT per copy
+        assert methods.count("PUT") == 4 and methods.count("PROPFIND") == 1 and methods.count("MKCOL") == 4
         assert "GET" not in methods and "HEAD" not in methods
     for original, record in zip(originals, parse_jsonl(result.stdout)):
         entry = record["backups"][-1]
@@ -100,7 +100,7 @@ def test_rerun_over_1000_backed_up_images_sends_no_request(run, tmp_path, ledger
         assert first.returncode == 0, first.stderr
         assert len(list((root / "backup" / "all").iterdir())) == 1000
         sent = len(dav.requests)
-        assert sent == 1000 + 1 + 2  # one PUT each, one listing, MKCOL backup/ and all/
+        assert sent == 1000 + 1 + 3  # one PUT each, one listing, MKCOL all/ (409), backup/ and all/
         again = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "8", "--path", "all/{name}{ext}",
                     input="".join(f"{p}\n" for p in images), extra_env=env, timeout=240)
         assert again.returncode == 0 and "0 copied, 1000 already there" in again.stderr
@@ -158,7 +158,7 @@ def test_nutstore_block_stops_cleanly_and_the_resumed_run_sends_only_the_rest(ru
     with nutstore_like(root) as dav:
         env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
         env["PICPIPE_NUT_URL"] = dav.url + "picpipe/"
-        dav.limit = 8  # PROPFIND, MKCOL picpipe/ 2026/ 11/, 4 PUTs; then blocked
+        dav.limit = 9  # PROPFIND, MKCOL 2026/11/ (409), picpipe/ 2026/ 11/, 4 PUTs; then blocked
         first = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "-j", "1", *map(str, images),
                     extra_env=env)
         assert first.returncode == 1
@@ -166,7 +166,7 @@ def test_nutstore_block_stops_cleanly_and_the_resumed_run_sends_only_the_rest(ru
         assert [("error" in r) for r in records] == [False] * 4 + [True] * 6
         assert {r["error"]["type"] for r in records[4:]} == {"rate_limited"}
         assert "resume_after" in records[4]["error"] and "BlockedTemporarily" in first.stderr
-        assert dav.served == 8 and len(dav.requests) == 9  # one blocked request, then none at all
+        assert dav.served == 9 and len(dav.requests) == 10  # one blocked request, then none at all
         assert len(ledger_lines(ledger)) == 4
 
         dav.limit = None  # 30 minutes later
@@ -188,12 +188,9 @@ def test_nutstore_refuses_files_directly_under_dav(run, tmp_path, ledger):
     with nutstore_like(root) as dav:
         env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
         env["PICPIPE_NUT_URL"] = dav.url
-        result = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "--path", "{name}{ext}", str(src),
-                     extra_env=env)
-        assert dav.requests == [("PROPFIND", "/dav/")]  # the listing; no PUT was tried
-    assert result.returncode == 1
-    error = parse_jsonl(result.stdout)[0]["error"]
-    assert "directly in /dav/" in error["message"] and "dav/picpipe/" in error["hint"]
+        result = run("pp-backup", "--to", "nut", "--ledger", str(ledger), str(src), extra_env=env)
+        assert dav.requests == []  # refused before anything is sent
+    assert result.returncode == 2 and "directly in /dav/" in result.stderr and "dav/picpipe/" in result.stderr
 
 
 def test_server_faults_are_retried_and_a_dead_server_loses_nothing(run, tmp_path, ledger):
@@ -246,7 +243,7 @@ def test_restore_brings_back_the_originals_from_dead_links(run, tmp_path, ledger
     root.mkdir()
     with wsgidav(root) as dav:
         env = dav_env(dav.url)
-        uploaded = [{"path": str(p), "host": "old", "key": f"x/{p.name}", "url": f"https://dead.example/{p.name}"}
+        uploaded = [{"path": str(p), "host": "old", "key": f"x/{p.name}", "url": f"https://dead.example/x/{p.name}"}
                     for p in originals]
         backup = run("pp-backup", "--to", "nas", "--ledger", str(ledger), input=jsonl(uploaded), extra_env=env)
         assert backup.returncode == 0, backup.stderr
@@ -288,3 +285,116 @@ def test_restore_checks_sha256_and_never_sends_credentials_elsewhere(run, tmp_pa
     assert errors[0]["type"] == "restore_failed" and "other bytes" in errors[0]["message"]
     assert errors[1]["type"] == "restore_failed" and "no configured profile reaches" in errors[1]["message"]
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.png"))
+
+
+def test_images_meeting_at_one_name_never_replace_each_other_even_on_rclone(run, tmp_path, ledger):
+    """rclone serve webdav ignores If-None-Match: only one write per key at a time keeps copies safe."""
+    from davservers import rclone_webdav
+
+    logos = [image(tmp_path / str(i) / "logo.png", (i * 30, 0, 0)) for i in range(8)]
+    root = tmp_path / "dav"
+    root.mkdir()
+    with rclone_webdav(root) as dav:
+        result = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "4", "--path", "same/{name}{ext}",
+                     *map(str, logos), extra_env=dav_env(dav.url))
+    records = parse_jsonl(result.stdout)
+    kept = [r for r in records if "error" not in r]
+    assert len(kept) == 1 and {r["error"]["type"] for r in records if "error" in r} == {"conflict"}
+    assert sha(root / "backup" / "same" / "logo.png") == kept[0]["backups"][0]["sha256"]
+    assert [b["sha256"] for line in ledger_lines(ledger) for b in line["backups"]] == [kept[0]["backups"][0]["sha256"]]
+
+
+def test_a_copy_cut_short_by_an_interrupted_run_is_replaced(run, tmp_path, ledger):
+    src = files(tmp_path / "in", 1)[0]
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        first = run("pp-backup", "--to", "nas", "--ledger", str(tmp_path / "l1.jsonl"), str(src), extra_env=env)
+        key = parse_jsonl(first.stdout)[0]["backups"][0]["key"]
+        (root / "backup" / key).write_bytes(src.read_bytes()[:100])  # what a stopped PUT leaves
+        again = run("pp-backup", "--to", "nas", "--ledger", str(ledger), str(src), extra_env=env)
+    assert again.returncode == 0, again.stderr
+    assert (root / "backup" / key).read_bytes() == src.read_bytes()
+
+
+def test_digest_auth_with_parallel_workers(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 8)
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root, auth="digest") as dav:
+        result = run("pp-backup", "--to", "nas", "--ledger", str(ledger), "-j", "4", "--path", "{name}/{name}{ext}",
+                     *map(str, images), extra_env=dav_env(dav.url))
+    assert result.returncode == 0, result.stderr
+    assert len(list((root / "backup").rglob("*.png"))) == 8
+
+
+def test_a_block_with_parallel_workers_sends_at_most_the_requests_in_flight(run, tmp_path, ledger):
+    images = files(tmp_path / "in", 12)
+    root = tmp_path / "ns"
+    (root / "picpipe").mkdir(parents=True)
+    with nutstore_like(root) as dav:
+        env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
+        env["PICPIPE_NUT_URL"] = dav.url + "picpipe/"
+        dav.limit = 5
+        result = run("pp-backup", "--to", "nut", "--ledger", str(ledger), "-j", "4", "--path", "{name}{ext}",
+                     *map(str, images), extra_env=env)
+        blocked = len(dav.requests) - dav.served
+    assert result.returncode == 1 and blocked <= 4  # the 0.4 s pace lets few start before the block is known
+    stored = {p.name for p in (root / "picpipe").iterdir()}
+    assert {Path(b["key"]).name for line in ledger_lines(ledger) for b in line["backups"]} == stored
+
+
+def test_a_moved_target_gets_new_copies(run, tmp_path, ledger):
+    src = files(tmp_path / "in", 1)[0]
+    root = tmp_path / "dav"
+    root.mkdir()
+    with wsgidav(root) as dav:
+        env = dav_env(dav.url)
+        run("pp-backup", "--to", "nas", "--ledger", str(ledger), str(src), extra_env=env)
+        env["PICPIPE_NAS_URL"] = dav.url + "elsewhere/"
+        moved = run("pp-backup", "--to", "nas", "--ledger", str(ledger), str(src), extra_env=env)
+    assert moved.returncode == 0 and "1 copied" in moved.stderr
+    assert len(list((root / "elsewhere").rglob("*.png"))) == 1
+
+
+def test_ledger_sync_with_a_nutstore_folder_not_made_yet(run, tmp_path, ledger):
+    ledger.write_text(jsonl([{"url": "https://cdn.example.com/a.png", "sha256": "aa", "host": "q", "key": "a"}]))
+    root = tmp_path / "ns"
+    root.mkdir()
+    with nutstore_like(root) as dav:
+        env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
+        env["PICPIPE_NUT_URL"] = dav.url + "picpipe/"
+        pull = run("pp-backup", "ledger", "--from", "nut", "--ledger", str(ledger), extra_env=env)
+        push = run("pp-backup", "ledger", "--to", "nut", "--ledger", str(ledger), extra_env=env)
+    assert pull.returncode == 0 and "0 entries added" in pull.stderr
+    assert push.returncode == 0, push.stderr
+    assert (root / "picpipe" / "picpipe-ledger.jsonl").read_text() == ledger.read_text()
+
+
+def test_restore_of_colliding_names_in_parallel_keeps_each_records_bytes(run, tmp_path, ledger):
+    originals = [image(tmp_path / str(i) / "logo.png", (i * 25, 9, 9)) for i in range(8)]
+    backups = [tmp_path / f"usb{i}" for i in range(8)]
+    env = {}
+    records = []
+    for i, (src, folder) in enumerate(zip(originals, backups)):
+        env.update({f"PICPIPE_USB{i}_TYPE": "local", f"PICPIPE_USB{i}_DIR": str(folder)})
+        done = run("pp-backup", "--to", f"usb{i}", "--ledger", str(ledger), "--path", "x/{name}{ext}", str(src),
+                   extra_env=env)
+        records.extend(parse_jsonl(done.stdout))
+    result = run("pp-backup", "restore", "-j", "4", "--out", str(tmp_path / "out"), input=jsonl(records),
+                 extra_env=env)
+    assert result.returncode == 0, result.stderr
+    restored = parse_jsonl(result.stdout)
+    assert len({r["path"] for r in restored}) == 8
+    assert all(sha(Path(r["path"])) == r["sha256"] == sha(src) for r, src in zip(restored, originals))
+
+
+def test_restore_never_reads_a_local_path_outside_a_backup_folder(run, tmp_path):
+    secret = tmp_path / "private.png"
+    secret.write_bytes(b"not for the web")
+    env = {"PICPIPE_NAS_TYPE": "local", "PICPIPE_NAS_DIR": str(tmp_path / "nas")}
+    forged = {"url": "https://x.example/a.png", "backups": [{"target": "nas", "location": str(secret)}]}
+    result = run("pp-backup", "restore", "--out", str(tmp_path / "out"), input=jsonl([forged]), extra_env=env)
+    assert result.returncode == 1 and parse_jsonl(result.stdout)[0]["error"]["type"] == "restore_failed"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))

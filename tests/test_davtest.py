@@ -256,17 +256,14 @@ def test_the_temp_file_is_deleted_whatever_failed_after_the_put(run, tmp_path, f
     assert methods(dav)[-1] == "DELETE" and methods(dav).count("DELETE") == 1
 
 
-def test_nutstore_root_takes_no_files_so_the_put_is_refused_unsent(run, tmp_path):
+def test_nutstore_root_takes_no_files_so_the_url_is_refused_unsent(run, tmp_path):
     root = tmp_path / "dav"
     root.mkdir()
     with nutstore_like(root) as dav:
-        status, report, _ = davtest(run, dav_env(dav.url, vendor="nutstore"))
-    assert status == 1 and results(report)["propfind"] == "ok"
-    error = step(report, "put")["error"]
-    assert error["type"] == "rejected" and "folder below" in error["hint"]
-    assert results(report)["get"] == results(report)["delete"] == "not run"
-    assert report["cleanup"]["needed"] is False and "stored nothing" in report["cleanup"]["detail"]
-    assert methods(dav) == ["OPTIONS", "PROPFIND"] and leftovers(root) == []
+        result = run("pp-davtest", "--target", "dav", extra_env=dav_env(dav.url, vendor="nutstore"))
+        assert dav.requests == []
+    assert result.returncode == 2 and "directly in /dav/" in result.stderr and "folder below" in result.stderr
+    assert "Traceback" not in result.stderr and leftovers(root) == []
 
 
 def test_nutstore_rate_limit_stops_with_the_time_to_resume(run, tmp_path):

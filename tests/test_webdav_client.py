@@ -16,7 +16,7 @@ import pytest
 
 import picpipe.webdav
 from davservers import PASSWORD, USER, Dav, apache_dav, nutstore_like, rclone_webdav, wsgidav
-from picpipe.errors import PicpipeError
+from picpipe.errors import PicpipeError, UsageError
 from picpipe.webdav import WebDav
 
 SERVERS = ["wsgidav-basic", "wsgidav-digest", "rclone", "apache-basic", "apache-digest", "nutstore-like"]
@@ -90,11 +90,11 @@ def test_put_sends_one_request_and_makes_missing_folders_top_down(server: Server
     before = len(server.dav.requests)
     client.put("2026/05/new/b.png", b"second")
     assert (server.folder / "2026/05/new/b.png").read_bytes() == b"second"
-    if server.logged:  # the PUT finds no parent (409, rclone 404): one MKCOL per level, top-down, PUT again
-        base = urllib.parse.urlsplit(client.root).path
+    base = urllib.parse.urlsplit(client.root).path
+    if server.logged:  # the PUT finds no parent (409, rclone 404), nor does MKCOL of it: then level by level
         assert server.dav.requests[before:] == [
             ("PUT", f"{base}2026/05/new/b.png"),
-            *[("MKCOL", f"{base}{level}/") for level in ("2026", "2026/05", "2026/05/new")],
+            *[("MKCOL", f"{base}{level}/") for level in ("2026/05/new", "2026", "2026/05", "2026/05/new")],
             ("PUT", f"{base}2026/05/new/b.png"),
         ]
 
@@ -103,6 +103,13 @@ def test_put_sends_one_request_and_makes_missing_folders_top_down(server: Server
     assert (server.folder / "2026/05/new/c.png").read_bytes() == b"third"
     if server.logged:
         assert server.sent(before) == ["PUT"]
+
+    before = len(server.dav.requests)
+    client.put("2026/06/d.png", b"fourth")  # a new month in a known year: one MKCOL
+    assert (server.folder / "2026/06/d.png").read_bytes() == b"fourth"
+    if server.logged:
+        assert server.dav.requests[before:] == [("PUT", f"{base}2026/06/d.png"), ("MKCOL", f"{base}2026/06/"),
+                                                ("PUT", f"{base}2026/06/d.png")]
 
 
 def test_names_with_spaces_reserved_characters_and_cjk_survive(server: Server) -> None:
@@ -234,11 +241,11 @@ def test_a_connection_reset_mid_put_is_retried(server: Server) -> None:
 
 @pytest.mark.parametrize("server", ["nutstore-like"], indirect=True)
 def test_nutstore_keeps_no_files_in_dav_root_and_refuses_large_files(server: Server, tmp_path: Path) -> None:
-    with pytest.raises(PicpipeError) as caught:
-        server.client("").put("a.png", b"a")
-    assert caught.value.type == "rejected" and "/dav/" in caught.value.message
+    with pytest.raises(UsageError) as caught:
+        server.client("")  # url at /dav/ itself: refused before anything is sent
+    assert "directly in /dav/" in caught.value.message
     assert caught.value.hint is not None and "dav.jianguoyun.com/dav/picpipe/" in caught.value.hint
-    assert server.dav.requests == []  # refused before sending anything
+    assert server.dav.requests == []
 
     with nutstore_like(tmp_path / "dav", max_size=1000) as small:
         client = Server(server.name, small, server.folder).client()

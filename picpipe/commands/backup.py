@@ -15,7 +15,7 @@ from picpipe import console
 from picpipe.cli import Command, StreamCommand, split_subcommand
 from picpipe.commands.mark import ledger_argument
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.stream import Item, Record
+from picpipe.stream import Record
 
 if TYPE_CHECKING:
     from picpipe.backup import Target, TargetFinder
@@ -64,73 +64,59 @@ class CopyCommand(StreamCommand):
     def start(self, args: argparse.Namespace) -> None:
         from picpipe.backup import open_target
         from picpipe.keys import check_template
+        from picpipe.ledger import Ledger
 
         if args.path:
             check_template(args.path)
         self.template, self.verify = args.path, args.verify
         self.target: Target = open_target(self.config.profile(args.target))
-        from picpipe.ledger import Ledger
-
         ledger = Ledger(args.ledger or self.config.ledger())
         self.known = self.copies_in(ledger)
         self.ledger = ledger if args.record else None
-        self.fresh: set[int] = set()  # the records (by id) that carry a copy made in this run
-        self.counts = {"copied": 0, "present": 0}
+        self.counts = {"copied": 0, "on_target": 0, "known": 0}
         self.lock = threading.Lock()
-        from picpipe.concurrency import KeyedLocks
-
-        self.busy = KeyedLocks()
         self.blocked: PicpipeError | None = None
 
     def copies_in(self, ledger: Ledger) -> dict[str, dict[str, Any]]:
-        """sha256 → a backup entry of this target the ledger already holds."""
+        """sha256 → a copy inside this target that the ledger already holds."""
         known: dict[str, dict[str, Any]] = {}
         for state in ledger.states():
-            for entry in state.get("backups") or ():
-                if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256"):
+            backups = state.get("backups")
+            for entry in backups if isinstance(backups, list) else ():
+                if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256") \
+                        and self.target.key_of(str(entry.get("location"))) is not None:
                     known[str(entry["sha256"])] = entry
         return known
 
     def process(self, record: Record) -> Record:
+        """Copy, then record the copy in the ledger at once, here in the worker: a copy that was
+        made is recorded even if the run is stopped before its turn on stdout comes."""
         from picpipe.backup import back_up
-
-        before = len(record.get("backups") or ())
-        # One copy of the same bytes at a time: the second finds the first's entry in `known`.
-        with self.busy.hold(str(record.get("source") or record.get("path"))):
-            try:
-                result = back_up(record, self.target, self.known, self.template, self.verify)
-            except PicpipeError as exc:
-                if exc.type == "rate_limited":
-                    self.blocked = exc
-                raise
-            entry = result["backups"][-1]
-            with self.lock:
-                made = len(result["backups"]) > before and entry is not self.known.get(entry["sha256"])
-                if made:
-                    self.known[entry["sha256"]] = entry
-                    self.fresh.add(id(result))
-                self.counts["copied" if made else "present"] += 1
-        return result
-
-    def write(self, item: Item, record: Record) -> None:
-        """A new copy goes into the ledger before its record goes downstream: a copy that was
-        made is never forgotten, whatever happens to the rest of the pipeline."""
         from picpipe.ledger import ledger_entry
-        from picpipe.stream import no_interrupt
 
-        with no_interrupt:
-            if id(record) in self.fresh:
-                self.fresh.discard(id(record))
+        try:
+            result, how = back_up(record, self.target, self.known, self.template, self.verify)
+        except PicpipeError as exc:
+            if exc.type == "rate_limited":
+                self.blocked = exc
+            raise
+        with self.lock:
+            self.counts[how] += 1
+            if how != "known":
+                entry = result["backups"][-1]
+                self.known[entry["sha256"]] = entry
                 if self.ledger is not None:
-                    self.ledger.append([ledger_entry(record)])
-            super().write(item, record)
+                    self.ledger.append([ledger_entry(result)])
+        return result
 
     def finish(self, args: argparse.Namespace) -> None:
         self.target.close()
         if self.ledger is not None:
             self.ledger.close()
         if not args.quiet:
-            console.say(f"{self.target.name}: {self.counts['copied']} copied, {self.counts['present']} already there")
+            counts = self.counts
+            console.say(f"{self.target.name}: {counts['copied']} copied, {counts['on_target'] + counts['known']} "
+                        f"already there ({counts['known']} known from the records and the ledger, no request)")
         if self.blocked is not None:
             console.error(self.blocked.message, self.blocked.hint)
 
