@@ -87,10 +87,7 @@ class Host(ABC):
 
 
 class HttpHost(Service, Host):
-    """A host spoken over HTTP (net.Service): pooled client with timeouts and retries, host errors as records.
-
-    Profiles may set `timeout` (seconds per request, default 30) and `retries` (default 4).
-    """
+    """A host spoken over HTTP: `net.Service` (the retrying client, errors as records) plus `Host`."""
 
     def __init__(self, profile: dict[str, Any]) -> None:
         Host.__init__(self, profile)
