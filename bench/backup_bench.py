@@ -21,12 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from upload_bench import timed  # noqa: E402
+from upload_bench import make_images, timed  # noqa: E402
 
 from davservers import PASSWORD, USER, Dav, wsgidav  # noqa: E402
 
@@ -34,18 +31,6 @@ BIN = Path(sys.executable).parent
 IMAGES = int(os.environ.get("BENCH_BACKUP_IMAGES", "500"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 JOBS = 4
-
-
-def make_images(folder: Path) -> list[Path]:
-    """Small, distinct PNGs (originals of a blog's screenshots, 5-20 KB each)."""
-    rng = np.random.default_rng(11)
-    folder.mkdir()
-    files = []
-    for i in range(IMAGES):
-        path = folder / f"shot-{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-        files.append(path)
-    return files
 
 
 def run(dav: Dav, command: list[str], env: dict[str, str], stdin: str = "") -> tuple[float, int]:
@@ -75,7 +60,7 @@ def main() -> int:
     has_rclone = shutil.which("rclone") is not None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        files = make_images(work / "images")
+        files = make_images(work / "images", IMAGES)
         listing = "".join(f"{f}\n" for f in files)
         size = sum(f.stat().st_size for f in files)
         print(f"\npp-backup bench: {IMAGES} images ({size // 1024} KB) to WsgiDAV on 127.0.0.1, "

@@ -34,12 +34,12 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 JOBS = 4
 
 
-def make_images(folder: Path) -> list[Path]:
+def make_images(folder: Path, count: int = IMAGES) -> list[Path]:
     """Small, distinct PNGs (a blog's screenshots after pp-compress: 5-20 KB)."""
     rng = np.random.default_rng(7)
     folder.mkdir()
     files = []
-    for i in range(IMAGES):
+    for i in range(count):
         pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
         path = folder / f"shot-{i:03d}.png"
         Image.fromarray(pixels).save(path)
