@@ -49,9 +49,14 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "imgur": ("client_id",),
 }
 #: Top-level tables other than [profiles]; their names cannot be profile names.
-SECTIONS = {"link": ("format", "template", "rewrite")}
+SECTIONS = {
+    "link": ("format", "template", "rewrite"),
+    # What pp-typora and pp-server run on each image: [pp-compress |] pp-upload | pp-mark [| pp-backup].
+    "pipeline": ("host", "compress", "backup", "path"),
+    "server": ("host", "port", "secret"),
+}
 TOP_LEVEL_KEYS = ("ledger", "profiles", *SECTIONS)
-RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles"}
+RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles", "pipeline", "server"}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -182,6 +187,13 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "link.format": ((str,), "a string: md, html, url or bbcode"),
     "link.template": ((str,), "a template string"),
     "link.rewrite": ((str, list), 'a string "OLD=NEW" or a list of them'),
+    "pipeline.host": ((str,), "a profile name"),
+    "pipeline.compress": ((bool,), "true or false"),
+    "pipeline.backup": ((str, list), "a profile name or a list of them"),
+    "pipeline.path": ((str,), "a key template"),
+    "server.host": ((str,), "an address to listen on, e.g. 127.0.0.1"),
+    "server.port": ((int,), "a port number"),
+    "server.secret": ((str,), "a string clients send as Authorization: Bearer ..."),
 }
 
 

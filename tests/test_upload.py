@@ -166,3 +166,13 @@ def test_the_same_image_twice_in_one_run_is_sent_once(run, tmp_path):
     assert result.returncode == 0, result.stderr
     records = parse_jsonl(result.stdout)
     assert sum(1 for r in records if r.get("deduped")) == 5 and len({r["url"] for r in records}) == 1
+
+
+def test_an_upload_of_a_record_that_had_a_url_says_which_url_it_replaces(run, tmp_path):
+    src = image(tmp_path / "a.png", (1, 200, 3))
+    env = {"PICPIPE_LOCAL_DIR": str(tmp_path / "host"), "PICPIPE_LOCAL_BASE_URL": "https://new.example/"}
+    moved = {"path": str(src), "url": "https://dead.example/a.png"}
+    records = parse_jsonl(run("pp-upload", "--host", "local", "--ledger", str(tmp_path / "l.jsonl"),
+                              input=jsonl([moved, {"path": str(src)}]), extra_env=env).stdout)
+    assert records[0]["replaces"] == "https://dead.example/a.png" and records[0]["url"].startswith("https://new.")
+    assert "replaces" not in records[1]  # a first upload replaces nothing (and is deduped in-run)

@@ -8,4 +8,9 @@ COMMANDS = {
     "pp-mark": "picpipe.commands.mark",
     "pp-backup": "picpipe.commands.backup",
     "pp-davtest": "picpipe.commands.davtest",
+    "pp-scan": "picpipe.commands.scan",
+    "pp-fetch": "picpipe.commands.fetch",
+    "pp-rewrite": "picpipe.commands.rewrite",
+    "pp-typora": "picpipe.commands.typora",
+    "pp-server": "picpipe.commands.server",
 }

@@ -101,8 +101,8 @@ class UploadCommand(StreamCommand):
             with self.lock:
                 seen = self.known.get(sha256)
             if seen is not None:
-                return {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
-                        "uploaded_at": seen.get("uploaded_at"), "deduped": True}
+                return replacing(record, {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
+                                          "uploaded_at": seen.get("uploaded_at"), "deduped": True})
             name = record.get("source") if isinstance(record.get("source"), str) else path
             key = make_key(self.template, _named_like(str(name), path), data, sha256)
             with self.busy.hold("key:" + key):
@@ -114,7 +114,7 @@ class UploadCommand(StreamCommand):
             if self.dedupe:
                 with self.lock:
                     self.known[sha256] = result
-        return result
+        return replacing(record, result)
 
     def facts(self, record: Record, data: bytes, sha256: str) -> dict[str, Any]:
         """sha256 and size always (the bytes may have changed); the image facts when no stage set them."""
@@ -139,6 +139,15 @@ class UploadCommand(StreamCommand):
 
     def finish(self, args: argparse.Namespace) -> None:
         self.host.close()
+
+
+def replacing(record: Record, result: Record) -> Record:
+    """The upload with `replaces`: the URL the record had before (a dead host's, a scanned
+    document's), so that pp-rewrite can swap it for the new one in the documents."""
+    old = record.get("url")
+    if isinstance(old, str) and old and old != result["url"]:
+        return {**result, "replaces": old}
+    return result
 
 
 def _named_like(source: str, path: str) -> str:
