@@ -7,6 +7,7 @@ image to browsers. `requests` is imported inside the functions: commands must st
 
 from __future__ import annotations
 
+import os
 import shlex
 import threading
 import time
@@ -27,6 +28,8 @@ T = TypeVar("T")
 
 #: Statuses with which servers refuse HEAD although they would serve GET.
 HEAD_REFUSED = frozenset({400, 403, 405, 406, 501})
+#: What to do about a dead link, when its image has a backup.
+RESTORE_RECIPE = "pp-mark check | pp-backup restore | pp-upload --host NEW | pp-mark | pp-rewrite docs/"
 #: Seconds before the first retry, doubled before each next one.
 BACKOFF = 0.2
 
@@ -52,10 +55,19 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
     def result(method: str | None, status: int | None, error: PicpipeError | None) -> Probe:
         return Probe(url, error is None, status, method, int((time.monotonic() - start) * 1000), error)
 
+    if url[:5].lower() == "file:":  # the local host's links (the embedded default): the file is the link
+        from urllib.request import url2pathname
+
+        path = url2pathname(urlsplit(url).path)
+        if os.path.isfile(path):
+            return result(None, None, None)
+        return result(None, None, _error("file_missing", f"no file at {path}",
+                                         "the file is gone: restore it from a backup copy: " + RESTORE_RECIPE))
     problem = _url_problem(url)
     if problem is not None:
         return result(None, None, _error("bad_url", f"{problem}: {url}",
-                                         "fix the url field of the record: only http(s) URLs can be checked"))
+                                         "fix the url field of the record: only http(s) and file: URLs can be "
+                                         "checked"))
     method = "HEAD"
     response: requests.Response | None = None
     try:

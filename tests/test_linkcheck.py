@@ -201,3 +201,14 @@ def test_check_urls_skips_items_without_url(server):
 def test_check_urls_rejects_zero_limits():
     with pytest.raises(ValueError):
         check_urls([], lambda u: u, per_host=0)
+
+
+def test_file_urls_of_the_local_host_are_checked_on_disk(run, tmp_path):
+    present = tmp_path / "here.png"
+    present.write_bytes(b"png")
+    records = [{"url": present.as_uri()}, {"url": (tmp_path / "gone 图.png").as_uri()}]
+    result = run("pp-mark", "check", "-", "--all", input="".join(json.dumps(r) + "\n" for r in records))
+    assert result.returncode == 1
+    live, dead = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "error" not in live and dead["error"]["type"] == "file_missing"
+    assert "gone 图.png" in dead["error"]["message"] and "pp-backup restore" in dead["error"]["hint"]
