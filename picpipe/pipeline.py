@@ -1,0 +1,306 @@
+"""The configured pipeline that pp-typora and pp-server run on the images an editor sends.
+
+    [pp-fetch |] [pp-compress |] pp-upload --host H [--path T] | pp-mark [| pp-backup --to B ...]
+
+as set in the `[pipeline]` section of the configuration (or PICPIPE_PIPELINE_*, or flags):
+
+    [pipeline]
+    host = "qiniu"                 # required: the profile pp-upload --host uses
+    compress = true                # run pp-compress first (default false)
+    backup = ["nutstore", "nas"]   # pp-backup --to each of these (a name or a list)
+    path = "blog/{sha256:12}{ext}" # key template (default: the host profile's)
+
+The stages are the real commands, connected by pipes, so an editor gets exactly what the same
+shell pipeline would give, with the same ledger, dedupe, retries and error records. Remote
+images (`https://...` items, Typora's "apply to online images") go through pp-fetch first and
+are re-uploaded to the configured host, as PicGo does.
+
+    from picpipe import config, pipeline
+    for outcome in pipeline.Pipeline(pipeline.settings(config.load())).run(["/abs/a.png"]):
+        print(outcome.url or outcome.problem())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+from picpipe import console
+from picpipe.errors import UsageError
+from picpipe.stream import Record
+
+if TYPE_CHECKING:
+    from picpipe.config import Config
+
+#: The stages after pp-upload whose failure leaves the image uploaded.
+AFTER_UPLOAD = ("mark", "backup")
+#: How many of a stage's last stderr lines explain why it stopped.
+TAIL_LINES = 5
+
+EXAMPLE = """add a [pipeline] section to {path}, for example:
+
+    [pipeline]
+    host = "myhost"          # a [profiles.myhost] section, or a type such as "local"
+    compress = true          # optional: pp-compress first
+    backup = "nutstore"      # optional: pp-backup --to this profile (or a list)
+
+or set PICPIPE_PIPELINE_HOST=myhost"""
+
+
+class Settings(NamedTuple):
+    """What the pipeline runs: the [pipeline] section, resolved and checked."""
+
+    host: str
+    compress: bool = False
+    backup: tuple[str, ...] = ()
+    path: str | None = None
+    #: --ledger for every stage; None lets each stage find it (PICPIPE_LEDGER, the config).
+    ledger: str | None = None
+
+
+def settings(config: Config, flags: Mapping[str, Any] | None = None, ledger: str | None = None) -> Settings:
+    """The pipeline as configured: per key, flags win over PICPIPE_PIPELINE_* over [pipeline].
+
+    Every profile named must exist and the key template must be valid, so that a mistake is
+    a usage error now rather than an error on each image later.
+    """
+    env, file = config.section_layers("pipeline")
+    layers = (("flags", dict(flags or {})), ("PICPIPE_PIPELINE_*", env), ("[pipeline]", file))
+
+    def pick(key: str) -> Any:
+        for where, layer in layers:
+            if layer.get(key) is not None:
+                return config.resolve(where, key, layer[key])
+        return None
+
+    host = pick("host")
+    if not host:
+        from picpipe.config import config_path
+
+        raise UsageError("no image host configured for the editor pipeline",
+                         EXAMPLE.format(path=config.path or config_path(config.environ)))
+    backup = pick("backup") or ()
+    names = tuple(n.strip() for n in backup.split(",")) if isinstance(backup, str) else tuple(backup)
+    result = Settings(str(host), _boolean(pick("compress")), tuple(n for n in names if n), pick("path"), ledger)
+    for name in (result.host, *result.backup):
+        config.profile(name)
+    if result.path:
+        from picpipe.keys import check_template
+
+        check_template(result.path)
+    return result
+
+
+def _boolean(value: Any) -> bool:
+    """`compress`: a TOML boolean, or the text of PICPIPE_PIPELINE_COMPRESS."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise UsageError(f"compress = {value!r} is not true or false", "write PICPIPE_PIPELINE_COMPRESS=true or false")
+
+
+class Outcome(NamedTuple):
+    """One input (a path or URL, as given) and the record the last stage wrote for it."""
+
+    item: str
+    record: Record
+
+    @property
+    def url(self) -> str | None:
+        """The hosted URL, only when every stage succeeded."""
+        url = self.record.get("url")
+        return url if "error" not in self.record and isinstance(url, str) and url else None
+
+    def problem(self) -> tuple[str, str | None] | None:
+        """(message naming the input, hint) for a failed image; None when it went through."""
+        if self.url is not None:
+            return None
+        error = self.record.get("error")
+        if not isinstance(error, dict):
+            return f"{self.item}: the pipeline gave no URL", "see the messages above"
+        message = str(error.get("message") or error.get("type") or "failed")
+        if self.item not in message:
+            message = f"{self.item}: {message}"
+        url = self.record.get("url")
+        if error.get("stage") in AFTER_UPLOAD and isinstance(url, str) and self.record.get("uploaded_at"):
+            message += f" ({error.get('stage')} failed after the upload to {url})"
+        hint = error.get("hint")
+        return message, str(hint) if hint else None
+
+
+def input_record(item: str) -> Record:
+    """A path or URL from an editor as the first stage's input record."""
+    if item.startswith(("http://", "https://")):
+        return {"url": item}
+    return {"path": item}
+
+
+def stage_command(module: str) -> list[str]:
+    """`python -m picpipe.commands.X` with this very interpreter: the same code as the caller."""
+    return [sys.executable, "-m", f"picpipe.commands.{module}"]
+
+
+class Pipeline:
+    """Runs the configured stages as one chain of processes per batch of images."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.log = log or _to_stderr
+        env = dict(os.environ if environ is None else environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if console.debug:
+            env["PICPIPE_DEBUG"] = "1"
+        self.env = env
+
+    def commands(self, remote: bool = False) -> list[list[str]]:
+        """Each stage's argv; `remote` puts pp-fetch first, for inputs that are URLs."""
+        s = self.settings
+        ledger = ["--ledger", s.ledger] if s.ledger else []
+        stages = [stage_command("fetch")] if remote else []
+        if s.compress:
+            stages.append(stage_command("compress"))
+        stages.append([*stage_command("upload"), "--host", s.host, *(["--path", s.path] if s.path else []), *ledger])
+        stages.append([*stage_command("mark"), *ledger])
+        stages.extend([*stage_command("backup"), "--to", name, *ledger] for name in s.backup)
+        return [[*argv, "-q"] for argv in stages]
+
+    def run(self, items: Sequence[str]) -> list[Outcome]:
+        """One Outcome per item, in input order, whatever happens to the stages."""
+        if not items:
+            return []
+        records = [input_record(item) for item in items]
+        argvs = self.commands(remote=any("url" in r for r in records))
+        chain = _Chain(argvs, self.env, self.log)
+        try:
+            chain.start(records)
+            output = chain.collect()
+        finally:
+            chain.stop()
+        failed = [(_name(argv), code, tail) for argv, code, tail in chain.results() if code != 0]
+        for name, code, tail in failed:
+            if code == 2:
+                raise UsageError(f"{name} refused to run: {_last_message(tail)}", "fix the configuration and try again")
+        # A record the last stage wrote went through every stage; one it did not write was lost
+        # where a stage stopped (the first that ended worse than "some records failed", if any).
+        failed.sort(key=lambda stage: stage[1] == 1)
+        missing = {"error": _stopped_error(failed[0] if failed else None)}
+        return [Outcome(item, output[index] if index < len(output) else {**records[index], **missing})
+                for index, item in enumerate(items)]
+
+
+class _Chain:
+    """The processes of one run, their pipes and the threads that feed and drain them."""
+
+    def __init__(self, argvs: list[list[str]], env: Mapping[str, str], log: Callable[[str], None]) -> None:
+        self.argvs, self.env, self.log = argvs, env, log
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tails: list[deque[str]] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, records: Iterable[Record]) -> None:
+        upstream: IO[bytes] | None = None
+        for argv in self.argvs:
+            proc = subprocess.Popen(argv, stdin=upstream or subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=self.env)
+            if upstream is not None:
+                upstream.close()  # the next stage holds it now: a stage that dies is seen as EOF
+            upstream = proc.stdout
+            self.procs.append(proc)
+            tail: deque[str] = deque(maxlen=TAIL_LINES)
+            self.tails.append(tail)
+            self._thread(_relay, proc.stderr, tail, self.log)
+        data = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
+        self._thread(_feed, self.procs[0].stdin, data)
+
+    def _thread(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def collect(self) -> list[Record]:
+        """The last stage's records (lines that are no JSON object are skipped: they cannot be one)."""
+        stdout = self.procs[-1].stdout
+        assert stdout is not None
+        records = []
+        for line in stdout:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                records.append(value)
+        for proc in self.procs:
+            proc.wait()
+        for thread in self.threads:
+            thread.join()
+        return records
+
+    def stop(self) -> None:
+        """After an interruption: no stage outlives the run."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def results(self) -> list[tuple[list[str], int, list[str]]]:
+        return [(argv, proc.returncode, list(tail)) for argv, proc, tail in zip(self.argvs, self.procs, self.tails)]
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    try:
+        stream.write(data)
+        stream.close()
+    except (BrokenPipeError, OSError):  # the first stage stopped early: its exit status says why
+        pass
+
+
+def _relay(stream: IO[bytes], tail: deque[str], log: Callable[[str], None]) -> None:
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        tail.append(line)
+        log(line)
+    stream.close()
+
+
+def _to_stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _name(argv: list[str]) -> str:
+    return "pp-" + argv[2].rsplit(".", 1)[-1]
+
+
+def _last_message(tail: list[str]) -> str:
+    """A stage's last error line, without its `pp-x: error: ` prefix."""
+    for line in reversed(tail):
+        if ": error: " in line:
+            return line.split(": error: ", 1)[1]
+    return tail[-1] if tail else "no message"
+
+
+def _stopped_error(stage: tuple[str, int, list[str]] | None) -> dict[str, Any]:
+    if stage is None:
+        return {"stage": "pipeline", "type": "no_result", "message": "a stage wrote no record for this image",
+                "hint": "see the messages above; run with --debug for details"}
+    name, code, tail = stage
+    return {"stage": "pipeline", "type": "stage_stopped",
+            "message": f"{name} stopped (exit status {code}): {_last_message(tail)}",
+            "hint": "see the messages above; run with --debug for details"}
