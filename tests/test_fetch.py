@@ -7,6 +7,8 @@ import io
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -35,7 +37,8 @@ class Site(FakeHandler):
     Content-Type; 404 HTML page otherwise. Special routes:
     /redirect/P → 302 to /P; /referer/P → 403 page unless the Referer is REFERER;
     /unsized/P → no Content-Length (body ends with the connection); /cut/P → the first answer
-    stops halfway through the body."""
+    stops halfway through the body; /wait/P → answers after 0.1 s, the most requests seen at once
+    in `meta["flight"]["max"]`."""
 
     def handle_request(self) -> None:
         path = unquote(urlsplit(self.path).path)
@@ -51,6 +54,14 @@ class Site(FakeHandler):
             self.reply(404, "<html><body>Not Found</body></html>", content_type="text/html; charset=utf-8")
             return
         kind = server.meta.get(path, {}).get("type", "image/png")
+        if path.startswith("/wait/"):
+            flight = server.meta.setdefault("flight", {"now": 0, "max": 0})
+            with server.lock:
+                flight["now"] += 1
+                flight["max"] = max(flight["max"], flight["now"])
+            time.sleep(0.1)
+            with server.lock:
+                flight["now"] -= 1
         if path.startswith("/unsized/"):
             self.send_response(200)
             self.send_header("Content-Type", kind)
@@ -182,6 +193,22 @@ def test_a_body_cut_short_is_fetched_again(site, fetch, tmp_path):
     code, out, err = fetch([{"url": site.url + "/cut/big.png"}], "--retries", "1")
     assert code == 0 and Path(out[0]["path"]).read_bytes() == data
     assert gets(site) == ["/cut/big.png"] * 2 and "while reading" in err
+
+
+def test_per_host_limit(site, fetch):
+    site.objects["*"] = picture()
+    code, out, _ = fetch([{"url": f"{site.url}/wait/{n}.png"} for n in range(8)], "-j", "8", "--per-host", "2")
+    assert code == 0 and len(gets(site)) == 8
+    assert site.meta["flight"]["max"] == 2
+
+
+def test_connection_refused(fetch):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out, _ = fetch([{"url": f"http://127.0.0.1:{port}/a.png"}], "--retries", "1")
+    assert code == 1 and out[0]["error"]["type"] == "connection_refused"
+    assert "port" in out[0]["error"]["hint"]
 
 
 def test_slow_server_times_out(site, fetch, tmp_path):
