@@ -29,14 +29,12 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from picpipe import console
+from picpipe.config import Config, config_path, xdg_home
 from picpipe.errors import UsageError
 from picpipe.stream import Record
-
-if TYPE_CHECKING:
-    from picpipe.config import Config
 
 #: The stages after pp-upload whose failure leaves the image uploaded.
 AFTER_UPLOAD = ("mark", "backup")
@@ -81,8 +79,6 @@ def settings(config: Config, flags: Mapping[str, Any] | None = None, ledger: str
 
     host = pick("host")
     if not host:
-        from picpipe.config import config_path
-
         raise UsageError("no image host configured for the editor pipeline",
                          EXAMPLE.format(path=config.path or config_path(config.environ)))
     backup = pick("backup") or ()
@@ -168,7 +164,9 @@ class Pipeline:
         """Each stage's argv; `remote` puts pp-fetch first, for inputs that are URLs."""
         s = self.settings
         ledger = ["--ledger", s.ledger] if s.ledger else []
-        stages = [stage_command("fetch")] if remote else []
+        # Downloads go to the cache, not to the folder the editor happened to start us in.
+        fetched = str(xdg_home("XDG_CACHE_HOME", ".cache", self.env) / "fetched")
+        stages = [[*stage_command("fetch"), "--out", fetched]] if remote else []
         if s.compress:
             stages.append(stage_command("compress"))
         stages.append([*stage_command("upload"), "--host", s.host, *(["--path", s.path] if s.path else []), *ledger])
