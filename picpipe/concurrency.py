@@ -158,3 +158,21 @@ class KeyedLocks:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
             yield
+
+
+class KeyedSlots:
+    """At most `size` holders per name at once (requests per host), made on first use."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._lock:  # two workers meeting a new name at once must share one semaphore
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = threading.BoundedSemaphore(self.size)
+        with slot:
+            yield

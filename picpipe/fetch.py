@@ -19,14 +19,12 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urldefrag, urlsplit
 
 from picpipe import console
-from picpipe.concurrency import KeyedLocks
+from picpipe.concurrency import KeyedLocks, KeyedSlots
 from picpipe.errors import PicpipeError
 from picpipe.files import temp_copy
 from picpipe.keys import sanitize
@@ -52,24 +50,6 @@ FACT_FIELDS = ("sha256", "size", "width", "height", "format", "mime")
 _SVG = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!doctype[^>]*>\s*)*<svg[\s>/]", re.S | re.I)
 _REFERER_HINT = ("hotlink protection: many hosts (Weibo's sinaimg.cn, Gitee) serve images only to pages of their "
                  "own site: re-run with --referer https://weibo.com/ (or the site the images were posted on)")
-
-
-class KeyedSlots:
-    """At most `size` holders per name at once (requests per host), made on first use."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-
-    @contextmanager
-    def hold(self, name: str) -> Iterator[None]:
-        with self._lock:  # two workers meeting a new name at once must share one semaphore
-            slot = self._slots.get(name)
-            if slot is None:
-                slot = self._slots[name] = threading.BoundedSemaphore(self.size)
-        with slot:
-            yield
 
 
 class Download(NamedTuple):
@@ -157,7 +137,6 @@ class Fetcher:
             if client is None:
                 client = self.clients[host] = Client(host, timeout=self.timeout, retries=self.retries,
                                                      jobs=self.per_host, purpose="fetch")
-                client.session.stream = True  # bodies are read here, chunk by chunk, against --max-size
             return client
 
     def _download(self, url: str) -> Download:
@@ -168,7 +147,7 @@ class Fetcher:
         attempt = 0
         while True:
             try:
-                response = client.send("GET", url, headers=self.headers)
+                response = client.send("GET", url, headers=self.headers, stream=True)  # read against --max-size
             except PicpipeError as exc:
                 raise self._network_hint(exc, url) from None
             except (requests.RequestException, ValueError) as exc:  # refused before sending: the URL itself

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from picpipe.concurrency import ordered_map
+from picpipe.concurrency import KeyedSlots, ordered_map
 from picpipe.errors import PicpipeError
 from picpipe.net import chain, failure_kind, in_chain, may_retry, new_session, reason
 from picpipe.redact import redact_text
@@ -108,20 +107,13 @@ def check_urls(
     if jobs < 1 or per_host < 1:
         raise ValueError("jobs and per_host must be at least 1")
     session = new_session(jobs, "link check")
-    slots: dict[str, threading.BoundedSemaphore] = {}
-    slots_lock = threading.Lock()
-
-    def host_slots(host: str) -> threading.BoundedSemaphore:
-        with slots_lock:  # two workers meeting a new host at once must share one semaphore
-            if host not in slots:
-                slots[host] = threading.BoundedSemaphore(per_host)
-            return slots[host]
+    slots = KeyedSlots(per_host)
 
     def check(item: T) -> tuple[T, Probe | None]:
         url = url_of(item)
         if url is None:
             return item, None
-        with host_slots(_host(url).lower()):
+        with slots.hold(_host(url).lower()):
             try:
                 return item, probe_url(url, session, timeout, retries)
             except Exception as exc:  # a bug must cost one record, not the run

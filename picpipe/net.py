@@ -75,12 +75,13 @@ class Client:
 
     def send(self, method: str, url: str, *, sign: Callable[[requests.PreparedRequest], None] | None = None,
              idempotent: bool = True, final: Callable[[requests.Response], bool] | None = None,
-             redirects: bool = True, **kwargs: Any) -> requests.Response:
+             redirects: bool = True, stream: bool = False, **kwargs: Any) -> requests.Response:
         """Send one request, again after a passing failure; the last response, whatever its status.
 
         `sign` runs on every attempt's prepared request (signatures carry the time); `final` says
         that an answer of a retried status cannot change soon (Nutstore's 503 BlockedTemporarily
-        lasts up to 30 minutes). Reads follow redirects unless `redirects` is False. Network
+        lasts up to 30 minutes). Reads follow redirects unless `redirects` is False; with `stream`
+        the body is left for the caller to read (and cap). Network
         failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns).
         """
         import requests
@@ -97,7 +98,7 @@ class Client:
                 # fields) to wherever the Location points, and a signature is void there anyway.
                 response = self.session.send(prepared, timeout=(min(10.0, self.timeout), self.timeout),
                                              allow_redirects=redirects and method in ("GET", "HEAD"),
-                                             **self.settings(prepared.url or url))
+                                             **{**self.settings(prepared.url or url), "stream": stream})
             except requests.RequestException as exc:
                 if attempt >= self.retries or not may_retry(exc, idempotent):
                     raise network_error(exc, self.who, self.timeout) from None
