@@ -1,0 +1,718 @@
+"""Image references in Markdown and HTML documents: found for pp-scan, rewritten by pp-rewrite.
+
+    >>> [(r.line, r.kind, r.target) for r in find_refs('![a](x.png "t")\\n`![b](y.png)`\\n', "doc.md")]
+    [(1, 'inline', 'x.png')]
+
+Not a full CommonMark parser, but its rules for what matters here. A line pass sets aside what is
+code or hidden (fenced and indented code blocks, `<pre>`/`<script>`/`<style>`/`<textarea>` blocks,
+HTML comments) and collects reference definitions; an inline pass over each paragraph finds
+`![alt](url "title")`, `![alt](<url>)`, `![alt][id]`, `![id]` and `<img src>`, skipping code spans,
+comments and `<code>`/`<pre>` elements. HTML documents get the HTML part of the inline pass only.
+Every reference keeps the offsets of its target in the text, so a rewrite changes those
+characters and no other.
+
+A reference definition (`[id]: url "title"`) counts when an image uses it, or when its target
+looks like an image file (a common image extension): a definition file shared by several
+documents (an include, an auto-appended snippet) holds image targets no image of its own uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import stat
+import time
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from picpipe.errors import PicpipeError
+
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
+HTML_SUFFIXES = (".html", ".htm")
+DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES + HTML_SUFFIXES
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg", ".bmp", ".ico", ".tif", ".tiff",
+                  ".heic", ".heif", ".jxl", ".apng")
+#: Folders never walked: version control, editor settings (.obsidian, .git) and installed packages.
+SKIPPED_FOLDER = "node_modules"
+
+Key = tuple[str, str]  # ("url", normalised URL) or ("path", absolute path): what a replacement is for
+
+
+class Ref(NamedTuple):
+    """One image reference, and where its target sits in the document's text."""
+
+    doc: str
+    line: int
+    #: "inline" (`![a](t)`), "reference" (the definition `[id]: t`) or "html" (`<img src="t">`).
+    kind: str
+    #: The whole reference as written.
+    text: str
+    #: The target as written; text_of_document[start:end] == target.
+    target: str
+    start: int
+    end: int
+    #: How the target is delimited: "" (bare), "<" (Markdown's <...>), '"' or "'" (HTML quotes).
+    wrap: str
+    #: The remote URL (escapes decoded), for a remote target.
+    url: str | None
+    #: The absolute local path (percent-decoded, resolved against the document's folder), for a local one.
+    resolved: str | None
+    alt: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return ("url", url_key(self.url)) if self.url is not None else ("path", str(self.resolved))
+
+    def record(self) -> dict[str, Any]:
+        """The pp-scan record: `url` or `path`, `ref`, and `alt` when there is one."""
+        ref: dict[str, Any] = {"doc": self.doc, "line": self.line, "text": self.text, "target": self.target,
+                               "kind": self.kind}
+        record: dict[str, Any] = {}
+        if self.url is not None:
+            record["url"] = self.url
+        else:
+            record["path"] = ref["resolved"] = self.resolved
+        record["ref"] = ref
+        if self.alt:
+            record["alt"] = self.alt
+        return record
+
+
+# -- targets ----------------------------------------------------------------------------------
+_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+_ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+_HTML_DECODE = re.compile(_ENTITY)
+_MARKDOWN_DECODE = re.compile(r"\\[!-/:-@\[-`{-~]|" + _ENTITY)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def decode_target(target: str, kind: str) -> str:
+    """The target as a browser reads it: character references (and Markdown's backslash escapes)
+    decoded. Only `&name;` forms: `?a=1&copy=2` in a URL is no entity."""
+    import html
+
+    pattern = _HTML_DECODE if kind == "html" else _MARKDOWN_DECODE
+    return pattern.sub(lambda m: m.group(0)[1] if m.group(0)[0] == "\\" else html.unescape(m.group(0)), target)
+
+
+def classify(value: str, folder: str) -> tuple[str, str] | None:
+    """("url", URL) for a remote target, ("path", absolute path) for a local one, None for what is
+    neither: data: and mailto: URIs, #anchors, template placeholders ({{ site.url }}, MDX {expr})."""
+    value = value.strip()
+    if not value or value[0] in "#{" or "{{" in value or "{%" in value:
+        return None
+    if value.startswith("//"):  # protocol-relative (Hexo themes): fetched over https
+        value = "https:" + value
+    scheme = _SCHEME.match(value)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name in ("http", "https"):
+            return ("url", value) if value[scheme.end():].lstrip("/").split("/")[0] else None
+        if name == "file":
+            from urllib.parse import unquote, urlsplit
+
+            return ("path", os.path.abspath(unquote(urlsplit(value).path)))
+        return None
+    from urllib.parse import unquote
+
+    # Typora writes img/my%20shot.png: a URL path, so ?query and #fragment are not part of the file.
+    path = unquote(re.split(r"[?#]", value, maxsplit=1)[0])
+    return ("path", os.path.abspath(os.path.join(folder, path))) if path else None
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def url_key(url: str) -> str:
+    """A URL as compared for replacement: scheme and host in lower case and one percent-encoding
+    (`图.png`, `%E5%9B%BE.png` and `%e5%9b%be.png` are one image), nothing else changed."""
+    from picpipe.links import encode_url
+
+    scheme, sep, rest = encode_url(url).partition("://")
+    host, slash, tail = rest.partition("/")
+
+    def normal(escape: re.Match[str]) -> str:
+        char = chr(int(escape.group(0)[1:], 16))
+        return char if char in _UNRESERVED else escape.group(0).upper()
+
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{_ESCAPE.sub(normal, tail)}"
+
+
+def encode_target(url: str, kind: str, wrap: str) -> str:
+    """`url` written for the place of a target, so that it reads back as `url`: spaces and
+    non-ASCII percent-encoded (as pp-link writes URLs), `&` as `&amp;` in HTML, quotes added to an
+    unquoted HTML value that needs them, unbalanced parentheses encoded in a bare Markdown one."""
+    from picpipe.links import encode_url
+
+    url = encode_url(url)
+    if kind == "html":
+        url = url.replace("&", "&amp;")
+        if wrap == "'":
+            return url.replace("'", "%27")
+        return f'"{url}"' if not wrap and re.search("['=]", url) else url
+    if not wrap and not _balanced(url):
+        return url.replace("(", "%28").replace(")", "%29")
+    return url
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def looks_like_image(ref: Ref) -> bool:
+    from urllib.parse import urlsplit
+
+    path = urlsplit(ref.url).path if ref.url is not None else str(ref.resolved)
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
+# -- finding references ------------------------------------------------------------------------
+_CONTAINER = re.compile(r"(?: {0,3}> ?)*")
+_FENCE = re.compile(r"(`{3,}|~{3,})(.*)")
+_FENCE_END = re.compile(r"(`{3,}|~{3,})[ \t]*$")
+_ITEM = re.compile(r"([-+*]|[0-9]{1,9}[.)])(?=[ \t]|$)")
+_BREAK = re.compile(r"([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_HEADING = re.compile(r"#{1,6}(?:[ \t]|$)")
+_RAW_BLOCK = re.compile(r"<(?:pre|script|style|textarea)(?=[\s>]|$)", re.I)
+_RAW_BLOCK_END = re.compile(r"</(?:pre|script|style|textarea)>", re.I)
+_COMMENT_END = re.compile("-->")
+_DEFINITION = re.compile(
+    r"""\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*(?:<((?:[^\\<>\n]|\\.)*)>|([^\s<]\S*))"""
+    r"""(?:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\((?:[^()\\]|\\.)*\)))?[ \t]*$""")
+_LABEL = re.compile(r"\[((?:[^\\\[\]]|\\.){0,999})\]")
+_MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])|!\[", re.I)
+_HTML_TOKEN = re.compile(r"<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])", re.I)
+_BACKTICKS = re.compile(r"`+")
+_IMG_TAG = re.compile(r"""<img(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.I)
+_ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
+_SPACE = re.compile(r"[ \t]*(?:\r?\n[ \t]*)?")
+_QUOTES = {2: '"', 3: "'", 4: ""}  # _ATTRIBUTE's value groups and how each is delimited
+
+
+def _indent(text: str) -> tuple[int, int]:
+    """(columns, characters) of leading blanks; a tab goes to the next multiple of 4."""
+    column = count = 0
+    for char in text:
+        if char == " ":
+            column += 1
+        elif char == "\t":
+            column += 4 - column % 4
+        else:
+            break
+        count += 1
+    return column, count
+
+
+def _normal_label(label: str) -> str:
+    return " ".join(label.split()).casefold()
+
+
+def find_refs(text: str, doc: str = "", html: bool = False) -> list[Ref]:
+    """Every image reference of a document's text, in document order; local targets are resolved
+    against the folder of `doc`."""
+    return _Finder(text, doc).run(html)
+
+
+class _Finder:
+    def __init__(self, text: str, doc: str) -> None:
+        self.text = text
+        self.doc = doc
+        self.folder = os.path.dirname(os.path.abspath(doc)) if doc else os.getcwd()
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.found: list[Ref] = []
+        self.definitions: list[tuple[str, Ref | None]] = []
+        self.first: dict[str, Ref | None] = {}  # label → its definition (the first one wins)
+        self.used: dict[str, str] = {}  # label → alt text of the first image that uses it
+
+    def run(self, html: bool) -> list[Ref]:
+        if html:
+            self.inline(0, len(self.text), markdown=False)
+        else:
+            for start, end in self.blocks():
+                self.inline(start, end, markdown=True)
+            for label, ref in self.definitions:
+                if ref is None:
+                    continue
+                if self.first[label] is ref and label in self.used:
+                    self.found.append(ref._replace(alt=self.used[label] or None))
+                elif looks_like_image(ref):
+                    self.found.append(ref)
+        return sorted(self.found, key=lambda r: r.start)
+
+    def make(self, kind: str, start: int, end: int, target_start: int, target_end: int, wrap: str,
+             alt: str | None = None) -> Ref | None:
+        target = self.text[target_start:target_end]
+        where = classify(decode_target(target, kind), self.folder)
+        if where is None:
+            return None
+        url, resolved = (where[1], None) if where[0] == "url" else (None, where[1])
+        return Ref(self.doc, bisect_right(self.line_starts, start), kind, self.text[start:end], target,
+                   target_start, target_end, wrap, url, resolved, alt)
+
+    def match_end(self, pattern: re.Pattern[str], pos: int, end: int) -> int:
+        """Where a pattern that may match nothing (blanks, a container prefix) ends, from `pos`."""
+        match = pattern.match(self.text, pos, end)
+        return match.end() if match else pos
+
+    def add(self, ref: Ref | None) -> None:
+        if ref is not None:
+            self.found.append(ref)
+
+    # -- the line pass (Markdown) --------------------------------------------------------------
+    def lines(self) -> Iterator[tuple[int, int]]:
+        """(start, end) of each line, without its line ending."""
+        text = self.text
+        for start in self.line_starts:
+            if start == len(text) and start:
+                return
+            newline = text.find("\n", start)
+            end = len(text) if newline < 0 else newline
+            yield start, end - 1 if end > start and text[end - 1] == "\r" else end
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The spans to read inline (paragraphs and headings); collects reference definitions and
+        leaves out code blocks, raw HTML blocks and comments."""
+        text = self.text
+        spans: list[tuple[int, int]] = []
+        paragraph: list[int] = []  # [start, end] of the open paragraph
+        fence: tuple[str, int, int] | None = None  # (character, length, deepest indent of its end)
+        raw_end: re.Pattern[str] | None = None  # what ends an HTML comment or <pre> block
+        items: list[int] = []  # content columns of the open list items
+        blank = True
+
+        def close() -> None:
+            if paragraph:
+                spans.append((paragraph[0], paragraph[1]))
+                paragraph.clear()
+
+        for start, end in self.lines():
+            body = self.match_end(_CONTAINER, start, end)
+            column, count = _indent(text[body:end])
+            rest = body + count
+            if fence is not None:
+                closing = _FENCE_END.match(text, rest, end)
+                if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= fence[1] \
+                        and column <= fence[2]:
+                    fence = None
+                continue
+            if raw_end is not None:
+                if raw_end.search(text, start, end):
+                    raw_end = None
+                continue
+            if rest == end:
+                close()
+                blank = True
+                continue
+            after_blank, blank = blank, False
+            item = _ITEM.match(text, rest, end)
+            if after_blank and not item:
+                while items and items[-1] > column:
+                    items.pop()
+            if column >= (items[-1] if items else 0) + 4:
+                if paragraph:  # a continuation line, not code
+                    paragraph[1] = end
+                continue  # an indented code block
+            if item and not _BREAK.match(text, rest, end):
+                close()
+                while items and items[-1] > column:
+                    items.pop()
+                spaces, count = _indent(text[item.end():end])
+                column += len(item.group(1))
+                items.append(column + (spaces if 1 <= spaces <= 4 and item.end() + count < end else 1))
+                column, rest = column + spaces, item.end() + count
+                if rest == end:
+                    continue
+            opening = _FENCE.match(text, rest, end)
+            if opening and not (opening.group(1)[0] == "`" and "`" in opening.group(2)):
+                close()
+                fence = (opening.group(1)[0], len(opening.group(1)), column + 3)
+                continue
+            if text.startswith("<!--", rest) or _RAW_BLOCK.match(text, rest, end):
+                close()
+                ending = _COMMENT_END if text.startswith("<!--", rest) else _RAW_BLOCK_END
+                if not ending.search(text, rest + 4, end):
+                    raw_end = ending
+                continue
+            if _BREAK.match(text, rest, end):
+                close()
+                continue
+            if _HEADING.match(text, rest, end):
+                close()
+                spans.append((rest, end))
+                continue
+            if not paragraph:
+                definition = _DEFINITION.match(text, rest, end)
+                if definition and definition.group(1).strip():
+                    self.definition(definition)
+                    continue
+                paragraph[:] = [start, end]
+            paragraph[1] = end
+        close()
+        return spans
+
+    def definition(self, match: re.Match[str]) -> None:
+        label = _normal_label(match.group(1))
+        group = 2 if match.group(2) is not None else 3
+        end = match.end(4) if match.group(4) else match.end(group) + (group == 2)
+        ref = self.make("reference", match.start(), end, match.start(group), match.end(group),
+                        "<" if group == 2 else "")
+        self.definitions.append((label, ref))
+        self.first.setdefault(label, ref)
+
+    # -- the inline pass -------------------------------------------------------------------------
+    def inline(self, start: int, end: int, markdown: bool) -> None:
+        text = self.text
+        pattern = _MARKDOWN_TOKEN if markdown else _HTML_TOKEN
+        pos = start
+        while True:
+            token = pattern.search(text, pos, end)
+            if token is None:
+                return
+            at, word = token.start(), token.group(0)
+            if word == "\\":
+                pos = at + 2
+            elif word[0] == "`":
+                pos = self.code_span(at, len(word), end)
+            elif word == "<!--":
+                close = text.find("-->", at + 4, end)
+                pos = end if close < 0 else close + 3
+            elif token.group(1):  # <code>, <pre>...: skipped to their end tag
+                close_tag = re.compile(rf"</{token.group(1)}\s*>", re.I).search(text, token.end(), end)
+                pos = end if close_tag is None else close_tag.end()
+            elif word == "![":
+                pos = self.image(at, end)
+            else:
+                pos = self.img_tag(at, end)
+
+    def code_span(self, at: int, length: int, end: int) -> int:
+        """Past the code span opened by `length` backticks at `at`; past the backticks when unclosed."""
+        for run in _BACKTICKS.finditer(self.text, at + length, end):
+            if len(run.group(0)) == length:
+                return run.end()
+        return at + length
+
+    def img_tag(self, at: int, end: int) -> int:
+        tag = _IMG_TAG.match(self.text, at, end)
+        if tag is None:
+            return at + 4
+        values: dict[str, tuple[re.Match[str], int]] = {}  # name → (attribute, group of its value); first wins
+        for attribute in _ATTRIBUTE.finditer(self.text, at + 4, tag.end() - 1):
+            group = next((g for g in _QUOTES if attribute.group(g) is not None), 0)
+            values.setdefault(attribute.group(1).lower(), (attribute, group))
+        src, group = values.get("src", (None, 0))
+        if src is not None and group:
+            alt, alt_group = values.get("alt", (None, 0))
+            alt_text = decode_target(alt.group(alt_group), "html") if alt is not None and alt_group else None
+            self.add(self.make("html", at, tag.end(), src.start(group), src.end(group), _QUOTES[group],
+                               alt_text or None))
+        return tag.end()
+
+    def bracket_end(self, at: int, end: int) -> int | None:
+        """The `]` that closes the `[` at `at` (nested brackets, escapes and code spans skipped)."""
+        text, depth, i = self.text, 0, at
+        while i < end:
+            char = text[i]
+            if char == "\\":
+                i += 2
+                continue
+            if char == "`":
+                i = self.code_span(i, self.match_end(_BACKTICKS, i, end) - i, end)
+                continue
+            if char == "[":
+                depth += 1
+            elif char == "]":
+                depth -= 1
+                if not depth:
+                    return i
+            i += 1
+        return None
+
+    def image(self, at: int, end: int) -> int:
+        """Read `![...]` at `at`: an inline image or a use of a definition; where to go on."""
+        text = self.text
+        close = self.bracket_end(at + 1, end)
+        if close is None:
+            return at + 2
+        alt = text[at + 2:close]
+        after = close + 1
+        if text.startswith("(", after):
+            target = self.destination(after + 1, end)
+            if target is not None:
+                self.add(self.make("inline", at, target[3], target[0], target[1], target[2], alt or None))
+                return target[3]
+        label = _LABEL.match(text, after, end)
+        if label is not None:  # ![alt][id] or ![alt][]: a full or collapsed reference, never a shortcut
+            return label.end() if self.use(label.group(1) or alt, alt) else at + 2
+        return after if self.use(alt, alt) else at + 2
+
+    def use(self, label: str, alt: str) -> bool:
+        name = _normal_label(label)
+        if name not in self.first:
+            return False
+        self.used.setdefault(name, alt)
+        return True
+
+    def destination(self, pos: int, end: int) -> tuple[int, int, str, int] | None:
+        """(target start, target end, wrap, end of the image) for `(url "title")` read from `pos`."""
+        text = self.text
+        i = self.match_end(_SPACE, pos, end)
+        if text.startswith("<", i):
+            j = i + 1
+            while j < end and text[j] not in "<>\n":
+                j += 2 if text[j] == "\\" else 1
+            if j >= end or text[j] != ">":
+                return None
+            start, stop, wrap, i = i + 1, j, "<", j + 1
+        else:
+            j, depth = i, 0
+            while j < end:
+                char = text[j]
+                if char == "\\" and j + 1 < end and text[j + 1] in _PUNCT:
+                    j += 2
+                    continue
+                if char <= " " or char == "\x7f" or char == ")" and not depth:
+                    break
+                depth += {"(": 1, ")": -1}.get(char, 0)
+                j += 1
+            if depth:
+                return None
+            start, stop, wrap, i = i, j, "", j
+        space = self.match_end(_SPACE, i, end)
+        if space > i and space < end and text[space] in "\"'(":
+            closer = ")" if text[space] == "(" else text[space]
+            k = space + 1
+            while k < end and text[k] != closer:
+                if closer == ")" and text[k] == "(":
+                    return None
+                k += 2 if text[k] == "\\" else 1
+            if k >= end:
+                return None
+            space = self.match_end(_SPACE, k + 1, end)
+        return (start, stop, wrap, space + 1) if text.startswith(")", space) else None
+
+
+# -- documents -------------------------------------------------------------------------------------
+def documents(paths: Iterable[str]) -> Iterator[str]:
+    """Each path as given, folders walked for Markdown and HTML files (sorted; hidden folders and
+    node_modules skipped; each file once). A folder without any is yielded itself, for `load` to
+    name the mistake."""
+    seen: set[str] = set()
+    for path in paths:
+        found = [path]
+        if os.path.isdir(path):
+            found = []
+            for folder, subfolders, files in os.walk(path):
+                subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != SKIPPED_FOLDER]
+                found += [os.path.join(folder, f) for f in files
+                          if f.lower().endswith(DOCUMENT_SUFFIXES) and not f.startswith(".")]
+            found = sorted(found) or [path]
+        for doc in found:
+            real = os.path.realpath(doc)
+            if real not in seen:
+                seen.add(real)
+                yield doc
+
+
+class Document(NamedTuple):
+    path: str
+    text: str
+    stat: os.stat_result
+
+    @property
+    def html(self) -> bool:
+        return self.path.lower().endswith(HTML_SUFFIXES)
+
+    def refs(self) -> list[Ref]:
+        return find_refs(self.text, self.path, self.html)
+
+
+def load(path: str) -> Document:
+    """A document's text (UTF-8, line endings as they are), or a PicpipeError that names it."""
+    from picpipe.files import read_source
+
+    if os.path.isdir(path):
+        raise PicpipeError("no_documents", f"{path}: no Markdown or HTML documents in this folder",
+                           f"documents are found by their names: *{', *'.join(DOCUMENT_SUFFIXES)}")
+    before = _stat(path)
+    data = read_source(path)
+    try:
+        return Document(path, data.decode("utf-8"), before)
+    except UnicodeDecodeError as exc:
+        raise PicpipeError("bad_encoding", f"{path}: not UTF-8 (byte {exc.start} is {data[exc.start]:#04x})",
+                           "convert it to UTF-8 first, e.g. iconv -f GBK -t UTF-8 (many Windows editors save GBK)") \
+            from None
+
+
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise PicpipeError("not_found", f"{path}: no such file", "check the path (relative to the current folder)") \
+            from None
+
+
+def scan(paths: Iterable[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Per document: its image records in document order (pp-scan's), or one error record."""
+    for doc in documents(paths):
+        try:
+            yield doc, [ref.record() for ref in load(doc).refs()]
+        except PicpipeError as exc:
+            yield doc, [{"ref": {"doc": doc}, "error": exc.to_dict("scan")}]
+
+
+# -- rewriting -------------------------------------------------------------------------------------
+def target_key(value: str, folder: str) -> Key | None:
+    where = classify(value, folder)
+    if where is None:
+        return None
+    return ("url", url_key(where[1])) if where[0] == "url" else where
+
+
+class Replacements:
+    """Old target → new URL, from records: pp-upload's `replaces` and pp-scan's `ref` (a local
+    target by `ref.resolved`). One old target given two different new URLs is a conflict: it is
+    left alone."""
+
+    def __init__(self) -> None:
+        self.new: dict[Key, str] = {}
+        self.conflicts: dict[Key, set[str]] = {}
+        #: The new URLs: a document that already shows one needs nothing.
+        self.current: set[Key] = set()
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Learn what the record replaces; False when it replaces nothing."""
+        new = record.get("url")
+        if not isinstance(new, str) or not new.strip():
+            return False
+        new_key = target_key(new, os.getcwd())
+        olds = [key for key in self.old_keys(record) if key != new_key]
+        for key in olds:
+            if key in self.conflicts:
+                self.conflicts[key].add(new)
+            elif self.new.setdefault(key, new) != new:
+                self.conflicts[key] = {self.new.pop(key), new}
+        if olds and new_key is not None:
+            self.current.add(new_key)
+        return bool(olds)
+
+    @staticmethod
+    def old_keys(record: dict[str, Any]) -> list[Key]:
+        keys = []
+        replaces = record.get("replaces")
+        if isinstance(replaces, str):
+            keys.append(target_key(replaces, os.getcwd()))
+        ref = record.get("ref")
+        if isinstance(ref, dict):
+            resolved, target, doc = ref.get("resolved"), ref.get("target"), ref.get("doc")
+            if isinstance(resolved, str) and resolved:
+                keys.append(("path", os.path.abspath(resolved)))
+            elif isinstance(target, str):
+                folder = os.path.dirname(os.path.abspath(doc)) if isinstance(doc, str) and doc else os.getcwd()
+                keys.append(target_key(decode_target(target, str(ref.get("kind"))), folder))
+        return list(dict.fromkeys(key for key in keys if key is not None))
+
+    def get(self, key: Key) -> str | None:
+        return self.new.get(key)
+
+
+class Rewrite(NamedTuple):
+    """What rewriting one document would change."""
+
+    document: Document
+    text: str
+    replaced: list[Ref]
+    #: References left as they are: no record gives them a new URL.
+    unmatched: list[Ref]
+
+    @property
+    def changed(self) -> bool:
+        return self.text != self.document.text
+
+
+def rewrite(document: Document, replacements: Replacements) -> Rewrite:
+    """The document's text with each image target that has a replacement swapped, and nothing else."""
+    text = document.text
+    pieces, replaced, unmatched, last = [], [], [], 0
+    for ref in document.refs():
+        new = replacements.get(ref.key)
+        if new is None:
+            if ref.key not in replacements.current:
+                unmatched.append(ref)
+            continue
+        target = encode_target(new, ref.kind, ref.wrap)
+        if target != ref.target and ref.start >= last:
+            pieces += [text[last:ref.start], target]
+            replaced.append(ref)
+            last = ref.end
+    return Rewrite(document, "".join(pieces) + text[last:], replaced, unmatched)
+
+
+def save(result: Rewrite, backup: bool = True) -> str | None:
+    """Write the rewritten document atomically (a temp file in its folder, fsynced, renamed over
+    it, the file mode kept), after a backup copy of the old text unless told not to. Refuses a
+    document that changed since it was read (an editor saved it). Returns the backup's path."""
+    from pathlib import Path
+
+    from picpipe.files import temp_copy
+
+    doc, before = result.document.path, result.document.stat
+    real = os.path.realpath(doc)  # a symlinked post stays a symlink: its target is replaced
+    with temp_copy(Path(os.path.dirname(real)), result.text.encode("utf-8"),
+                   prefix=f".{os.path.basename(real)}.") as temp:
+        os.chmod(temp, stat.S_IMODE(before.st_mode))
+        copy = _backup(doc, result.document.text.encode("utf-8"), before) if backup else None
+        now = _stat(doc)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            if copy is not None:
+                os.unlink(copy)
+            raise PicpipeError("changed_meanwhile", f"{doc} changed while it was being rewritten: left as it is",
+                               "run pp-rewrite again (save and close the document in your editor first)")
+        os.replace(temp, real)
+    return copy
+
+
+def _backup(doc: str, data: bytes, before: os.stat_result) -> str:
+    """`doc`.bak, else `doc`.TIMESTAMP.bak: never over an older backup. Same mode and times as `doc`."""
+    return next(name for name in _backup_names(doc) if _write_new(name, data, before))
+
+
+def _backup_names(doc: str) -> Iterator[str]:
+    yield f"{doc}.bak"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    yield f"{doc}.{stamp}.bak"
+    for number in itertools.count(2):
+        yield f"{doc}.{stamp}-{number}.bak"
+
+
+def _write_new(name: str, data: bytes, before: os.stat_result) -> bool:
+    """Write a file that is not there yet (False when it is), with the mode and times of `before`."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, stat.S_IMODE(before.st_mode))
+        handle.write(data)
+    os.utime(name, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return True
+
+
+_DIFF_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+
+
+def diff(result: Rewrite) -> str:
+    """A unified diff (a/DOC, b/DOC) of the rewrite, lines split at \\n only (a CR stays in its line)."""
+    import difflib
+
+    doc = result.document.path
+    lines = difflib.unified_diff(_DIFF_LINE.findall(result.document.text), _DIFF_LINE.findall(result.text),
+                                 f"a/{doc}", f"b/{doc}")
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
