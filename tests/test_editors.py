@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
@@ -61,7 +62,7 @@ def sha(data: bytes) -> str:
 def hosted(tmp_path: Path, url: str) -> bytes:
     """The bytes behind a URL of the local host profile."""
     assert url.startswith(BASE), url
-    return (tmp_path / "site" / url[len(BASE):]).read_bytes()
+    return (tmp_path / "site" / unquote(url[len(BASE):])).read_bytes()
 
 
 def ledger(tmp_path: Path) -> list[dict]:
@@ -313,16 +314,19 @@ def obsidian_form(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
 
 def test_server_obsidian_remote_server_mode_multipart_list(serve, tmp_path):
     pasted = image(tmp_path / "vault" / "clip.png", (250, 10, 10)).read_bytes()
-    vault_file = image(tmp_path / "vault" / "my photo.png", (10, 250, 10))
+    vault_file = image(tmp_path / "vault 笔记" / "我的 photo.png", (10, 250, 10))
     odd = b"\r\n--not-a-boundary\r\n\r\n" + pasted + b"\r\n"  # bytes that look like multipart syntax
     # A pasted or vault image arrives as "<ms timestamp>.png", a path from the note under its whole path.
     files = [("1700000000123.png", pasted), (str(vault_file), vault_file.read_bytes()), ("1700000000124.png", odd)]
     body, content_type = obsidian_form(files)
-    server = serve()
+    server = serve(env={"PICPIPE_PIPELINE_PATH": "{name}{ext}"})
     answer = server.post(data=body, headers={"Content-Type": content_type, "Origin": "app://obsidian.md"})
     assert answer.status_code == 200, answer.text
     assert answer.headers["Access-Control-Allow-Origin"] == "app://obsidian.md"  # fetch() in the app reads it
-    assert [hosted(tmp_path, url) for url in answer.json()["result"]] == [data for _, data in files]
+    urls = answer.json()["result"]
+    assert [hosted(tmp_path, url) for url in urls] == [data for _, data in files]
+    # Keys keep the names the client sent, without their folders.
+    assert urls == [BASE + "1700000000123.png", BASE + quote("我的 photo.png"), BASE + "1700000000124.png"]
     assert list((tmp_path / "tmp").iterdir()) == []  # the received files are gone
 
 
@@ -351,6 +355,15 @@ def test_server_a_failing_image_fails_the_request_naming_it(serve, tmp_path):
     assert body["success"] is False and body["result"] == []
     assert body["message"].startswith(f"{missing}: no such file (")
     assert {e["sha256"] for e in ledger(tmp_path) if e.get("url") and "error" not in e} == {sha(good.read_bytes())}
+
+
+def test_server_always_200_for_clients_that_drop_error_bodies(serve, tmp_path):
+    server = serve("--always-200")
+    failed = server.post(json={"list": [str(tmp_path / "missing.png")]})
+    assert failed.status_code == 200 and failed.json()["success"] is False
+    assert f"{tmp_path / 'missing.png'}: no such file" in failed.json()["message"]
+    clipboard = server.post()  # Obsidian's clipboard upload in PicGo mode: a POST without a body
+    assert clipboard.status_code == 200 and "does not read the clipboard" in clipboard.json()["message"]
 
 
 @pytest.mark.parametrize("body, message", [

@@ -57,7 +57,8 @@ class PicGoServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], pipeline: Pipeline, secret: str | None = None) -> None:
+    def __init__(self, address: tuple[str, int], pipeline: Pipeline, secret: str | None = None,
+                 always_200: bool = False) -> None:
         host = address[0]
         if ":" in host:
             import socket
@@ -67,6 +68,7 @@ class PicGoServer(ThreadingHTTPServer):
         self.pipeline = pipeline
         self.secret = secret
         self.loopback = is_loopback(host)
+        self.always_200 = always_200
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -101,6 +103,8 @@ class Handler(BaseHTTPRequestHandler):
             if console.debug:
                 console.traceback(exc)
             status, body = 500, {"success": False, "result": [], "message": f"internal error: {exc!r}"}
+        if self.server.always_200 and status in (400, 401, 403, 500) and urlsplit(self.path).path == "/upload":
+            status = 200  # the answer's `success` and `message` still say what happened
         self.send(status, body)
         images = f" {self.count} images" if self.count else ""
         console.say(f"{self.client_address[0]} {self.command} {urlsplit(self.path).path} {status}{images} "
@@ -257,16 +261,17 @@ def multipart_files(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
     if not isinstance(boundary, str) or not boundary:
         raise Reply(400, "multipart/form-data without a boundary", result=[])
     files = []
-    for part in body.split(b"--" + boundary.encode("latin-1"))[1:]:
+    # A delimiter is CRLF--boundary (RFC 2046), the CRLF belonging to it, not to the content.
+    for part in (b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1"))[1:]:
         if part.startswith(b"--"):  # the closing delimiter
             break
-        head, found, content = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        head, found, content = part.partition(b"\r\n\r\n")
         if not found:
             raise Reply(400, "a malformed multipart part", result=[])
-        headers = HeaderParser().parsestr(head.decode("utf-8", "replace") + "\r\n\r\n")
+        headers = HeaderParser().parsestr(head.split(b"\r\n", 1)[-1].decode("utf-8", "replace") + "\r\n\r\n")
         name = headers.get_filename()
         if name is not None:
-            files.append((name, content.removesuffix(b"\r\n")))
+            files.append((name, content))
     return files
 
 
@@ -323,7 +328,7 @@ class ServerCommand(Command):
   pp-server
   pp-server --port 36678 --secret-file ~/.config/picpipe/server-secret
   pp-server --host 0.0.0.0 --secret-file secret.txt     # reachable from the network: think twice
-  pp-mark find --since today | pp-link --md              # what the editors uploaded today
+  pp-mark find --since 2024-06-01 | pp-link --md         # what the editors uploaded since June
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -333,6 +338,9 @@ class ServerCommand(Command):
         parser.add_argument("--port", type=port_number, metavar="N", help=f"port (default [server] port, else "
                             f"{DEFAULT_PORT})")
         parser.add_argument("--secret-file", metavar="FILE", help="read the secret clients must send from FILE")
+        parser.add_argument("--always-200", action="store_true",
+                            help="answer /upload failures with HTTP 200 and success false, as PicGo GUI 2.x does "
+                            "(Obsidian's requestUrl drops the message of a 4xx/5xx answer)")
         parser.add_argument("--secret", help=argparse.SUPPRESS)  # refused with a reason, never echoed
         ledger_argument(parser)
 
@@ -356,7 +364,7 @@ class ServerCommand(Command):
         secret = self.secret(args, env, file)
         pipeline = Pipeline(settings(self.config, ledger=args.ledger))
         try:
-            server = PicGoServer((host, port), pipeline, secret)
+            server = PicGoServer((host, port), pipeline, secret, args.always_200)
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}",
                              "is PicGo or another pp-server running there? stop it, or use --port N "
