@@ -84,6 +84,7 @@ class Ref(NamedTuple):
 _PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _HTML_DECODE = re.compile(_ENTITY)
+_ENTITY_AMPERSAND = re.compile("&(?=" + _ENTITY[1:] + ")")
 _MARKDOWN_DECODE = re.compile(r"\\[!-/:-@\[-`{-~]|" + _ENTITY)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -144,15 +145,17 @@ def url_key(url: str) -> str:
 def encode_target(url: str, kind: str, wrap: str) -> str:
     """`url` written for the place of a target, so that it reads back as `url`: spaces and
     non-ASCII percent-encoded (as pp-link writes URLs), `&` as `&amp;` in HTML, quotes added to an
-    unquoted HTML value that needs them, unbalanced parentheses encoded in a bare Markdown one."""
+    unquoted HTML value that needs them; in Markdown, unbalanced parentheses in a bare target encoded
+    and an `&` that would start a character reference escaped."""
     from picpipe.links import encode_url
 
     url = encode_url(url)
     if kind == "html":
         url = url.replace("&", "&amp;")
         if wrap == "'":
-            return url.replace("'", "%27")
+            return url.replace("'", "&#39;")
         return f'"{url}"' if not wrap and re.search("['=]", url) else url
+    url = _ENTITY_AMPERSAND.sub(r"\\&", url)  # a&amp;b.png stays a&amp;b.png, not a&b.png
     if not wrap and not _balanced(url):
         return url.replace("(", "%28").replace(")", "%29")
     return url
@@ -241,7 +244,9 @@ class _Finder:
             for label, ref in self.definitions:
                 if ref is None:
                     continue
-                if self.first[label] is ref and label in self.used:
+                if self.first[label] is not ref:  # a later definition of a label is dead text
+                    continue
+                if label in self.used:
                     self.found.append(ref._replace(alt=self.used[label] or None))
                 elif looks_like_image(ref):
                     self.found.append(ref)
