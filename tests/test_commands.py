@@ -12,7 +12,7 @@ import pytest
 
 from conftest import command_path, jsonl, parse_jsonl
 
-ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest", "pp-fetch"]
+ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest", "pp-fetch", "pp-typora", "pp-server"]
 
 
 @pytest.mark.parametrize("name", ALL)
