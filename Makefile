@@ -46,8 +46,16 @@ demo: install
 	$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | \
 	  $(BIN)/pp-link --template '   $$fileName$$extName -> {backups.0.location} ({backups.0.size} bytes)' && \
 	echo "   the same again: the ledger knows every copy, no request is sent" && \
-	$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl > /dev/null
-	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl, $(DEMO)/dav/backup/"
+	$(BIN)/pp-backup --to demo-dav --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl > /dev/null && \
+	echo "== 7. the image host dies ($(DEMO)/host is deleted): repair $(DEMO)/post.md from the backups onto a new host" && \
+	rm -rf $(DEMO)/host && export PICPIPE_NEWHOST_TYPE=local PICPIPE_NEWHOST_DIR=$(DEMO)/new-host && \
+	echo "pp-mark check | pp-backup restore | pp-upload --host newhost | pp-mark | pp-rewrite $(DEMO)/post.md" && \
+	set +o pipefail && \
+	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl check -q | $(BIN)/pp-backup restore --out $(DEMO)/restored | \
+	  $(BIN)/pp-upload --host newhost --ledger $(DEMO)/ledger.jsonl | $(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl | \
+	  $(BIN)/pp-rewrite $(DEMO)/post.md && \
+	echo "   $(DEMO)/post.md now (the old one is $(DEMO)/post.md.bak):" && cat $(DEMO)/post.md
+	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl, $(DEMO)/dav/backup/, $(DEMO)/new-host/"
 
 bench: install
 	$(BIN)/python bench/bench.py
