@@ -194,8 +194,14 @@ _LABEL = re.compile(r"\[((?:[^\\\[\]]|\\.){0,999})\]")
 _MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])|!\[", re.I)
 _HTML_TOKEN = re.compile(r"<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])", re.I)
 _BACKTICKS = re.compile(r"`+")
-_IMG_TAG = re.compile(r"""<img(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.I)
+_BRACKET_TOKEN = re.compile(r"\\.|`+|[\[\]]", re.S)
+#: Longer <img> tags (a big data: URI in src) are not read: nothing in them is worth a record.
+MAX_TAG = 16384
+_IMG_TAG = re.compile(r"""<img(?=[\s/>])(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""", re.I)
 _ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
+_ANGLE_TARGET = re.compile(r"<(?:[^\\<>\n]|\\.)*>")
+_TITLES = {quote: re.compile(rf"{quote}(?:[^{quote}\\]|\\.)*{quote}", re.S) for quote in "\"'"}
+_TITLES["("] = re.compile(r"\((?:[^()\\]|\\.)*\)", re.S)
 _SPACE = re.compile(r"[ \t]*(?:\r?\n[ \t]*)?")
 _QUOTES = {2: '"', 3: "'", 4: ""}  # _ATTRIBUTE's value groups and how each is delimited
 
@@ -234,6 +240,8 @@ class _Finder:
         self.definitions: list[tuple[str, Ref | None]] = []
         self.first: dict[str, Ref | None] = {}  # label → its definition (the first one wins)
         self.used: dict[str, str] = {}  # label → alt text of the first image that uses it
+        self.pairs: dict[int, int] | None = None  # brackets of the paragraph being read, from its first image on
+        self.unclosed: set[str] = set()  # title quotes with no closing one left in the paragraph
 
     def run(self, html: bool) -> list[Ref]:
         if html:
@@ -242,9 +250,7 @@ class _Finder:
             for start, end in self.blocks():
                 self.inline(start, end, markdown=True)
             for label, ref in self.definitions:
-                if ref is None:
-                    continue
-                if self.first[label] is not ref:  # a later definition of a label is dead text
+                if ref is None or self.first[label] is not ref:  # a later definition of a label is dead text
                     continue
                 if label in self.used:
                     self.found.append(ref._replace(alt=self.used[label] or None))
@@ -376,7 +382,7 @@ class _Finder:
     def inline(self, start: int, end: int, markdown: bool) -> None:
         text = self.text
         pattern = _MARKDOWN_TOKEN if markdown else _HTML_TOKEN
-        pos = start
+        pos, self.pairs, self.unclosed = start, None, set()
         while True:
             token = pattern.search(text, pos, end)
             if token is None:
@@ -405,7 +411,7 @@ class _Finder:
         return at + length
 
     def img_tag(self, at: int, end: int) -> int:
-        tag = _IMG_TAG.match(self.text, at, end)
+        tag = _IMG_TAG.match(self.text, at, min(end, at + MAX_TAG))
         if tag is None:
             return at + 4
         values: dict[str, tuple[re.Match[str], int]] = {}  # name → (attribute, group of its value); first wins
@@ -420,30 +426,28 @@ class _Finder:
                                alt_text or None))
         return tag.end()
 
-    def bracket_end(self, at: int, end: int) -> int | None:
-        """The `]` that closes the `[` at `at` (nested brackets, escapes and code spans skipped)."""
-        text, depth, i = self.text, 0, at
-        while i < end:
-            char = text[i]
-            if char == "\\":
-                i += 2
-                continue
-            if char == "`":
-                i = self.code_span(i, self.match_end(_BACKTICKS, i, end) - i, end)
-                continue
-            if char == "[":
-                depth += 1
-            elif char == "]":
-                depth -= 1
-                if not depth:
-                    return i
-            i += 1
-        return None
+    def brackets(self, start: int, end: int) -> dict[int, int]:
+        """Each `[` of a paragraph → its `]`, escapes and code spans skipped: one pass, so that a
+        paragraph of unclosed brackets costs no more than a closed one."""
+        pairs: dict[int, int] = {}
+        opened: list[int] = []
+        pos = start
+        while token := _BRACKET_TOKEN.search(self.text, pos, end):
+            pos = token.end()
+            if token.group(0)[0] == "`":
+                pos = self.code_span(token.start(), len(token.group(0)), end)
+            elif token.group(0) == "[":
+                opened.append(token.start())
+            elif token.group(0) == "]" and opened:
+                pairs[opened.pop()] = token.start()
+        return pairs
 
     def image(self, at: int, end: int) -> int:
         """Read `![...]` at `at`: an inline image or a use of a definition; where to go on."""
         text = self.text
-        close = self.bracket_end(at + 1, end)
+        if self.pairs is None:
+            self.pairs = self.brackets(at, end)
+        close = self.pairs.get(at + 1)
         if close is None:
             return at + 2
         alt = text[at + 2:close]
@@ -469,13 +473,11 @@ class _Finder:
         """(target start, target end, wrap, end of the image) for `(url "title")` read from `pos`."""
         text = self.text
         i = self.match_end(_SPACE, pos, end)
-        if text.startswith("<", i):
-            j = i + 1
-            while j < end and text[j] not in "<>\n":
-                j += 2 if text[j] == "\\" else 1
-            if j >= end or text[j] != ">":
-                return None
-            start, stop, wrap, i = i + 1, j, "<", j + 1
+        angle = _ANGLE_TARGET.match(text, i, end)
+        if angle is not None:
+            start, stop, wrap, i = i + 1, angle.end() - 1, "<", angle.end()
+        elif text.startswith("<", i):
+            return None
         else:
             j, depth = i, 0
             while j < end:
@@ -486,21 +488,22 @@ class _Finder:
                 if char <= " " or char == "\x7f" or char == ")" and not depth:
                     break
                 depth += {"(": 1, ")": -1}.get(char, 0)
+                if depth > 32:  # CommonMark's limit, and what keeps `![a](![a](...` linear
+                    return None
                 j += 1
             if depth:
                 return None
             start, stop, wrap, i = i, j, "", j
         space = self.match_end(_SPACE, i, end)
-        if space > i and space < end and text[space] in "\"'(":
-            closer = ")" if text[space] == "(" else text[space]
-            k = space + 1
-            while k < end and text[k] != closer:
-                if closer == ")" and text[k] == "(":
-                    return None
-                k += 2 if text[k] == "\\" else 1
-            if k >= end:
+        if space > i and space < end and text[space] in _TITLES:
+            if text[space] in self.unclosed:
                 return None
-            space = self.match_end(_SPACE, k + 1, end)
+            title = _TITLES[text[space]].match(text, space, end)
+            if title is None:
+                if text[space] != "(":  # no closing quote up to the paragraph's end: none for later titles
+                    self.unclosed.add(text[space])
+                return None
+            space = self.match_end(_SPACE, title.end(), end)
         return (start, stop, wrap, space + 1) if text.startswith(")", space) else None
 
 
@@ -708,6 +711,11 @@ def _write_new(name: str, data: bytes, before: os.stat_result) -> bool:
         handle.write(data)
     os.utime(name, ns=(before.st_atime_ns, before.st_mtime_ns))
     return True
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 document`, `2 documents`: for the commands' summaries."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 _DIFF_LINE = re.compile(r"[^\n]*\n|[^\n]+")

@@ -7,7 +7,7 @@ import sys
 
 from picpipe import console
 from picpipe.cli import Command, fail_record
-from picpipe.docs import Replacements, diff, documents, load, rewrite, save
+from picpipe.docs import Replacements, counted, diff, documents, load, rewrite, save
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.stream import Output, read_stream, say_error
 
@@ -81,8 +81,9 @@ class RewriteCommand(Command):
         out.progress.done()
         if not args.quiet:
             verb = "would rewrite" if args.dry_run else "rewrote"
-            console.say(f"{verb} {replaced} image links in {changed} documents"
-                        + (f"; {unmatched} image links have no replacement and stay as they are" if unmatched else ""))
+            console.say(f"{verb} {counted(replaced, 'image link')} in {counted(changed, 'document')}"
+                        + (f"; {counted(unmatched, 'image link')} without a replacement left as written"
+                           if unmatched else ""))
         return out.status
 
     @staticmethod
@@ -97,7 +98,7 @@ class RewriteCommand(Command):
             else:
                 replacements.add(item.record)
         if errors:
-            console.error(f"{errors} input records carry errors: their images were not rewritten",
+            console.error(f"{counted(errors, 'input record')} with an error: those images were not rewritten",
                           "the stage that failed said why above; fix it and run the pipeline again")
         for key, urls in replacements.conflicts.items():
             console.error(f"{key[1]}: records give it {len(urls)} different new URLs ({', '.join(sorted(urls))}); "

@@ -8,7 +8,7 @@ import sys
 
 from picpipe import console
 from picpipe.cli import Command
-from picpipe.docs import DOCUMENT_SUFFIXES, scan
+from picpipe.docs import DOCUMENT_SUFFIXES, counted, scan
 from picpipe.errors import UsageError
 from picpipe.stream import Output, Record, say_error
 
@@ -56,8 +56,8 @@ class ScanCommand(Command):
                 out.record(record)
         out.progress.done()
         if not args.quiet:
-            console.say(f"{remote + local} image references ({remote} remote, {local} local) "
-                        f"in {documents} documents")
+            console.say(f"{counted(remote + local, 'image reference')} ({remote} remote, {local} local) "
+                        f"in {counted(documents, 'document')}")
         return out.status
 
     @staticmethod
