@@ -271,6 +271,13 @@ def posts(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path / "posts"
 
 
+def skeleton(text: str, refs: list) -> str:
+    """The text with each reference's target cut out: what a rewrite must leave as it was."""
+    for found in reversed(refs):
+        text = text[:found.start] + "@" + text[found.end:]
+    return text
+
+
 def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -460,3 +467,61 @@ def test_hostile_paragraphs_take_linear_time(text):
     started = time.perf_counter()
     assert targets(text) == [] and targets(text, "p.html") == []
     assert time.perf_counter() - started < 5  # quadratic scanning took minutes here
+
+
+def test_live_migration_recipe(env, tmp_path):
+    """pp-scan posts/ --url 'A*' | pp-fetch | pp-upload --host b | pp-mark | pp-rewrite posts/, with
+    host A a real web server: every A image of every post now points at B, where the same bytes
+    are; code, local images and everything else stay as they were; a second run has nothing to do."""
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote
+
+    from test_upload import image
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    names = ["cover.png", "截图 1.png", "diagram.png"]
+    originals = {name: image(tmp_path / "host-a" / name, (60 * i, 200, 30)).read_bytes()
+                 for i, name in enumerate(names)}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path / "host-a")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    a = f"http://127.0.0.1:{server.server_address[1]}/"
+    b = "https://img-b.example/"
+    texts = {"one.md": f"![c]({a}cover.png \"Cover\")\n\n```\n![c]({a}cover.png)\n```\n\n"
+                       f"![s][shot] ![l](img/local.png)\n\n[shot]: <{a}截图 1.png>\n",
+             "sub/two.html": f"<p><img src='{a}%E6%88%AA%E5%9B%BE%201.png'><img alt=d src={a}diagram.png></p>\n"}
+    folder = posts(tmp_path, texts)
+    env.update(PATH=str(Path(command_path("pp-scan")).parent) + ":" + env["PATH"], NO_PROXY="127.0.0.1",
+               no_proxy="127.0.0.1", PICPIPE_LEDGER=str(tmp_path / "ledger.jsonl"), PICPIPE_B_TYPE="local",
+               PICPIPE_B_DIR=str(tmp_path / "host-b"), PICPIPE_B_BASE_URL=b)
+    recipe = f"pp-scan posts/ --url '{a}*' | pp-fetch | pp-upload --host b | pp-mark | pp-rewrite posts/"
+    try:
+        result = subprocess.run(["bash", "-o", "pipefail", "-c", recipe], capture_output=True, text=True,
+                                env=env, cwd=tmp_path, timeout=60)
+        again = subprocess.run(["bash", "-o", "pipefail", "-c", recipe], capture_output=True, text=True,
+                               env=env, cwd=tmp_path, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert again.returncode == 0 and again.stdout == "" and "nothing to rewrite" in again.stderr
+    rewritten = {name: (folder / name).read_text() for name in texts}
+    moved = {}
+    for name, text in rewritten.items():
+        for found in find_refs(text, str(folder / name), html=name.endswith(".html")):
+            if found.url is not None:
+                assert found.url.startswith(b), found
+                moved[found.url] = (tmp_path / "host-b" / unquote(found.url[len(b):])).read_bytes()
+    assert len(moved) == 3 and {hashlib.sha256(data).hexdigest() for data in moved.values()} == {
+        hashlib.sha256(data).hexdigest() for data in originals.values()}
+    for name, text in texts.items():  # nothing but the remote image targets changed
+        html = name.endswith(".html")
+        before, after = find_refs(text, name, html), find_refs(rewritten[name], name, html)
+        assert [r.target for r in before if r.url is None] == [r.target for r in after if r.url is None]
+        assert skeleton(text, before) == skeleton(rewritten[name], after)
+    assert f"```\n![c]({a}cover.png)\n```" in rewritten["one.md"]
