@@ -12,7 +12,8 @@ import pytest
 
 from conftest import command_path, jsonl, parse_jsonl
 
-ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest", "pp-fetch", "pp-typora", "pp-server"]
+ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest",
+       "pp-scan", "pp-fetch", "pp-rewrite", "pp-typora", "pp-server"]
 
 
 @pytest.mark.parametrize("name", ALL)
