@@ -28,7 +28,7 @@ from picpipe.concurrency import KeyedLocks, KeyedSlots
 from picpipe.errors import PicpipeError
 from picpipe.files import temp_copy
 from picpipe.keys import sanitize
-from picpipe.linkcheck import _error, _find_command, _host, _http_error, _url_problem
+from picpipe.linkcheck import find_command, host_of, http_error, masked_error, url_problem
 from picpipe.net import Client, backoff, failure_kind, may_retry, network_error
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
@@ -118,10 +118,10 @@ class Fetcher:
         return known
 
     def _fetch(self, url: str) -> dict[str, Any]:
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem is not None:
-            raise _error("bad_url", f"{problem}: {url}", "only http:// and https:// URLs can be fetched")
-        with self.slots.hold(_host(url).lower()):
+            raise masked_error("bad_url", f"{problem}: {url}", "only http:// and https:// URLs can be fetched")
+        with self.slots.hold(host_of(url).lower()):
             download = self._download(url)
         facts = identify(download, url)
         path = self._store(local_name(url, str(facts["mime"])), download.data, str(facts["sha256"]))
@@ -131,7 +131,7 @@ class Fetcher:
     # -- HTTP ------------------------------------------------------------------------------
     def client(self, url: str) -> Client:
         """One client per host: its name is what network errors and retry messages quote."""
-        host = _host(url).lower()
+        host = host_of(url).lower()
         with self.lock:
             client = self.clients.get(host)
             if client is None:
@@ -151,7 +151,8 @@ class Fetcher:
             except PicpipeError as exc:
                 raise self._network_hint(exc, url) from None
             except (requests.RequestException, ValueError) as exc:  # refused before sending: the URL itself
-                raise _error("bad_url", f"not a valid URL ({exc}): {url}", "fix the url field of the record") from None
+                raise masked_error("bad_url", f"not a valid URL ({exc}): {url}",
+                                   "fix the url field of the record") from None
             try:
                 if not 200 <= response.status_code < 300:
                     raise self._status_error(url, response)
@@ -184,29 +185,29 @@ class Fetcher:
 
     def _too_large(self, url: str, length: int | None) -> PicpipeError:
         size = f"{length} bytes" if length is not None else "more"
-        return _error("too_large", f"{url} is {size}, over the limit of {self.max_size} bytes",
+        return masked_error("too_large", f"{url} is {size}, over the limit of {self.max_size} bytes",
                       "raise --max-size if this image is wanted")
 
     def _status_error(self, url: str, response: requests.Response) -> PicpipeError:
         """`http_<code>` as pp-mark check says it; a 403 also names --referer."""
-        error = _http_error(url, response)
+        error = http_error(url, response)
         if response.status_code != 403:
             return error
         tried = f" (the Referer {self.referer} was sent and refused)" if self.referer else ""
-        return _error(error.type, error.message + tried,
-                      f"{_REFERER_HINT}; or the object is private: upload the backup again ({_find_command(url)})")
+        return masked_error(error.type, error.message + tried,
+                      f"{_REFERER_HINT}; or the object is private: upload the backup again ({find_command(url)})")
 
     def _network_hint(self, error: PicpipeError, url: str) -> PicpipeError:
         """net's hints speak of profiles; here the URL comes from a document, and the flags are pp-fetch's."""
         hints = {
             "timeout": "the host is down, slow, or blocked from this network: re-run later or with a larger --timeout",
             "dns": "the domain may have expired or the image host closed down (or DNS fails here): the image can "
-                   f"only come from a backup now: {_find_command(url)}",
+                   f"only come from a backup now: {find_command(url)}",
             "connection_refused": "nothing listens there: the host is down or the URL's port is wrong; re-run later",
             "connection": "the host or the network dropped the connection: re-run later",
         }
         hint = hints.get(error.type)
-        return error if hint is None else _error(error.type, error.message, hint)
+        return error if hint is None else masked_error(error.type, error.message, hint)
 
     # -- files -----------------------------------------------------------------------------
     def _store(self, name: str, data: bytes, digest: str) -> Path:
@@ -262,7 +263,7 @@ def identify(download: Download, url: str) -> dict[str, Any]:
     try:
         return facts(data)
     except Image.DecompressionBombError:
-        raise _error("too_large", f"{url} has too many pixels to be read safely (a decompression bomb?)",
+        raise masked_error("too_large", f"{url} has too many pixels to be read safely (a decompression bomb?)",
                      "open it in a browser; if it is a real image, download it by hand") from None
     except (OSError, SyntaxError, ValueError):
         pass
@@ -270,7 +271,7 @@ def identify(download: Download, url: str) -> dict[str, Any]:
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "svg",
                 "mime": "image/svg+xml"}
     served = download.content_type or "no Content-Type"
-    raise _error("not_an_image", f"{url} is not an image ({served}, {len(data)} bytes)",
+    raise masked_error("not_an_image", f"{url} is not an image ({served}, {len(data)} bytes)",
                  "the host answered with a page instead of the image (an error, a login or a 'hotlink forbidden' "
                  "page): open the URL in a browser; if the image shows there, try --referer with the site's URL")
 

@@ -60,11 +60,11 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
         path = url2pathname(urlsplit(url).path)
         if os.path.isfile(path):
             return result(None, None, None)
-        return result(None, None, _error("file_missing", f"no file at {path}",
+        return result(None, None, masked_error("file_missing", f"no file at {path}",
                                          "the file is gone: restore it from a backup copy: " + RESTORE_RECIPE))
-    problem = _url_problem(url)
+    problem = url_problem(url)
     if problem is not None:
-        return result(None, None, _error("bad_url", f"{problem}: {url}",
+        return result(None, None, masked_error("bad_url", f"{problem}: {url}",
                                          "fix the url field of the record: only http(s) and file: URLs can be "
                                          "checked"))
     method = "HEAD"
@@ -72,7 +72,7 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
     try:
         response = _send(session, method, url, timeout, retries)
     except (ValueError, UnicodeError) as exc:  # urllib3's LocationParseError: a host like "a..b"
-        return result(method, None, _error("bad_url", f"not a valid URL ({exc}): {url}",
+        return result(method, None, masked_error("bad_url", f"not a valid URL ({exc}): {url}",
                                            "fix the url field of the record"))
     except requests.RequestException as exc:
         if not in_chain(exc, ConnectionResetError):  # a reset is how some servers refuse HEAD
@@ -85,7 +85,7 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
         except requests.RequestException as exc:
             return result(method, None, _exception_error(exc, url, timeout))
     status = response.status_code
-    return result(method, status, _http_error(url, response) if status >= 400 else None)
+    return result(method, status, http_error(url, response) if status >= 400 else None)
 
 
 def check_urls(
@@ -113,11 +113,11 @@ def check_urls(
         url = url_of(item)
         if url is None:
             return item, None
-        with slots.hold(_host(url).lower()):
+        with slots.hold(host_of(url).lower()):
             try:
                 return item, probe_url(url, session, timeout, retries)
             except Exception as exc:  # a bug must cost one record, not the run
-                error = _error("internal", f"{type(exc).__name__}: {exc}",
+                error = masked_error("internal", f"{type(exc).__name__}: {exc}",
                                "this is a picpipe bug: re-run with --debug and report it")
                 return item, Probe(url, False, None, None, 0, error)
 
@@ -157,43 +157,43 @@ def _exception_error(exc: BaseException, url: str, timeout: float) -> PicpipeErr
 
     import requests
 
-    host = _host(url)
+    host = host_of(url)
     kind = failure_kind(exc)
     if kind == "too_many_redirects":
-        return _error(kind, f"{host} redirects in a loop or too many times",
+        return masked_error(kind, f"{host} redirects in a loop or too many times",
                       "open the URL in a browser: the host's redirect rules are broken, or the image now "
                       "sits behind a login page")
     if kind == "bad_url":
-        return _error(kind, f"{host} leads to a URL that cannot be fetched ({reason(exc)})",
+        return masked_error(kind, f"{host} leads to a URL that cannot be fetched ({reason(exc)})",
                       "open the URL in a browser to see where it redirects")
     if kind == "tls":
         verify = next((e for e in chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
         problem = f"its certificate is not valid ({verify.verify_message or verify})" if verify else reason(exc)
-        return _error(kind, f"HTTPS to {host} failed: {problem}",
+        return masked_error(kind, f"HTTPS to {host} failed: {problem}",
                       "browsers will refuse this image too: renew or fix the certificate in the image host's "
                       "or CDN's HTTPS settings (it must cover this domain); if every host fails, check the "
                       "clock and any intercepting proxy")
     if kind == "timeout":
         connecting = isinstance(exc, requests.ConnectTimeout)
         what = f"no connection to {host}" if connecting else f"{host} did not answer"
-        return _error(kind, f"{what} within {timeout:g} s",
+        return masked_error(kind, f"{what} within {timeout:g} s",
                       "the host is down, slow, or blocked from this network: re-run later or with a larger "
                       "--timeout")
     if kind == "dns":
-        return _error(kind, f"the name {urlsplit(url).hostname} does not resolve",
+        return masked_error(kind, f"the name {urlsplit(url).hostname} does not resolve",
                       "the domain may have expired or the image host closed down (or your DNS is failing): "
-                      f"find the backup with {_find_command(url)} and upload it again")
+                      f"find the backup with {find_command(url)} and upload it again")
     if kind == "connection_refused":
-        return _error(kind, f"{host} refused the connection",
+        return masked_error(kind, f"{host} refused the connection",
                       "nothing listens there: the server is down or the URL's port is wrong; re-run later")
     if isinstance(exc, requests.exceptions.ProxyError):
-        return _error(kind, f"the proxy failed to reach {host}: {reason(exc)}",
+        return masked_error(kind, f"the proxy failed to reach {host}: {reason(exc)}",
                       "check the HTTPS_PROXY, HTTP_PROXY and NO_PROXY environment variables")
-    return _error(kind, f"the connection to {host} failed: {reason(exc)}",
+    return masked_error(kind, f"the connection to {host} failed: {reason(exc)}",
                   "the server or the network dropped the connection: re-run later")
 
 
-def _http_error(url: str, response: requests.Response) -> PicpipeError:
+def http_error(url: str, response: requests.Response) -> PicpipeError:
     """A final status >= 400 as `http_<code>`, with the host that answered it."""
     from http import HTTPStatus
 
@@ -202,9 +202,9 @@ def _http_error(url: str, response: requests.Response) -> PicpipeError:
         phrase = HTTPStatus(code).phrase
     except ValueError:
         phrase = response.reason or ""
-    host, final = _host(url), _host(response.url)
+    host, final = host_of(url), host_of(response.url)
     where = host if final == host else f"{final} (redirected from {host})"
-    find = _find_command(url)
+    find = find_command(url)
     if code in (404, 410):
         hint = f"the image was deleted or moved: find the backup with {find} and upload it again"
     elif code == 403:
@@ -218,15 +218,15 @@ def _http_error(url: str, response: requests.Response) -> PicpipeError:
         hint = "the host's server failed: re-run later; if it lasts, the host may be gone for good"
     else:
         hint = "the host refuses to serve this image: open the URL in a browser to see why"
-    return _error(f"http_{code}", f"{where} answered HTTP {code} {phrase}".rstrip(), hint)
+    return masked_error(f"http_{code}", f"{where} answered HTTP {code} {phrase}".rstrip(), hint)
 
 
-def _error(type: str, message: str, hint: str) -> PicpipeError:
+def masked_error(type: str, message: str, hint: str) -> PicpipeError:
     """Messages quote URLs, which may carry user:password@ or signed query strings: mask them here."""
     return PicpipeError(type, redact_text(message), redact_text(hint))
 
 
-def _url_problem(url: str) -> str | None:
+def url_problem(url: str) -> str | None:
     """Why `url` cannot be requested at all, or None when it can."""
     try:
         parts = urlsplit(url)
@@ -240,7 +240,7 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _host(url: str) -> str:
+def host_of(url: str) -> str:
     """host[:port] of `url`, without any user:password@."""
     try:
         return urlsplit(url).netloc.rpartition("@")[2]
@@ -248,5 +248,5 @@ def _host(url: str) -> str:
         return ""
 
 
-def _find_command(url: str) -> str:
+def find_command(url: str) -> str:
     return f"pp-mark find --url {shlex.quote(url)}"

@@ -64,9 +64,9 @@ class FetchCommand(StreamCommand):
 
     def start(self, args: argparse.Namespace) -> None:
         from picpipe.fetch import Fetcher
-        from picpipe.linkcheck import _url_problem
+        from picpipe.linkcheck import url_problem
 
-        if args.referer is not None and _url_problem(args.referer) is not None:
+        if args.referer is not None and url_problem(args.referer) is not None:
             raise UsageError(f"--referer {args.referer!r} is not an http(s) URL",
                              "give the page's address, e.g. --referer https://weibo.com/")
         try:
