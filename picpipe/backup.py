@@ -193,17 +193,27 @@ def open_target(profile: dict[str, Any]) -> Target:
                      f"give a profile of type {' or '.join(TYPES)} (e.g. a Nutstore profile with type = \"webdav\")")
 
 
-def original(record: Record) -> tuple[str, bytes]:
-    """The bytes to keep: the user's original (`source`) when it is still there, else `path`."""
+def copies_of(record: Record) -> list[tuple[str, bytes, str]]:
+    """(file, bytes, what) to keep: the user's original (`source`, while it is there), and the
+    bytes that were published (`path`) when they differ: the original is what a backup is for,
+    the published bytes (made smaller, GPS and EXIF stripped by pp-compress) are what a repair
+    puts back online."""
     from picpipe.files import read_source
 
     source, path = record.get("source"), record.get("path")
+    copies: list[tuple[str, bytes, str]] = []
     if isinstance(source, str) and source and os.path.isfile(source):
-        return source, read_source(source)
-    if isinstance(path, str) and path:
-        return path, read_source(path)
-    raise PicpipeError("no_path", "the record has no path or source to back up",
-                       "give file paths or records with \"path\"")
+        copies.append((source, read_source(source), "original"))
+    if isinstance(path, str) and path and path != source and (not copies or os.path.isfile(path)):
+        data = read_source(path)
+        if not copies or data != copies[0][1]:
+            copies.append((path, data, "published"))
+    if not copies:
+        if isinstance(path, str) and path:
+            read_source(path)  # says why not (missing, a folder, unreadable)
+        raise PicpipeError("no_path", "the record has no path or source to back up",
+                           "give file paths or records with \"path\"")
+    return copies
 
 
 def copy_key(record: Record, file: str, data: bytes, sha256: str, template: str | None) -> str:
@@ -248,42 +258,52 @@ def backed_up(record: Record, target: Target, sha256: str) -> dict[str, Any] | N
 
 def back_up(record: Record, target: Target, known: dict[str, dict[str, Any]] | None = None,
             template: str | None = None, verify: bool = False) -> tuple[Record, str]:
-    """(the record with a `backups` entry for `target`, how): "copied" once the target holds the
-    whole copy (and with `verify` it read back the same), "on_target" when these bytes were there
-    already, "known" when the record or `known` (sha256 → ledger entry) shows the copy: no request."""
-    file, data = original(record)
-    sha256 = hashlib.sha256(data).hexdigest()
+    """(the record with `backups` entries for `target`, how): "copied" once the target holds each
+    whole copy (and with `verify` read it back the same), "on_target" when these bytes were there
+    already, "known" when the record or `known` (sha256 → ledger entry) shows every copy: then no
+    request is sent. An original and its published form (pp-compress) are two copies: the
+    published one under the upload key, the original under its own hash."""
+    copies = copies_of(record)
     backups = entries(record)
     result = dict(record)
     if "sha256" not in result:  # the ledger tells images apart by the hash of the bytes at `path`
-        from picpipe.files import read_source
-
-        path = record.get("path")
-        same = file == path or not isinstance(path, str)
-        result["sha256"] = sha256 if same else hashlib.sha256(read_source(str(path))).hexdigest()
-    if backed_up(record, target, sha256):
-        return result, "known"
-    entry = (known or {}).get(sha256)
-    how = "known"
-    if entry is None:
-        key = copy_key(record, file, data, sha256, template)
-        location, reused = target.store(key, data, ours=named_after(key, sha256, record.get("sha256")))
-        if verify and hashlib.sha256(target.fetch(key)).hexdigest() != sha256:
-            raise PicpipeError("corrupted", f"{target.name}: the copy at {location} does not read back as written",
-                               "re-run with --verify; if it persists, the target's storage is unreliable")
-        entry = {"target": target.name, "location": location, "key": key, "sha256": sha256, "size": len(data),
-                 "at": now_iso()}
-        how = "on_target" if reused else "copied"
-    result["backups"] = [*backups, entry]
-    return result, how
+        result["sha256"] = hashlib.sha256(copies[-1][1]).hexdigest()
+    added, hows = [], set()
+    for file, data, what in copies:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if backed_up(record, target, sha256):
+            hows.add("known")
+            continue
+        entry = (known or {}).get(sha256)
+        if entry is not None:
+            hows.add("known")
+        else:
+            own_key = len(copies) == 2 and what == "original" and template is None
+            key = make_key(DEFAULT_TEMPLATE, file, data, sha256) if own_key else \
+                copy_key(record, file, data, sha256, template)
+            location, reused = target.store(key, data, ours=named_after(key, sha256, record.get("sha256")))
+            if verify and hashlib.sha256(target.fetch(key)).hexdigest() != sha256:
+                raise PicpipeError("corrupted", f"{target.name}: the copy at {location} does not read back as "
+                                   "written", "re-run with --verify; if it persists, the target's storage is "
+                                   "unreliable")
+            entry = {"target": target.name, "location": location, "key": key, "sha256": sha256, "size": len(data),
+                     "of": what, "at": now_iso()}
+            hows.add("on_target" if reused else "copied")
+        added.append(entry)
+    if added:
+        result["backups"] = [*backups, *added]
+    return result, next(how for how in ("copied", "on_target", "known") if how in hows)
 
 
 def restore(record: Record, targets: TargetFinder, out: Path, only: str | None = None) -> Record:
     """The record with `path` at a restored copy: the first backup entry that can be fetched and
-    whose bytes match its sha256 is written into `out` (under its key)."""
+    whose bytes match its sha256 is written into `out` (under its key), the published bytes
+    before the original."""
     copies = [b for b in entries(record) if isinstance(b, dict) and b.get("location")]
     if only is not None:
         copies = [b for b in copies if b.get("target") == only or targets.owner(only, b)]
+    # What was published first (the same bytes go back online); the original when that is all there is.
+    copies.sort(key=lambda b: b.get("sha256") != record.get("sha256"))
     if not copies:
         raise PicpipeError("no_backup", "the record lists no backup copy" + (f" on {only}" if only else ""),
                            "records from pp-mark find / pp-mark check carry the ledger's backups; "

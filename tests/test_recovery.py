@@ -12,7 +12,9 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import command_path
+from test_compress import jpeg_with_gps
+
+from conftest import command_path, parse_jsonl
 from davservers import PASSWORD, USER, wsgidav
 from test_upload import image
 
@@ -60,9 +62,10 @@ def test_dead_host_links_are_restored_from_backups_onto_a_new_host(env, tmp_path
         return subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=120)
 
-    originals = [image(tmp_path / "shots" / f"{name}.png", colour) for name, colour in
-                 [("cover", (200, 30, 30)), ("截图 1", (30, 200, 30)), ("diagram", (30, 30, 200))]]
-    digests = {hashlib.sha256(o.read_bytes()).hexdigest() for o in originals}
+    originals = [image(tmp_path / "shots" / "截图 1.png", (30, 200, 30))]
+    for name in ("cover", "trip"):  # photos with GPS: what went online had it stripped by pp-compress
+        originals.append(tmp_path / "shots" / f"{name}.jpg")
+        jpeg_with_gps(originals[-1])
     bin_dir = str(Path(command_path("pp-upload")).parent)
     env.update(PATH=bin_dir + ":" + env["PATH"], PICPIPE_LEDGER=str(tmp_path / "ledger.jsonl"),
                PICPIPE_A_TYPE="local", PICPIPE_A_DIR=str(tmp_path / "host-a"),
@@ -76,24 +79,45 @@ def test_dead_host_links_are_restored_from_backups_onto_a_new_host(env, tmp_path
         env["PICPIPE_B_BASE_URL"] = url_b
         with static_site(tmp_path / "host-a") as (url_a, _):
             env["PICPIPE_A_BASE_URL"] = url_a
-            urls = sh(run_shell, "ls shots/*.png | pp-upload --host a | pp-mark | pp-backup --to nas | "
-                      "pp-link --url").splitlines()
+            urls = sh(run_shell, "ls shots/* | pp-compress --out compressed | pp-upload --host a | pp-mark | "
+                      "pp-backup --to nas | pp-link --url").splitlines()
             assert len(urls) == 3 and all(u.startswith(url_a) for u in urls)
+            served_by_a = {hashlib.sha256(f.read_bytes()).hexdigest() for f in (tmp_path / "host-a").rglob("*.*")}
             for name, text in posts_with(urls, urls).items():
                 (posts / name).write_text(text)
-        # host A is gone (its server stopped, its files lost), and so is the laptop's shots/ folder
-        for file in [*(tmp_path / "host-a").rglob("*.png"), *originals]:
+        # host A is gone (its server stopped, its files lost), and so are the laptop's shots and copies
+        for file in [*(tmp_path / "host-a").rglob("*.*"), *(tmp_path / "compressed").iterdir(), *originals]:
             file.unlink()
 
-        recipe = ("pp-mark check --timeout 2 --retries 0 | pp-backup restore --out restored | "
-                  "pp-upload --host b | pp-mark | pp-rewrite posts/; echo \"${PIPESTATUS[*]}\"")
+        recipe = ("pp-mark check | pp-backup restore | pp-upload --host b | pp-mark | pp-rewrite posts/; "
+                  "echo \"${PIPESTATUS[*]}\"")  # the README's recipe, word for word
         statuses = sh(run_shell, recipe).splitlines()[-1]
         assert statuses == "1 0 0 0 0"  # check reports the 3 dead links (exit 1); every repair stage succeeds
 
         # the same bytes get the same key on B: every image link moved from A to B, the code did not
         expected = posts_with([u.replace(url_a, url_b) for u in urls], urls)
         assert {name: (posts / name).read_text() for name in expected} == expected
-        for url in urls:
+        for url in urls:  # B serves what A served: the compressed bytes, no GPS
             served = urllib.request.urlopen(url.replace(url_a, url_b), timeout=5).read()
-            assert hashlib.sha256(served).hexdigest() in digests
-        assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in (tmp_path / "host-b").rglob("*.png")} == digests
+            assert hashlib.sha256(served).hexdigest() in served_by_a
+        assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in (tmp_path / "host-b").rglob("*.*")} == \
+            served_by_a
+
+
+def test_a_profile_moved_to_a_new_domain_repairs_under_the_same_name(run, tmp_path):
+    """The test domain of a Qiniu bucket expired: the same profile now has another base_url."""
+    src = image(tmp_path / "a.png", (9, 99, 199))
+    ledger = str(tmp_path / "ledger.jsonl")
+    env = {"PICPIPE_Q_TYPE": "local", "PICPIPE_Q_DIR": str(tmp_path / "bucket"),
+           "PICPIPE_Q_BASE_URL": "http://127.0.0.1:9/", "PICPIPE_USB_TYPE": "local",
+           "PICPIPE_USB_DIR": str(tmp_path / "usb")}
+    first = run("pp-upload", "--host", "q", "--ledger", ledger, str(src), extra_env=env)
+    backed = run("pp-backup", "--to", "usb", "--ledger", ledger, input=first.stdout, extra_env=env)
+    (tmp_path / "post.md").write_text(f"![a]({parse_jsonl(first.stdout)[0]['url']})\n")
+    env["PICPIPE_Q_BASE_URL"] = "https://img.example.com/"
+    restored = run("pp-backup", "restore", "--out", str(tmp_path / "r"), input=backed.stdout, extra_env=env)
+    again = run("pp-upload", "--host", "q", "--ledger", ledger, input=restored.stdout, extra_env=env)
+    [record] = parse_jsonl(again.stdout)
+    assert record["url"].startswith("https://img.example.com/") and record["replaces"].startswith("http://127.0.0.1:9/")
+    rewrite = run("pp-rewrite", str(tmp_path / "post.md"), input=again.stdout)
+    assert rewrite.returncode == 0 and (tmp_path / "post.md").read_text() == f"![a]({record['url']})\n"

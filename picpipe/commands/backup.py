@@ -103,8 +103,9 @@ class CopyCommand(StreamCommand):
         with self.lock:
             self.counts[how] += 1
             if how != "known":
-                entry = result["backups"][-1]
-                self.known[entry["sha256"]] = entry
+                for entry in result["backups"]:
+                    if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256"):
+                        self.known.setdefault(entry["sha256"], entry)
                 if self.ledger is not None:
                     self.ledger.append([ledger_entry(result)])
         return result

@@ -100,7 +100,9 @@ class UploadCommand(StreamCommand):
         with self.busy.hold("sha256:" + sha256):
             with self.lock:
                 seen = self.known.get(sha256)
-            if seen is not None:
+            # A restored image is here because its URL died, and the ledger's URL for it may be that
+            # very one (the same profile moved to a new domain): it is uploaded again.
+            if seen is not None and "restored_from" not in record:
                 return replacing(record, {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
                                           "uploaded_at": seen.get("uploaded_at"), "deduped": True})
             name = record.get("source") if isinstance(record.get("source"), str) else path
