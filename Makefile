@@ -50,10 +50,10 @@ demo: install
 	echo "== 7. the image host dies ($(DEMO)/host is deleted): repair $(DEMO)/post.md from the backups onto a new host" && \
 	rm -rf $(DEMO)/host && export PICPIPE_NEWHOST_TYPE=local PICPIPE_NEWHOST_DIR=$(DEMO)/new-host && \
 	echo "pp-mark check | pp-backup restore | pp-upload --host newhost | pp-mark | pp-rewrite $(DEMO)/post.md" && \
-	set +o pipefail && \
-	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl check -q | $(BIN)/pp-backup restore --out $(DEMO)/restored | \
+	{ $(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl check -q | $(BIN)/pp-backup restore --out $(DEMO)/restored | \
 	  $(BIN)/pp-upload --host newhost --ledger $(DEMO)/ledger.jsonl | $(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl | \
-	  $(BIN)/pp-rewrite $(DEMO)/post.md && \
+	  $(BIN)/pp-rewrite $(DEMO)/post.md; status="$${PIPESTATUS[*]}"; } && \
+	echo "   exit statuses: $$status (pp-mark check: 1 = it found the dead links)" && [ "$$status" = "1 0 0 0 0" ] && \
 	echo "   $(DEMO)/post.md now (the old one is $(DEMO)/post.md.bak):" && cat $(DEMO)/post.md
 	@echo "== done: $(DEMO)/post.md, $(DEMO)/ledger.jsonl, $(DEMO)/dav/backup/, $(DEMO)/new-host/"
 

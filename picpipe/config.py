@@ -223,7 +223,10 @@ def _check(config: Config) -> None:
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UsageError(f"{where}: [profiles] must hold tables such as [profiles.NAME]")
-    literal_secret = False
+    server_secret = data.get("server", {}).get("secret")
+    literal_secret = isinstance(server_secret, str) and not server_secret.startswith("env:")
+    if literal_secret:
+        redact.register(server_secret)
     for name, values in profiles.items():
         if not _NAME.match(name) or name in RESERVED_NAMES:
             raise UsageError(f"{where}: bad profile name {name!r}",

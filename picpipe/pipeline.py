@@ -33,7 +33,8 @@ from typing import IO, Any, NamedTuple
 
 from picpipe import console
 from picpipe.config import Config, config_path, xdg_home
-from picpipe.errors import UsageError
+from picpipe.errors import PicpipeError, UsageError
+from picpipe.files import image_type
 from picpipe.stream import Record
 
 #: The stages after pp-upload whose failure leaves the image uploaded.
@@ -141,6 +142,19 @@ def input_record(item: str) -> Record:
     return {"path": item}
 
 
+def not_an_image(path: str) -> Record:
+    """The error record of a file that is no image (or cannot be read)."""
+    from picpipe.files import read_source
+
+    try:
+        read_source(path)  # says what is wrong when the file is missing, a folder, unreadable
+    except PicpipeError as exc:
+        return {"path": path, "error": exc.to_dict("input")}
+    return {"path": path, "error": PicpipeError(
+        "not_an_image", f"{path} is not an image file (PNG, JPEG, GIF, WebP, AVIF, SVG, ...)",
+        "only images are uploaded from editors").to_dict("input")}
+
+
 def stage_command(module: str) -> list[str]:
     """`python -m picpipe.commands.X` with this very interpreter: the same code as the caller."""
     return [sys.executable, "-m", f"picpipe.commands.{module}"]
@@ -178,6 +192,15 @@ class Pipeline:
         """One Outcome per item, in input order, whatever happens to the stages."""
         if not items:
             return []
+        # Only images go in: a request from an editor (or a page that reached pp-server) must not
+        # publish any file the user can read. The others come back as errors, in their places.
+        refused = {index: not_an_image(item) for index, item in enumerate(items)
+                   if "url" not in input_record(item) and image_type(item) is None}
+        if refused:
+            kept = [item for index, item in enumerate(items) if index not in refused]
+            done = iter(self.run(kept))
+            return [Outcome(item, refused[index]) if index in refused else next(done)
+                    for index, item in enumerate(items)]
         records = [input_record(item) for item in items]
         argvs = self.commands(remote=any("url" in r for r in records))
         chain = _Chain(argvs, self.env, self.log)

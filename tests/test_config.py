@@ -145,3 +145,10 @@ def test_ledger_setting_follows_env_and_empty_variables_count_as_unset(tmp_path)
     assert cfg.ledger() == "/data/l.jsonl"
     assert cfg.section_layers("link") == ({}, {"format": "url"})
     assert config.Config(None, {}, {"PICPIPE_X_TYPE": ""}).profile("local")["type"] == "local"
+
+
+def test_a_literal_server_secret_in_a_readable_file_is_warned_about(tmp_path, capsys):
+    config.load(write(tmp_path, '[server]\nsecret = "s3cret-for-the-server"\n', mode=0o644), {})
+    assert "chmod 600" in capsys.readouterr().err
+    config.load(write(tmp_path, '[server]\nsecret = "env:PP_SECRET"\n', mode=0o644), {"PP_SECRET": "x" * 9})
+    assert "chmod 600" not in capsys.readouterr().err

@@ -317,7 +317,7 @@ def obsidian_form(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
 def test_server_obsidian_remote_server_mode_multipart_list(serve, tmp_path):
     pasted = image(tmp_path / "vault" / "clip.png", (250, 10, 10)).read_bytes()
     vault_file = image(tmp_path / "vault 笔记" / "我的 photo.png", (10, 250, 10))
-    odd = b"\r\n--not-a-boundary\r\n\r\n" + pasted + b"\r\n"  # bytes that look like multipart syntax
+    odd = pasted + b"\r\n--not-a-boundary\r\n\r\n\r\n"  # an image ending in bytes that look like multipart syntax
     # A pasted or vault image arrives as "<ms timestamp>.png", a path from the note under its whole path.
     files = [("1700000000123.png", pasted), (str(vault_file), vault_file.read_bytes()), ("1700000000124.png", odd)]
     body, content_type = obsidian_form(files)
@@ -430,7 +430,7 @@ def test_server_secret_file_and_never_on_the_command_line(serve, run, config_env
 def test_server_web_pages_are_refused_without_the_secret(serve, tmp_path):
     src = image(tmp_path / "id_rsa.png", (9, 9, 9))
     server = serve()
-    for origin in ("https://evil.example", "null", "http://localhost:8080"):
+    for origin in ("https://evil.example", "http://localhost:8080"):
         answer = server.post(data=json.dumps({"list": [str(src)]}),
                              headers={"Content-Type": "text/plain", "Origin": origin})
         assert answer.status_code == 403 and "Access-Control-Allow-Origin" not in answer.headers
@@ -503,3 +503,36 @@ def test_server_binding_other_than_loopback_must_be_asked_for_and_warns(serve, r
 def test_server_without_a_pipeline_host_does_not_start(run, tmp_path):
     result = run("pp-server", "--port", str(free_port()))
     assert result.returncode == 2 and "[pipeline]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_editors_upload_only_images(tmp_path, serve):
+    """A request that names ~/.ssh/id_rsa (or a .txt) publishes nothing: only image files go in."""
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    picture = image(tmp_path / "ok.png", (1, 2, 3))
+    server = serve()
+    answer = server.post(json={"list": [str(picture), str(secret)]})
+    assert answer.status_code == 500 and "not an image file" in answer.json()["message"]
+    assert "id_rsa" in answer.json()["message"]
+    site = [f for f in (tmp_path / "site").rglob("*") if f.is_file()]
+    assert site and all(b"OPENSSH" not in f.read_bytes() for f in site)
+
+
+def test_server_serves_editor_pages_loaded_from_files(serve, tmp_path):
+    """Typora's window is a file:// page: its requests say Origin: null (or file://); PicGo serves
+    them, and so must we, or "PicGo (app)" mode breaks. Only images go through (see above)."""
+    src = image(tmp_path / "shot.png", (7, 77, 177))
+    server = serve()
+    for origin in ("null", "file://"):
+        answer = server.post(json={"list": [str(src)]}, headers={"Origin": origin})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
+        assert hosted(tmp_path, answer.json()["result"][0]) == src.read_bytes()
+
+
+def test_server_refuses_a_chunked_body_plainly(serve, tmp_path):
+    src = image(tmp_path / "c.png", (5, 50, 150))
+    server = serve()
+    body = iter([json.dumps({"list": [str(src)]}).encode()])  # a generator: requests sends it chunked
+    answer = requests.post(server.url + "/upload", data=body, timeout=10)
+    assert answer.status_code == 411 and "Content-Length" in answer.json()["message"]

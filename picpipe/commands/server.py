@@ -158,6 +158,9 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():  # its body stays unread: close
+            self.close_connection = True
+            raise Reply(411, "send the body with a Content-Length (chunked transfer encoding is not read)")
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -310,9 +313,11 @@ def is_loopback(address: str) -> bool:
 
 
 def is_web_origin(origin: str) -> bool:
-    """A web page (or a sandboxed frame or file: `null`), as opposed to an app such as
-    app://obsidian.md or a browser extension."""
-    return origin.strip().lower() == "null" or origin.lower().startswith(("http:", "https:", "file:"))
+    """A web site, as opposed to an app: app://obsidian.md, a browser extension, or an editor
+    whose window is a local page (Typora's says `null` or file://, and PicGo serves it). A page
+    in a sandboxed frame also says `null`: what it can do is bounded by what pp-server takes,
+    image files only, and a secret closes it."""
+    return origin.lower().startswith(("http:", "https:"))
 
 
 class ServerCommand(Command):
