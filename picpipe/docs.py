@@ -639,6 +639,9 @@ class Rewrite(NamedTuple):
     replaced: list[Ref]
     #: References left as they are: no record gives them a new URL.
     unmatched: list[Ref]
+    #: (line, old URL): a replaced URL that still appears elsewhere (a link around the image,
+    #: srcset, front matter, a code block): left as it is, and worth a look.
+    leftover: list[tuple[int, str]]
 
     @property
     def changed(self) -> bool:
@@ -660,7 +663,10 @@ def rewrite(document: Document, replacements: Replacements) -> Rewrite:
             pieces += [text[last:ref.start], target]
             replaced.append(ref)
             last = ref.end
-    return Rewrite(document, "".join(pieces) + text[last:], replaced, unmatched)
+    new_text = "".join(pieces) + text[last:]
+    olds = dict.fromkeys(ref.target for ref in replaced if ref.url is not None)
+    leftover = [(number, old) for number, line in enumerate(new_text.splitlines(), 1) for old in olds if old in line]
+    return Rewrite(document, new_text, replaced, unmatched, leftover)
 
 
 def save(result: Rewrite, backup: bool = True) -> str | None:

@@ -3,6 +3,7 @@ exactly their targets, byte for byte, never in code."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -293,9 +294,12 @@ def test_rewrite_changes_image_targets_only(run, tmp_path):
     assert os.stat(folder / "p.md").st_mode & 0o777 == 0o640 == os.stat(folder / "p.md.bak").st_mode & 0o777
     assert parse_jsonl(result.stdout) == [{"doc": "posts/p.md", "replaced": 4, "unmatched": 1,
                                            "backup": "posts/p.md.bak"}]
-    assert result.stderr.splitlines() == [
-        "pp-rewrite: posts/p.md:13: https://other.example.com/o.png",
-        "pp-rewrite: rewrote 4 image links in 1 document; 1 image link without a replacement left as written"]
+    said = result.stderr.splitlines()
+    assert said[0] == "pp-rewrite: posts/p.md:13: https://other.example.com/o.png"
+    assert said[-1] == "pp-rewrite: rewrote 4 image links in 1 document; 1 image link without a replacement " \
+                       "left as written"
+    # the lines where the old URL stays (it is no image target there) are named, one message per line
+    assert len([line for line in said if f"{OLD} still appears here" in line]) == len(said) - 2 == 4
     assert listing(folder) == ["p.md", "p.md.bak", "same.md"]  # no temp file left
 
     again = run("pp-rewrite", "posts", input=RECORDS)  # already done: nothing to write, the new URLs known
@@ -525,3 +529,15 @@ def test_live_migration_recipe(env, tmp_path):
         assert [r.target for r in before if r.url is None] == [r.target for r in after if r.url is None]
         assert skeleton(text, before) == skeleton(rewritten[name], after)
     assert f"```\n![c]({a}cover.png)\n```" in rewritten["one.md"]
+
+
+def test_a_replaced_url_left_elsewhere_is_reported(run, tmp_path):
+    """`[![a](OLD)](OLD)`: the image moves, the link around it is no image target: it is left as it
+    is, and said so, so that a repair is never silently incomplete."""
+    old, new = "https://dead.example/a.png", "https://img.example.com/a.png"
+    post = tmp_path / "post.md"
+    post.write_text(f"[![a]({old})]({old})\n\n```\n{old}\n```\n")
+    result = run("pp-rewrite", str(post), input=json.dumps({"url": new, "replaces": old}) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert post.read_text() == f"[![a]({new})]({old})\n\n```\n{old}\n```\n"
+    assert f"post.md:1: {old} still appears" in result.stderr and f"post.md:4: {old} still appears" in result.stderr

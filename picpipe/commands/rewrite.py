@@ -61,6 +61,9 @@ class RewriteCommand(Command):
                 unmatched += len(left)
                 for ref in left if not args.quiet else ():
                     console.say(f"{doc}:{ref.line}: {ref.url or ref.target}")
+                for line, old in result.leftover if not args.quiet else ():
+                    console.say(f"{doc}:{line}: {old} still appears here, not as an image's target (a link around "
+                                "the image, srcset, front matter or code?): left as it is")
                 if not result.changed:
                     continue
                 changed += 1
