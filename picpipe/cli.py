@@ -125,6 +125,11 @@ def add_common_options(parser: argparse.ArgumentParser, default_jobs: int | None
         )
 
 
+def ledger_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", metavar="FILE",
+                        help="the ledger file (default $PICPIPE_LEDGER, else ~/.local/share/picpipe/ledger.jsonl)")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

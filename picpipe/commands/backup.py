@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picpipe import console
-from picpipe.cli import Command, StreamCommand, split_subcommand
-from picpipe.commands.mark import ledger_argument
+from picpipe.cli import Command, StreamCommand, ledger_argument, split_subcommand
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.stream import Record
 

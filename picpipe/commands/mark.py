@@ -11,6 +11,7 @@ from picpipe import console
 from picpipe.cli import (
     Command,
     StreamCommand,
+    ledger_argument,
     positive_float,
     positive_int,
     require_input,
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
     from picpipe.linkcheck import Probe
 
 SUBCOMMANDS = ("tee", "find", "merge", "import", "check")
-
-
-def ledger_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", metavar="FILE",
-                        help="the ledger file (default $PICPIPE_LEDGER, else ~/.local/share/picpipe/ledger.jsonl)")
 
 
 class LedgerCommand(Command):
@@ -259,7 +255,8 @@ class CheckCommand(LedgerCommand):
         parser.add_argument("--all", action="store_true", help="emit the live ones too, with a `check` field")
 
     def items(self, args: argparse.Namespace) -> Iterator[Item]:
-        """Records on stdin, or the live (not deleted) images of the ledger."""
+        """Records on stdin, or the live images of the ledger: not deleted, and not replaced by a
+        later upload (a repaired dead link is not dead news twice)."""
         if args.source == "-":
             require_input([])
             return read_items(["-"])
@@ -267,7 +264,9 @@ class CheckCommand(LedgerCommand):
         if not ledger.path.exists():
             raise UsageError(f"no ledger at {ledger.path} yet", "check links of records on stdin with: pp-mark check -")
         states = ledger.states(self.bad_line(ledger))
-        return (Item(f"ledger entry {n}", s) for n, s in enumerate(states, 1) if not s.get("deleted_at"))
+        replaced = {s["replaces"] for s in states if isinstance(s.get("replaces"), str)}
+        return (Item(f"ledger entry {n}", s) for n, s in enumerate(states, 1)
+                if not s.get("deleted_at") and s.get("url") not in replaced)
 
     def run(self, args: argparse.Namespace) -> int:
         from picpipe.linkcheck import check_urls

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from picpipe import console
-from picpipe.cli import EXIT_OK, Command
-from picpipe.commands.mark import ledger_argument
+from picpipe.cli import EXIT_OK, Command, ledger_argument
 from picpipe.errors import UsageError
 
 if TYPE_CHECKING:

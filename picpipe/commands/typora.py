@@ -7,8 +7,7 @@ import os
 import sys
 
 from picpipe import console
-from picpipe.cli import EXIT_OK, EXIT_RECORD_ERRORS, Command
-from picpipe.commands.mark import ledger_argument
+from picpipe.cli import EXIT_OK, EXIT_RECORD_ERRORS, Command, ledger_argument
 
 
 class TyporaCommand(Command):

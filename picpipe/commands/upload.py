@@ -9,8 +9,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from picpipe.cli import StreamCommand
-from picpipe.commands.mark import ledger_argument
+from picpipe.cli import StreamCommand, ledger_argument
 from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError
 from picpipe.files import read_source
