@@ -61,6 +61,15 @@ RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles", "pipeline", "
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def truth(value: Any) -> bool | None:
+    """A setting's yes or no: a TOML boolean, or the text of an environment variable (true/false,
+    1/0, yes/no, on/off); None when it says neither (unset, or a typo the caller decides about)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return True if text in ("1", "true", "yes", "on") else False if text in ("0", "false", "no", "off") else None
+
+
 def xdg_home(variable: str, fallback: str, environ: Mapping[str, str] = os.environ) -> Path:
     """picpipe's folder under an XDG base directory (`XDG_DATA_HOME`, else `~/<fallback>`)."""
     return Path(environ.get(variable) or os.path.join(os.path.expanduser("~"), fallback)) / "picpipe"

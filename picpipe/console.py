@@ -51,3 +51,8 @@ def traceback(exc: BaseException) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 document`, `2 documents`: for the commands' summaries."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

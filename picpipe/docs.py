@@ -719,11 +719,6 @@ def _write_new(name: str, data: bytes, before: os.stat_result) -> bool:
     return True
 
 
-def counted(number: int, noun: str) -> str:
-    """`1 document`, `2 documents`: for the commands' summaries."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 _DIFF_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NamedTuple
 
 from picpipe import console
-from picpipe.config import Config, config_path, xdg_home
+from picpipe.config import Config, config_path, truth, xdg_home
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.files import image_type
 from picpipe.stream import Record
@@ -96,14 +96,10 @@ def settings(config: Config, flags: Mapping[str, Any] | None = None, ledger: str
 
 def _boolean(value: Any) -> bool:
     """`compress`: a TOML boolean, or the text of PICPIPE_PIPELINE_COMPRESS."""
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise UsageError(f"compress = {value!r} is not true or false", "write PICPIPE_PIPELINE_COMPRESS=true or false")
+    answer = truth(value) if value is not None else False
+    if answer is None:
+        raise UsageError(f"compress = {value!r} is not true or false", "write PICPIPE_PIPELINE_COMPRESS=true or false")
+    return answer
 
 
 class Outcome(NamedTuple):

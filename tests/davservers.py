@@ -49,6 +49,12 @@ def sabre_error(exception: str, message: str) -> bytes:
 BLOCKED = sabre_error("BlockedTemporarily", "Too many requests are received recently")
 
 
+def profile_env(name: str, url: str, password: str = PASSWORD, **settings: str) -> dict[str, str]:
+    """The PICPIPE_<NAME>_* variables of a webdav profile at `url`, logged in as USER."""
+    values = {"type": "webdav", "url": url, "user": USER, "password": password, **settings}
+    return {f"PICPIPE_{name.upper()}_{key.upper()}": value for key, value in values.items()}
+
+
 @dataclass
 class Dav:
     """A running server: its URL, what it received, and the test's controls (module docstring)."""

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 
 from conftest import jsonl, parse_jsonl
-from davservers import PASSWORD, USER, nutstore_like, wsgidav
+from davservers import PASSWORD, nutstore_like, profile_env, wsgidav
 from test_upload import image
 
 
 def dav_env(url: str, name: str = "nas", **extra: str) -> dict[str, str]:
-    env = {f"PICPIPE_{name.upper()}_TYPE": "webdav", f"PICPIPE_{name.upper()}_URL": url + "backup/",
-           f"PICPIPE_{name.upper()}_USER": USER, f"PICPIPE_{name.upper()}_PASSWORD": PASSWORD}
-    env.update({f"PICPIPE_{name.upper()}_{k.upper()}": v for k, v in extra.items()})
-    return env
+    return profile_env(name, url + "backup/", **extra)
 
 
 def files(folder: Path, n: int, prefix: str = "f") -> list[Path]:

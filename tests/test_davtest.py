@@ -27,6 +27,7 @@ from davservers import (
     WsgiApp,
     free_port,
     nutstore_like,
+    profile_env,
     rclone_webdav,
     reply,
     serving,
@@ -39,10 +40,7 @@ STEPS = ["connect", "options", "propfind", "mkcol", "put", "get", "delete"]
 
 
 def dav_env(url: str, password: str = PASSWORD, **more: str) -> dict[str, str]:
-    env = {"PICPIPE_DAV_TYPE": "webdav", "PICPIPE_DAV_URL": url, "PICPIPE_DAV_USER": USER,
-           "PICPIPE_DAV_PASSWORD": password}
-    env.update({f"PICPIPE_DAV_{key.upper()}": value for key, value in more.items()})
-    return env
+    return profile_env("dav", url, password, **more)
 
 
 def davtest(run, env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import jsonl, parse_jsonl
-from davservers import PASSWORD, USER, rclone_webdav, wsgidav
+from davservers import PASSWORD, USER, profile_env, rclone_webdav, wsgidav
 from test_upload import image
 
 
 def dav_env(url: str, password: str = PASSWORD) -> dict[str, str]:
-    return {"PICPIPE_DAV_TYPE": "webdav", "PICPIPE_DAV_URL": url + "blog/images/", "PICPIPE_DAV_USER": USER,
-            "PICPIPE_DAV_PASSWORD": password, "PICPIPE_DAV_BASE_URL": "https://img.example.com/"}
+    return profile_env("dav", url + "blog/images/", password, base_url="https://img.example.com/")
 
 
 @pytest.fixture(params=["wsgidav-basic", "wsgidav-digest", "rclone"])

@@ -7,7 +7,8 @@ import sys
 
 from picpipe import console
 from picpipe.cli import Command, fail_record
-from picpipe.docs import Replacements, counted, diff, documents, load, rewrite, save
+from picpipe.console import counted
+from picpipe.docs import Replacements, diff, documents, load, rewrite, save
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.stream import Output, read_stream, say_error
 

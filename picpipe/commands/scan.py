@@ -8,7 +8,8 @@ import sys
 
 from picpipe import console
 from picpipe.cli import Command
-from picpipe.docs import DOCUMENT_SUFFIXES, counted, scan
+from picpipe.console import counted
+from picpipe.docs import DOCUMENT_SUFFIXES, scan
 from picpipe.errors import UsageError
 from picpipe.stream import Output, Record, say_error
 

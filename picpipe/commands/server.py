@@ -105,7 +105,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.always_200 and status in (400, 401, 403, 500) and urlsplit(self.path).path == "/upload":
             status = 200  # the answer's `success` and `message` still say what happened
         self.send(status, body)
-        images = f" {self.count} images" if self.count else ""
+        images = f" {console.counted(self.count, 'image')}" if self.count else ""
         console.say(f"{self.client_address[0]} {self.command} {urlsplit(self.path).path} {status}{images} "
                     f"{time.monotonic() - started:.2f}s")
 

@@ -50,10 +50,10 @@ class TyporaCommand(Command):
         if problems:
             for message, hint in problems:
                 console.error(message, hint)
-            console.say(f"{len(problems)} of {len(outcomes)} images failed: no URLs printed")
+            console.say(f"{len(problems)} of {console.counted(len(outcomes), 'image')} failed: no URLs printed")
             return EXIT_RECORD_ERRORS
         if not args.quiet:
-            console.say(f"{len(outcomes)} images uploaded to {chosen.host}")
+            console.say(f"{console.counted(len(outcomes), 'image')} uploaded to {chosen.host}")
         sys.stdout.write("".join(f"{o.url}\n" for o in outcomes))
         sys.stdout.flush()
         return EXIT_OK

@@ -21,7 +21,6 @@ from picpipe.hosts.signing import AWS_V4, canonical_request, host_header, sha256
 if TYPE_CHECKING:
     import requests
 
-_TRUE = ("1", "true", "yes", "on")
 #: Stores whose documentation promises that `If-None-Match: *` refuses to replace an object.
 CONDITIONAL_STORES = (".amazonaws.com", ".r2.cloudflarestorage.com")
 
@@ -120,7 +119,9 @@ class S3Host(HttpHost):
 
 
 def _flag(value: Any, default: bool) -> bool:
-    return str(value).lower() in _TRUE if value not in (None, "") else default
+    from picpipe.config import truth
+
+    return truth(value) is True if value not in (None, "") else default
 
 
 HOST = S3Host

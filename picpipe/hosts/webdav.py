@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from picpipe.concurrency import KeyedLocks
 from picpipe.hosts import Host, Stored
 from picpipe.webdav import WebDav
 
@@ -23,7 +24,7 @@ class WebDavHost(Host):
         self.dav = WebDav(profile, purpose="upload")  # first: it moves user:password@ out of the url
         super().__init__(profile)
         self.listings: dict[str, dict[str, int | None]] = {}  # folder → {name: size}, asked once per run
-        self.folder_locks: dict[str, threading.Lock] = {}
+        self.busy = KeyedLocks()
         self.lock = threading.Lock()
 
     def default_base_url(self) -> str:
@@ -52,9 +53,7 @@ class WebDavHost(Host):
     def listing(self, folder: str) -> dict[str, int | None]:
         """The files in `folder` and their sizes, asked once per run however many workers arrive at
         once; a missing folder is made now, so that the PUT that follows succeeds first time."""
-        with self.lock:
-            lock = self.folder_locks.setdefault(folder, threading.Lock())
-        with lock:
+        with self.busy.hold(folder):
             if folder not in self.listings:
                 entries = self.dav.propfind(folder, depth=1)
                 if entries is None:
