@@ -25,7 +25,7 @@ demo: install
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	@echo "== 1. sample images -> pp-compress -> pp-upload --host local (a folder with file:// URLs)"
 	$(BIN)/python -m picpipe.demo images $(DEMO)/images | $(BIN)/pp-compress --out $(DEMO)/compressed | PICPIPE_LOCAL_DIR=$(DEMO)/host $(BIN)/pp-upload --host local --ledger $(DEMO)/ledger.jsonl > $(DEMO)/uploaded.jsonl
-	$(BIN)/pp-link --template '   $$fileName$$extName: {compress.before} -> {compress.after} bytes ({compress.method}, SSIM {compress.ssim})' < $(DEMO)/uploaded.jsonl
+	$(BIN)/pp-link --template '   $$fileName$$extName: {compress.before} -> {compress.after} bytes ({compress.method}, SSIMULACRA2 {compress.ssimulacra2})' < $(DEMO)/uploaded.jsonl
 	@echo "== 2. record them in the ledger and print Markdown links"
 	$(BIN)/pp-mark --ledger $(DEMO)/ledger.jsonl < $(DEMO)/uploaded.jsonl | $(BIN)/pp-link --md | tee $(DEMO)/post.md
 	@echo "== 3. ask the ledger: where did the screenshot go?"

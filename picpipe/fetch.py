@@ -302,7 +302,7 @@ def extension(mime: str) -> str:
 
     from picpipe.imaging import FORMATS
 
-    ours = {kind: ext for _, ext, kind in FORMATS.values()}
+    ours = {kind: ext for ext, kind in FORMATS.values()}
     return ours.get(mime) or mimetypes.guess_extension(mime) or ""
 
 

@@ -182,9 +182,9 @@ def _features(original: _Scale, xyb: np.ndarray) -> np.ndarray:
         num_s -= mu12
         num_s *= 2
         num_s += _C2
-        denom_s = original.sigma[c] - mu1 * mu1
+        denom_s = original.sigma[c] - mu1 * mu1  # (s11 - mu11) + (s22 - mu22) in libjxl's order, so that
+        sigma22 -= mu2 * mu2  # identical images give num_s == denom_s exactly: a score of 100
         denom_s += sigma22
-        denom_s -= mu2 * mu2
         denom_s += _C2
         num_m *= num_s
         num_m /= denom_s

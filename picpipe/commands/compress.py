@@ -17,19 +17,23 @@ from picpipe.files import read_source, temp_copy
 from picpipe.stream import Record
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from picpipe.concurrency import Submitter
     from picpipe.imaging import Options
 
 FORMAT_CHOICES = ("jpeg", "png", "webp", "avif", "auto")
 
 
-def similarity(text: str) -> float:
+def score(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"an SSIM target is above 0 and at most 1, not {text}")
+    if 0 < value <= 1:  # an SSIM target from before
+        raise argparse.ArgumentTypeError(f"--target is a SSIMULACRA2 score now (e.g. 85 or 90), not an SSIM ({text})")
+    if not 1 < value <= 100:
+        raise argparse.ArgumentTypeError(f"a SSIMULACRA2 target is at most 100 (identical), not {text}")
     return value
 
 
@@ -44,24 +48,30 @@ class CompressCommand(StreamCommand):
     prog = "pp-compress"
     stage = "compress"
     default_jobs = os.cpu_count() or 1
+    pool: ProcessPoolExecutor | None = None
     description = (
-        "Re-encode each image as small as it can be while its SSIM against the original stays at\n"
-        "or above --target, and drop EXIF/GPS/XMP/comments after applying the orientation.\n"
+        "Re-encode each image as small as it can be while it still looks like the original, and\n"
+        "drop EXIF/GPS/XMP/comments after applying the orientation. Looks are scored with\n"
+        "SSIMULACRA2 (100 = identical, 90 = visually lossless, 80 = no difference side by side).\n"
+        "By default each image keeps the score of sharp's quality-80 encoding (what PicList makes)\n"
+        "within 2 points, never below 70 and never aiming above 91; --target fixes a score instead.\n"
         "The original files are never changed (unless --in-place); the record's path points at\n"
         "the new file, `source` keeps the original, `compress` says what was done."
     )
     examples = """\
   ls *.png | pp-compress | pp-upload --host qiniu | pp-link --md
   pp-compress --max-width 1600 photo.jpg | jq '.compress'
+  pp-compress --target 90 screenshot.png        # visually lossless, whatever it costs
   find posts -name '*.jpg' | pp-compress --format webp --out build/img | jq -r .path
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from picpipe.imaging import DEFAULT_MAX_PIXELS, DEFAULT_TARGET
+        from picpipe.imaging import DEFAULT_MAX_PIXELS
 
         super().add_arguments(parser)
-        parser.add_argument("--target", type=similarity, default=DEFAULT_TARGET, metavar="SSIM",
-                            help=f"lowest SSIM to keep, 0-1 (default {DEFAULT_TARGET})")
+        parser.add_argument("--target", type=score, metavar="SCORE",
+                            help="the SSIMULACRA2 score to keep, e.g. 85 (default: that of sharp's quality 80, "
+                            "less 2, between 70 and 91)")
         parser.add_argument("--quality", type=quality, metavar="N",
                             help="a fixed quality 1-100 instead of the search")
         parser.add_argument("--format", choices=FORMAT_CHOICES,
@@ -105,7 +115,15 @@ class CompressCommand(StreamCommand):
         from concurrent.futures import ProcessPoolExecutor
 
         # Workers leave Ctrl-C to the main process, which writes what finished and stops.
-        return ProcessPoolExecutor(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        self.pool = ProcessPoolExecutor(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        return self.pool
+
+    def run(self, args: argparse.Namespace) -> int:
+        try:
+            return super().run(args)
+        finally:  # before exit: Python 3.11's exit hook can race a pool still closing ("Bad file descriptor")
+            if self.pool is not None:
+                self.pool.shutdown(wait=not sys.exc_info()[0], cancel_futures=True)
 
 
 def compress_record(options: Options, out_dir: Path | None, named: bool, record: Record) -> Record:
@@ -138,7 +156,7 @@ def write_result(data: bytes, facts: dict[str, Any], source: str, out_dir: Path 
             stem, ext = os.path.splitext(name)
             target = out_dir / f"{stem}-{facts['sha256'][:8]}{ext}"
     else:
-        target = out_dir / f"{facts['sha256']}{FORMATS[facts['format']][1]}"
+        target = out_dir / f"{facts['sha256']}{FORMATS[facts['format']][0]}"
         if target.exists():
             return str(target)
     with temp_copy(target.parent, data, ".pp-compress-") as temp:

@@ -1,0 +1,85 @@
+"""The encoders pp-compress chooses from: libvips' (the engine of sharp), with sharp's settings.
+
+Each codec encodes a prepared image (8-bit sRGB or grey, with or without alpha) at a quality and in
+a variant; the search in picpipe.quality picks the quality, picpipe.imaging the winner. `standard`
+is the quality sharp uses by default (what PicList users get), the anchor of the default target.
+With those settings the bytes are sharp's own: mozjpeg with trellis quantisation and optimised
+progressive scans, libimagequant palettes at sharp's effort and dithering, libwebp, AV1 in HEIF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyvips
+
+#: Output format -> (file extension, MIME type).
+FORMATS = {
+    "jpeg": (".jpg", "image/jpeg"),
+    "png": (".png", "image/png"),
+    "webp": (".webp", "image/webp"),
+    "avif": (".avif", "image/avif"),
+}
+
+#: mozjpeg as sharp's `mozjpeg: true` sets it.
+_MOZJPEG = {"optimize_coding": True, "trellis_quant": True, "overshoot_deringing": True, "optimize_scans": True,
+            "quant_table": 3, "interlace": True}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One way of encoding, searched over `quality` in [low, high]."""
+
+    format: str  # key of FORMATS
+    name: str  # what the record's compress.method says
+    encode: Callable[[pyvips.Image, int, str], bytes]  # (image, quality, keep) -> bytes
+    standard: int  # sharp's default quality
+    low: int
+    high: int
+    local: bool  # a tile encodes as it would inside the whole image, so trials may encode a sample
+    slope: float  # typical SSIMULACRA2 points per quality step near `standard`: the first guess's step
+    step: int  # the search resolves the quality to this many steps
+
+
+def _jpeg(subsample: str) -> Callable[[pyvips.Image, int, str], bytes]:
+    def encode(image: pyvips.Image, quality: int, keep: str) -> bytes:
+        if image.hasalpha():  # JPEG has no alpha: shown on a white page, as browsers show a transparent image
+            image = image.flatten(background=[255] * (image.bands - 1))
+        return image.jpegsave_buffer(Q=quality, subsample_mode=subsample, keep=keep, **_MOZJPEG)
+    return encode
+
+
+def _palette(image: pyvips.Image, quality: int, keep: str) -> bytes:
+    # sharp's png({palette: true}): libimagequant at effort 7 with full dithering; zlib level 1 here
+    # because the winner is re-packed by oxipng anyway (picpipe.imaging.repack).
+    return image.pngsave_buffer(palette=True, Q=quality, dither=1.0, effort=7, compression=1, keep=keep)
+
+
+def _webp(image: pyvips.Image, quality: int, keep: str) -> bytes:
+    return image.webpsave_buffer(Q=quality, effort=4, keep=keep)
+
+
+def _avif(image: pyvips.Image, quality: int, keep: str) -> bytes:
+    return image.heifsave_buffer(Q=quality, compression="av1", effort=4, subsample_mode="off", bitdepth=8, keep=keep)
+
+
+JPEG_420 = Codec("jpeg", "jpeg 4:2:0", _jpeg("on"), standard=80, low=30, high=100, local=True, slope=0.55, step=2)
+JPEG_444 = Codec("jpeg", "jpeg 4:4:4", _jpeg("off"), standard=80, low=30, high=100, local=True, slope=0.55, step=2)
+# A palette's score moves in jumps (and not always up with Q) and each trial quantises the whole
+# image: a coarse ladder of qualities, not a fine search.
+PALETTE = Codec("png", "png palette", _palette, standard=80, low=35, high=100, local=False, slope=0.4, step=15)
+WEBP = Codec("webp", "webp", _webp, standard=80, low=30, high=100, local=True, slope=0.45, step=2)
+AVIF = Codec("avif", "avif", _avif, standard=50, low=20, high=90, local=True, slope=0.5, step=2)
+
+
+def lossless_png(image: pyvips.Image, keep: str) -> bytes:
+    """The pixels as they are, for oxipng to re-pack."""
+    return image.pngsave_buffer(compression=1, keep=keep)
+
+
+def lossless_webp(image: pyvips.Image, keep: str) -> bytes:
+    """WebP's lossless mode: often half a PNG's bytes on screenshots."""
+    return image.webpsave_buffer(lossless=True, effort=4, keep=keep)
