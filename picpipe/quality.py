@@ -98,10 +98,12 @@ class Sample:
 
         return pyvips.Image.arrayjoin(self.cut_tiles(image), across=self.across)
 
-    def score(self, data: bytes, whole: bool) -> float:
-        """SSIMULACRA2 of encoded bytes: of the sample itself, or (`whole`) of the full image, cut to the sample."""
-        decoded = decode(data, self.image)
-        return self.reference.score(pixels(self.cut(decoded) if whole else decoded))
+    def judge(self, data: bytes, whole: bool) -> tuple[float, float]:
+        """(SSIMULACRA2, colour shift) of encoded bytes: of the sample itself, or (`whole`) of the
+        whole image, scored on the sample's tiles and checked for colour everywhere."""
+        original = self.whole if whole else self.image
+        decoded = decode(data, original)
+        return self.reference.score(pixels(self.cut(decoded) if whole else decoded)), colour_shift(original, decoded)
 
 
 def _spread(room: int, count: int) -> list[int]:
@@ -123,8 +125,8 @@ def search(trial: Callable[[int], float], codec: Codec, target: float, start: in
     `trial(quality)` encodes and scores; `known` holds scores already measured. The first trial is
     `start` (a guess from the standard encoding's score); then a step of the distance to the target
     over the codec's typical slope, then secant steps between the nearest failing and passing
-    qualities. When nothing up to `codec.high` passes, the highest quality is returned with its
-    (failing) score.
+    qualities. A pass closer to the target than one step's typical change ends the search. When
+    nothing up to `codec.high` passes, the highest quality is returned with its (failing) score.
     """
     scores: dict[int, float] = dict(known or {})
 
@@ -142,6 +144,8 @@ def search(trial: Callable[[int], float], codec: Codec, target: float, start: in
         bottom = max(failing) if failing else None
         if top is not None and (top == codec.low or (bottom is not None and top - bottom <= codec.step)):
             break
+        if top is not None and bottom is None and scores[top] - target < codec.step * codec.slope:
+            break  # one step down is expected to fail: not worth an encode (a palette's is a whole quantisation)
         if top is None and bottom == codec.high:
             break
         if top is not None and bottom is not None:  # secant between the bracket's ends
@@ -169,12 +173,29 @@ def search(trial: Callable[[int], float], codec: Codec, target: float, start: in
 
 
 def colour_shift(original: pyvips.Image, candidate: pyvips.Image) -> float:
-    """The largest CIEDE2000 between 8x8 block means of two same-sized images (alpha: over mid grey)."""
-    def lab(image: pyvips.Image) -> pyvips.Image:
-        if image.hasalpha():
-            image = image.flatten(background=[128] * (image.bands - 1))
-        if image.bands == 1:
-            image = image.colourspace("srgb")
-        return image.shrink(8, 8).colourspace("lab")
+    """The largest CIEDE2000 between the 8x8 block means of two images of the same size (alpha:
+    over mid grey), or of an image and its 8x8 means (a JPEG decoded at 1/8 scale)."""
+    block = min(8, original.width, original.height)
+    ours = _lab(original, block)
+    theirs = _lab(candidate, block if candidate.width == original.width else 1)
+    if (theirs.width, theirs.height) != (ours.width, ours.height):  # shrink-on-load rounds partial blocks up
+        theirs = theirs.crop(0, 0, min(theirs.width, ours.width), min(theirs.height, ours.height))
+        ours = ours.crop(0, 0, theirs.width, theirs.height)
+    return float(ours.dE00(theirs).max())
 
-    return float(lab(original).dE00(lab(candidate)).max())
+
+def colour_shift_of(original: pyvips.Image, data: bytes) -> float:
+    """colour_shift of an encoding: a JPEG decoded at 1/8 scale, which is its blocks' means, at a
+    fraction of the cost of decoding it whole."""
+    import pyvips
+
+    shrink = {"shrink": min(8, original.width, original.height)} if data[:2] == b"\xff\xd8" else {}
+    return colour_shift(original, pyvips.Image.new_from_buffer(data, "", **shrink))
+
+
+def _lab(image: pyvips.Image, shrink: int) -> pyvips.Image:
+    if image.hasalpha():
+        image = image.flatten(background=[128] * (image.bands - 1))
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    return (image.shrink(shrink, shrink) if shrink > 1 else image).colourspace("lab")
