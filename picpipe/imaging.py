@@ -18,7 +18,8 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PIXELS = 100_000_000
 #: Re-pack the original losslessly only when the best re-encoding is above this share of its size.
 LOSSLESS_WORTH_TRYING = 0.9
+#: Larger images are let go after the search and decoded again for the final encode: memory over time.
+KEEP_PIXELS = 8_000_000
 #: libvips loader -> our format name; other loaders (GIF, TIFF, ...) are read but kept unless converted.
 _LOADERS = {"jpegload_buffer": "jpeg", "pngload_buffer": "png", "webpload_buffer": "webp",
             "heifload_buffer": "heif", "gifload_buffer": "gif", "tiffload_buffer": "tiff"}
@@ -77,6 +80,7 @@ def _vips() -> Any:
     import pyvips
 
     logging.getLogger("pyvips").setLevel(logging.ERROR)
+    pyvips.cache_set_max(0)  # each image is read once: cached operations would only hold its pixels longer
     return pyvips
 
 
@@ -125,12 +129,18 @@ def _pillow_load(data: bytes, name: str, max_pixels: int) -> tuple[pyvips.Image,
     return pyvips.Image.new_from_array(np.asarray(picture), interpretation="srgb"), kind
 
 
-def prepare(image: pyvips.Image, name: str, options: Options) -> pyvips.Image:
-    """The pixels to encode, in memory: oriented (unless the EXIF is kept), 8-bit sRGB or grey,
-    shrunk to the bounds. Decoding happens here, so a damaged file fails here."""
+def prepare(image: pyvips.Image, data: bytes | None, name: str, options: Options, memory: bool = True
+            ) -> pyvips.Image:
+    """The pixels to encode: oriented (unless the EXIF is kept), 8-bit sRGB or grey, shrunk to the
+    bounds; decoded into memory (a damaged file fails here), or else a pipeline to stream once.
+    `data` is the file libvips read `image` from (None when Pillow did)."""
     pyvips = _vips()
     try:
-        if not options.keep_metadata:
+        if options.keep_metadata or _orientation(image) == 1:
+            # Nothing to turn: decode top to bottom straight into the copy, not into a second buffer first.
+            if data is not None:
+                image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="truncated")
+        elif not options.keep_metadata:
             image = image.autorot()
         image = _eight_bit(image)
         scale = min((options.max_width or image.width) / image.width,
@@ -140,7 +150,7 @@ def prepare(image: pyvips.Image, name: str, options: Options) -> pyvips.Image:
                 image = image.premultiply().resize(scale, kernel="lanczos3").unpremultiply().cast("uchar")
             else:
                 image = image.resize(scale, kernel="lanczos3")
-        return image.copy_memory()
+        return image.copy_memory() if memory else image
     except pyvips.Error as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise PicpipeError("corrupt_image", f"{name} is damaged or truncated ({detail})",
@@ -172,7 +182,7 @@ class Candidate:
     data: bytes  # whole-image bytes when `whole`, else the sample's
     whole: bool
     estimate: float = 0.0  # whole-image bytes, estimated from the sample's when not `whole`
-    shift: float = 0.0  # the largest colour shift of a block (picpipe.quality.colour_shift)
+    shift: float = 0.0  # the largest colour shift of a block (picpipe.quality.Blocks)
 
     def passes(self, target: float) -> bool:
         from picpipe.quality import MAX_COLOUR_SHIFT
@@ -180,49 +190,67 @@ class Candidate:
         return self.score >= target and self.shift <= MAX_COLOUR_SHIFT
 
 
-@dataclass
 class Judge:
     """Encodes and scores candidates of one prepared image, each (codec, quality) once."""
 
-    image: pyvips.Image
-    keep: str
-    samples: dict[bool, Sample] = field(default_factory=dict)
-    tried: dict[tuple[str, int], Candidate] = field(default_factory=dict)
+    def __init__(self, image: pyvips.Image, stream: Callable[[], pyvips.Image], keep: str, local: bool) -> None:
+        self.image: pyvips.Image | None = image  # in memory while the search needs it
+        self.local = local  # every codec tried encodes a sample: a large image can go once sampled
+        self.stream = stream  # the same pixels decoded again, for encoding after the image was let go
+        self.width, self.height, self.alpha = image.width, image.height, bool(image.hasalpha())
+        self.colour = image.bands - self.alpha >= 3
+        self.keep = keep
+        self.samples: dict[bool, Sample] = {}
+        self.tried: dict[tuple[str, int], Candidate] = {}
+
+    def pixels(self) -> pyvips.Image:
+        return self.image if self.image is not None else self.stream()
 
     def sample(self, flatten: bool) -> Sample:
         """The sample of the image as the codec sees it (JPEG: over white)."""
         from picpipe.quality import Sample
 
         if flatten not in self.samples:
-            image = self.image
+            image = self.pixels()
             if flatten:
                 image = image.flatten(background=[255] * (image.bands - 1)).cast("uchar").copy_memory()
             self.samples[flatten] = Sample(image)
+            if self.local and not self.alpha:
+                self.let_go()
         return self.samples[flatten]
+
+    def let_go(self) -> None:
+        """Drop a large image from memory: what is left to encode whole decodes the file again."""
+        if self.width * self.height > KEEP_PIXELS:
+            self.image = None
 
     def trial(self, codec: Codec, quality: int) -> Candidate:
         key = (codec.name, quality)
         if key not in self.tried:
-            sample = self.sample(codec.format == "jpeg" and self.image.hasalpha())
-            local = codec.local and sample.boxes
-            data = codec.encode(sample.image if local else self.image, quality, self.keep)
+            sample = self.sample(codec.format == "jpeg" and self.alpha)
+            local = bool(codec.local and sample.boxes)
+            data = codec.encode(sample.image if local else self.pixels(), quality, self.keep)
             score, shift = sample.judge(data, whole=not local)
-            pixels = self.image.width * self.image.height
-            estimate = len(data) * pixels / (sample.image.width * sample.image.height) if local else len(data)
+            estimate = len(data) * self.width * self.height / (sample.image.width * sample.image.height) \
+                if local else len(data)
             self.tried[key] = Candidate(codec, codec.name, codec.format, quality, score, data, not local, estimate,
                                         shift)
         return self.tried[key]
 
+    def searched(self) -> None:
+        """The search is over: its references go, and a large image too, before the whole is encoded
+        (a 24-megapixel progressive JPEG holds 70 MB of coefficients while it is written)."""
+        for sample in self.samples.values():
+            del sample.reference
+        self.let_go()
+
     def whole(self, candidate: Candidate) -> bytes:
         """The candidate's bytes for the whole image, its colours checked over the whole image."""
-        from picpipe.quality import colour_shift_of
-
         if not candidate.whole:
             assert candidate.codec is not None and candidate.quality is not None
-            candidate.data = candidate.codec.encode(self.image, candidate.quality, self.keep)
+            candidate.data = candidate.codec.encode(self.pixels(), candidate.quality, self.keep)
             candidate.whole, candidate.estimate = True, len(candidate.data)
-            reference = self.sample(candidate.format == "jpeg" and self.image.hasalpha()).whole
-            candidate.shift = colour_shift_of(reference, candidate.data)
+            candidate.shift = self.sample(candidate.format == "jpeg" and self.alpha).blocks.shift_of(candidate.data)
         return candidate.data
 
 
@@ -235,24 +263,26 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
     if target_format not in (*FORMATS, "auto"):
         return data, {"method": "kept",
                       "reason": f"{source_format.upper()} is kept as it is; choose --format to convert it"}
-    prepared = prepare(image, name, options)
-    judge = Judge(prepared, "all" if options.keep_metadata else "icc")
-    formats = _auto_formats(prepared) if target_format == "auto" else [target_format]
+    file = data if "vips-loader" in image.get_fields() else None  # else Pillow read it: nothing to stream
+    formats = _auto_formats(image.hasalpha()) if target_format == "auto" else [target_format]
+    judge = Judge(prepare(image, file, name, options), lambda: prepare(image, file, name, options, memory=False),
+                  "all" if options.keep_metadata else "icc", local="png" not in formats)
     target, standard = _target(judge, options, source_format if source_format in formats else formats[0])
     candidates: list[Candidate] = []
     for fmt in formats:
         start = None
-        for codec in _codecs(fmt, prepared, options):
+        for codec in _codecs(fmt, judge, options):
             budget = min((c.estimate for c in candidates if c.passes(target)), default=None)
             found = _best_quality(judge, codec, options, target, standard, budget, start)
             if found is not None:
                 candidates.append(found)
                 start = found.quality
-    pixels_as_they_are = prepared.width == image.width and prepared.height == image.height and (
+    judge.searched()
+    pixels_as_they_are = judge.width == image.width and judge.height == image.height and (
         options.keep_metadata or _orientation(image) == 1)
     fit = [c for c in candidates if c.passes(target) or options.quality is not None]
     if "png" in formats and not [c for c in fit if c.format == "png"]:  # no palette keeps the target
-        fit.append(_lossless_png(prepared, judge.keep))
+        fit.append(_lossless_png(judge.pixels(), judge.keep))
     if source_format in formats and pixels_as_they_are and min((c.estimate for c in fit), default=len(data)) > (
             LOSSLESS_WORTH_TRYING * len(data)):
         fit += _lossless_original(source_format, data, options.keep_metadata)
@@ -276,7 +306,7 @@ def _target(judge: Judge, options: Options, fmt: str) -> tuple[float, Candidate 
         return 0.0, None
     if options.target is not None:
         return options.target, None
-    codec = _codecs(fmt, judge.image, options)[0]
+    codec = _codecs(fmt, judge, options)[0]
     standard = judge.trial(codec, codec.standard)
     return judging.default_target(standard.score), standard
 
@@ -331,18 +361,17 @@ def _choose(judge: Judge, candidates: list[Candidate]) -> Candidate:
     return max(ranked, key=lambda c: c.score)  # every one changed a colour somewhere: the most faithful
 
 
-def _codecs(fmt: str, image: pyvips.Image, options: Options) -> list[Codec]:
+def _codecs(fmt: str, judge: Judge, options: Options) -> list[Codec]:
     """The codecs that write `fmt`, the standard one first."""
     from picpipe import codecs
 
     if fmt == "jpeg":  # 4:4:4 keeps sharp colour edges, 4:2:0 is smaller on smooth photos; grey has no chroma
-        colour = image.bands - image.hasalpha() >= 3
-        return [codecs.JPEG_420, codecs.JPEG_444] if colour and options.quality is None else [codecs.JPEG_420]
+        return [codecs.JPEG_420, codecs.JPEG_444] if judge.colour and options.quality is None else [codecs.JPEG_420]
     return {"png": [codecs.PALETTE], "webp": [codecs.WEBP], "avif": [codecs.AVIF]}[fmt]
 
 
-def _auto_formats(image: pyvips.Image) -> list[str]:
-    return ["png", "webp", "avif"] if image.hasalpha() else ["jpeg", "png", "webp", "avif"]
+def _auto_formats(alpha: bool) -> list[str]:
+    return ["png", "webp", "avif"] if alpha else ["jpeg", "png", "webp", "avif"]
 
 
 def _orientation(image: pyvips.Image) -> int:

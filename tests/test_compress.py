@@ -360,11 +360,11 @@ def test_a_large_image_is_judged_on_a_mosaic_that_agrees_with_the_whole():
     picture = Image.fromarray(skimage.data.astronaut()).resize((1800, 1800), Image.Resampling.LANCZOS)
     image = pyvips.Image.new_from_array(np.asarray(picture), interpretation="srgb")
     sample = quality.Sample(image)
-    assert len(sample.boxes) == 9 and (sample.image.width, sample.image.height) == (1152, 1152)
+    assert len(sample.boxes) == 9 and (sample.image.width, sample.image.height) == (960, 960)
     for q in (70, 90):
         data = codecs.JPEG_420.encode(image, q, "icc")
         whole = ssimulacra2(np.asarray(picture), np.asarray(Image.open(io.BytesIO(data))))
-        assert abs(sample.judge(data, whole=True)[0] - whole) < 1.5
+        assert abs(sample.judge(data, whole=True)[0] - whole) < 2.5  # the bench: 1.4 typical, 2.8 worst
 
 
 def test_jpeg_metadata_is_stripped_without_touching_the_pixels(tmp_path):
