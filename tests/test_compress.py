@@ -32,7 +32,8 @@ def jpeg_with_gps(path: Path, orientation: int = 6) -> None:
     exif[0x010F] = "PhoneMaker"
     gps = exif.get_ifd(GPS)
     gps[1], gps[2], gps[3], gps[4] = "N", (52.0, 31.0, 12.0), "E", (13.0, 24.0, 36.0)
-    photo().save(path, "JPEG", quality=95, exif=exif.tobytes(), comment=b"shot at home")
+    photo().save(path, "JPEG", quality=95, exif=exif.tobytes(), comment=b"shot at home",
+                 xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">taken at 52.52N 13.41E</x:xmpmeta>')
 
 
 def sha(path: Path) -> str:
@@ -62,7 +63,8 @@ def test_orientation_applied_and_gps_exif_comments_gone(compress, tmp_path):
         assert not image.getexif()  # no EXIF at all, so no GPS and no orientation tag
         assert "comment" not in image.info
         assert image.convert("RGB").getpixel((140, 10))[0] > 200  # red corner is now top-right
-    assert b"PhoneMaker" not in out.read_bytes() and b"shot at home" not in out.read_bytes()
+    for secret in (b"PhoneMaker", b"shot at home", b"52.52N"):
+        assert secret not in out.read_bytes()
     assert record["source"] == str(src)
     assert record["width"] == 160 and record["height"] == 240 and record["format"] == "jpeg"
     assert record["sha256"] == sha(out) and record["size"] == out.stat().st_size
@@ -78,6 +80,20 @@ def test_keep_metadata_keeps_exif(compress, tmp_path):
     with Image.open(record["path"]) as image:
         assert image.getexif()[ORIENTATION] == 6
         assert image.getexif().get_ifd(GPS)[1] == "N"
+
+
+def test_icc_profiles_stay(compress, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, fmt in (("wide.jpg", "JPEG"), ("wide.png", "PNG")):
+        photo().save(tmp_path / name, fmt, icc_profile=profile)
+    records, result = compress(str(tmp_path / "wide.jpg"), str(tmp_path / "wide.png"))
+    assert result.returncode == 0, result.stderr
+    for record in records:
+        assert record["path"] != record["source"]
+        with Image.open(record["path"]) as image:
+            assert image.info.get("icc_profile") == profile
 
 
 def test_alpha_is_kept(compress, tmp_path):
