@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO := demo-out
 SHELL := /bin/bash
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench bench-compress lint clean
 
 install: $(STAMP)
 
@@ -59,9 +59,16 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
-	@command -v chromium >/dev/null && command -v pngquant >/dev/null && command -v cwebp >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pngquant webp; } || \
-	  echo "bench: chromium, pngquant or cwebp missing (not root): those rows or screenshots are left out"
+	$(MAKE) bench-compress
+
+# pp-compress against sharp, pngquant and cwebp; judged by SSIMULACRA2 (PyPI, or libjxl's C++ tool named
+# by BENCH_SSIMULACRA2) and butteraugli (Debian's libjxl-devtools)
+bench-compress: install
+	@command -v chromium >/dev/null && command -v pngquant >/dev/null && command -v cwebp >/dev/null && \
+	  command -v butteraugli_main >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pngquant webp libjxl-devtools; } || \
+	  echo "bench: chromium, pngquant, cwebp or butteraugli_main missing (not root): those rows, screenshots or scores are left out"
 	$(BIN)/python bench/compress_bench.py
 	@command -v rclone >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; } || \
 	  echo "bench: rclone missing (not root): the pp-upload and pp-backup comparisons are left out"

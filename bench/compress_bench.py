@@ -5,8 +5,8 @@ pages rendered by Chromium), fetched once into bench/.cache. Each tool compresse
 one run (all cores, as its users run it), BENCH_REPEAT times: the median wall time counts. Each file
 is also run alone once, for its own time and peak memory (the largest process: a worker of ours).
 
-Quality is judged by measures picpipe does not optimise: the `ssimulacra2` package from PyPI (or
-libjxl's C++ tool when BENCH_SSIMULACRA2 names it) and butteraugli's 3-norm (`butteraugli_main`
+Quality is judged by measures picpipe does not optimise: the `ssimulacra2` package from PyPI (and
+libjxl's C++ tool too, in a second report, when BENCH_SSIMULACRA2 names it) and butteraugli's 3-norm (`butteraugli_main`
 from Debian's libjxl-devtools), on originals and results both converted to sRGB through their ICC
 profiles (sharp converts, picpipe keeps the profile). Scores are cached by content in the cache folder.
 
@@ -117,11 +117,12 @@ def sharp_ready() -> Path | None:
 class Judge:
     """SSIMULACRA2 and butteraugli of a result against its original, cached by content."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpp: str | None = None) -> None:
         self.path = CACHE / "scores.json"
         self.scores: dict[str, float | None] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.folder = Path(tempfile.mkdtemp(prefix="bench-judge-"))
-        self.name = "ssimulacra2 (libjxl C++)" if CPP_SSIMULACRA2 else "ssimulacra2 (PyPI)"
+        self.cpp = cpp
+        self.name = "ssimulacra2 (libjxl C++)" if cpp else "ssimulacra2 (PyPI)"
         self.butteraugli = shutil.which("butteraugli_main")
 
     def srgb_png(self, path: Path, like: Path | None = None) -> Path:
@@ -152,9 +153,8 @@ class Judge:
         return self.scores[names[0]], self.scores[names[1]]
 
     def ssimulacra2(self, a: Path, b: Path) -> float:
-        if CPP_SSIMULACRA2:
-            return float(subprocess.run([CPP_SSIMULACRA2, str(a), str(b)], capture_output=True, text=True,
-                                        check=True).stdout)
+        if self.cpp:
+            return float(subprocess.run([self.cpp, str(a), str(b)], capture_output=True, text=True, check=True).stdout)
         from ssimulacra2 import compute_ssimulacra2
 
         return float(compute_ssimulacra2(str(a), str(b)))
@@ -211,10 +211,10 @@ def main() -> int:
             seconds, peak, _ = tool.run([f], out)
             tool.alone[f] = (seconds, peak)
         print(f"  {tool.name}: {tool.seconds:.2f} s", file=sys.stderr)
-    judge = Judge()
-    print(f"  judging with {judge.name} and butteraugli (cached in {judge.path})", file=sys.stderr)
-    scores = {(tool.name, f): judge.measure(f, tool.results[f]) for tool in tools for f in tool.files}
-    report(files, kind_of, tools, scores, judge.name)
+    for judge in [Judge(), *([Judge(CPP_SSIMULACRA2)] if CPP_SSIMULACRA2 else [])]:
+        print(f"  judging with {judge.name} and butteraugli (cached in {judge.path})", file=sys.stderr)
+        scores = {(tool.name, f): judge.measure(f, tool.results[f]) for tool in tools for f in tool.files}
+        report(files, kind_of, tools, scores, judge.name)
     memory_check(modules, work)
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -193,10 +193,12 @@ class Candidate:
 class Judge:
     """Encodes and scores candidates of one prepared image, each (codec, quality) once."""
 
-    def __init__(self, image: pyvips.Image, stream: Callable[[], pyvips.Image], keep: str, local: bool) -> None:
+    def __init__(self, image: pyvips.Image, stream: Callable[[], pyvips.Image] | None, keep: str, local: bool
+                 ) -> None:
         self.image: pyvips.Image | None = image  # in memory while the search needs it
         self.local = local  # every codec tried encodes a sample: a large image can go once sampled
         self.stream = stream  # the same pixels decoded again, for encoding after the image was let go
+        self.streams = stream is not None
         self.width, self.height, self.alpha = image.width, image.height, bool(image.hasalpha())
         self.colour = image.bands - self.alpha >= 3
         self.keep = keep
@@ -204,7 +206,10 @@ class Judge:
         self.tried: dict[tuple[str, int], Candidate] = {}
 
     def pixels(self) -> pyvips.Image:
-        return self.image if self.image is not None else self.stream()
+        if self.image is not None:
+            return self.image
+        assert self.stream is not None
+        return self.stream()
 
     def sample(self, flatten: bool) -> Sample:
         """The sample of the image as the codec sees it (JPEG: over white)."""
@@ -220,9 +225,11 @@ class Judge:
         return self.samples[flatten]
 
     def let_go(self) -> None:
-        """Drop a large image from memory: what is left to encode whole decodes the file again."""
-        if self.width * self.height > KEEP_PIXELS:
+        """Drop a large image from memory: what is left to encode whole decodes the file again. Not
+        when the file is a progressive JPEG (or a PNG): decoding it again would hold more than this."""
+        if self.width * self.height > KEEP_PIXELS and self.streams:
             self.image = None
+        _trim_heap()
 
     def trial(self, codec: Codec, quality: int) -> Candidate:
         key = (codec.name, quality)
@@ -265,7 +272,10 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
                       "reason": f"{source_format.upper()} is kept as it is; choose --format to convert it"}
     file = data if "vips-loader" in image.get_fields() else None  # else Pillow read it: nothing to stream
     formats = _auto_formats(image.hasalpha()) if target_format == "auto" else [target_format]
-    judge = Judge(prepare(image, file, name, options), lambda: prepare(image, file, name, options, memory=False),
+    # A baseline JPEG decodes again in a stream; a progressive one holds all its coefficients meanwhile.
+    streams = source_format == "jpeg" and "interlaced" not in image.get_fields()
+    judge = Judge(prepare(image, file, name, options),
+                  (lambda: prepare(image, file, name, options, memory=False)) if streams else None,
                   "all" if options.keep_metadata else "icc", local="png" not in formats)
     target, standard = _target(judge, options, source_format if source_format in formats else formats[0])
     candidates: list[Candidate] = []
@@ -359,6 +369,19 @@ def _choose(judge: Judge, candidates: list[Candidate]) -> Candidate:
             candidate.data = repack(data, judge.keep == "all", palette=candidate.codec is not None)
         return candidate
     return max(ranked, key=lambda c: c.score)  # every one changed a colour somewhere: the most faithful
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back (glibc keeps them): a worker's peak should be its largest
+    image's, not the sum of the fragments of all it did before."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)  # type: ignore[attr-defined]
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
 
 
 def _codecs(fmt: str, judge: Judge, options: Options) -> list[Codec]:

@@ -129,15 +129,16 @@ def test_bad_inputs_are_error_records_and_the_rest_goes_on(compress, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_animated_gif_is_not_broken(compress, tmp_path):
-    src = tmp_path / "anim.gif"
+def test_animations_are_not_broken(compress, tmp_path):
     frames = [Image.new("RGB", (32, 32), color) for color in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    [record], result = compress(str(src))
+    for name in ("anim.gif", "anim.webp"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    records, result = compress(str(tmp_path / "anim.gif"), str(tmp_path / "anim.webp"))
     assert result.returncode == 0
-    assert record["compress"]["method"] == "kept" and "animated" in record["compress"]["reason"]
-    with Image.open(record["path"]) as image:
-        assert image.n_frames == 3
+    for record in records:
+        assert record["compress"]["method"] == "kept" and "animated" in record["compress"]["reason"]
+        with Image.open(record["path"]) as image:
+            assert image.n_frames == 3
 
 
 def test_not_smaller_keeps_the_original_and_says_so(compress, tmp_path):
