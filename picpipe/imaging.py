@@ -278,7 +278,7 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
                   (lambda: prepare(image, file, name, options, memory=False)) if streams else None,
                   "all" if options.keep_metadata else "icc", local="png" not in formats)
     target, standard = _target(judge, options, source_format if source_format in formats else formats[0])
-    candidates: list[Candidate] = []
+    candidates: list[Candidate] = [standard] if standard is not None else []
     for fmt in formats:
         start = None
         for codec in _codecs(fmt, judge, options):
@@ -316,7 +316,9 @@ def _target(judge: Judge, options: Options, fmt: str) -> tuple[float, Candidate 
         return 0.0, None
     if options.target is not None:
         return options.target, None
-    codec = _codecs(fmt, judge, options)[0]
+    from picpipe.codecs import STANDARD
+
+    codec = STANDARD[fmt]
     standard = judge.trial(codec, codec.standard)
     return judging.default_target(standard.score), standard
 
@@ -385,11 +387,13 @@ def _trim_heap() -> None:
 
 
 def _codecs(fmt: str, judge: Judge, options: Options) -> list[Codec]:
-    """The codecs that write `fmt`, the standard one first."""
+    """The codecs searched for `fmt`, the likeliest first."""
     from picpipe import codecs
 
     if fmt == "jpeg":  # 4:4:4 keeps sharp colour edges, 4:2:0 is smaller on smooth photos; grey has no chroma
-        return [codecs.JPEG_420, codecs.JPEG_444] if judge.colour and options.quality is None else [codecs.JPEG_420]
+        if options.quality is not None:
+            return [codecs.JPEG_SHARP]  # a quality the user fixed means what it means to sharp
+        return [codecs.JPEG_420, codecs.JPEG_444] if judge.colour else [codecs.JPEG_420]
     return {"png": [codecs.PALETTE], "webp": [codecs.WEBP], "avif": [codecs.AVIF]}[fmt]
 
 

@@ -275,7 +275,7 @@ def test_the_default_target_follows_the_standard_encoding():
     original = buffer.getvalue()
     data, info = imaging.compress(original, "cat.jpg", imaging.Options())
     pixels = np.asarray(Image.open(io.BytesIO(original)).convert("RGB"))
-    standard = codecs.JPEG_420.encode(pyvips.Image.new_from_buffer(original, ""), 80, "icc")
+    standard = codecs.STANDARD["jpeg"].encode(pyvips.Image.new_from_buffer(original, ""), 80, "icc")
     standard_score = ssimulacra2(pixels, np.asarray(Image.open(io.BytesIO(standard))))
     assert info["target"] == round(quality.default_target(standard_score), 2)
     assert quality.default_target(50) == 70 and quality.default_target(99) == 91
