@@ -183,7 +183,7 @@ def search(trial: Callable[[int], float], codec: Codec, target: float, start: in
         if top is not None and bottom is not None:  # secant between the bracket's ends
             s_low, s_high = scores[bottom], scores[top]
             share = (target - s_low) / (s_high - s_low) if s_high > s_low else 0.5
-            guess = bottom + math.ceil((top - bottom) * min(max(share, 0.2), 0.8))
+            guess = bottom + round((top - bottom) * min(max(share, 0.2), 0.8))
         else:  # step from the last trial by the slope seen so far (else the codec's), a little past the target
             slope = codec.slope
             if len(scores) >= 2:
