@@ -97,11 +97,7 @@ def test_icc_profiles_stay(compress, tmp_path):
 
 
 def test_alpha_is_kept(compress, tmp_path):
-    src = tmp_path / "logo.png"
-    image = photo().convert("RGBA")
-    image.paste((0, 0, 0, 0), (100, 50, 200, 150))
-    image.save(src)
-    [record], result = compress(str(src))
+    [record], result = compress(str(_transparent(tmp_path)))
     assert result.returncode == 0
     with Image.open(record["path"]) as out:
         rgba = out.convert("RGBA")
@@ -176,6 +172,29 @@ def test_out_dir_names_and_in_place(compress, tmp_path):
     assert not list(tmp_path.glob(".pp-compress-*"))
     _, usage = compress("--in-place", "--format", "webp", str(src))
     assert usage.returncode == 2 and "--in-place" in usage.stderr
+
+
+def test_max_width_and_height_shrink_never_enlarge(compress, tmp_path):
+    wide, small = tmp_path / "wide.png", tmp_path / "small.jpg"
+    photo(800, 400).save(wide)
+    photo(120, 80).save(small, quality=95)
+    records, result = compress("--max-width", "300", "--max-height", "100", str(wide), str(small))
+    assert result.returncode == 0, result.stderr
+    assert (records[0]["width"], records[0]["height"]) == (200, 100)  # fits both bounds, keeps the aspect
+    assert (records[1]["width"], records[1]["height"]) == (120, 80)  # never enlarged
+    with Image.open(records[0]["path"]) as image:
+        assert image.convert("RGB").getpixel((5, 5))[0] > 200  # the red corner survived the Lanczos shrink
+    [rgba], _ = compress("--max-width", "100", str(_transparent(tmp_path)))
+    with Image.open(rgba["path"]) as image:
+        assert image.size == (100, 67) and image.convert("RGBA").getpixel((50, 33))[3] == 0
+
+
+def _transparent(folder: Path) -> Path:
+    path = folder / "logo.png"
+    image = photo().convert("RGBA")
+    image.paste((0, 0, 0, 0), (100, 50, 200, 150))
+    image.save(path)
+    return path
 
 
 def test_fixed_quality_and_webp(compress, tmp_path):
