@@ -88,9 +88,5 @@ def lossless_png(image: pyvips.Image, keep: str) -> bytes:
     return image.pngsave_buffer(compression=6, keep=keep)
 
 
-def lossless_webp(image: pyvips.Image, keep: str) -> bytes:
-    """WebP's lossless mode: often half a PNG's bytes on screenshots."""
-    return image.webpsave_buffer(lossless=True, effort=4, keep=keep)
-
 #: What sharp makes of each format by default: the standard encoding the default target starts from.
 STANDARD = {"jpeg": JPEG_SHARP, "png": PALETTE, "webp": WEBP, "avif": AVIF}

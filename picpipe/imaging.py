@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PIXELS = 100_000_000
 #: Re-pack the original losslessly only when the best re-encoding is above this share of its size.
 LOSSLESS_WORTH_TRYING = 0.9
-#: Larger images are let go after the search and decoded again for the final encode: memory over time.
+#: Larger images are let go once sampled and decoded again for the final encode: memory over time.
 KEEP_PIXELS = 8_000_000
 #: libvips loader -> our format name; other loaders (GIF, TIFF, ...) are read but kept unless converted.
 _LOADERS = {"jpegload_buffer": "jpeg", "pngload_buffer": "png", "webpload_buffer": "webp",
@@ -184,10 +184,13 @@ class Candidate:
     estimate: float = 0.0  # whole-image bytes, estimated from the sample's when not `whole`
     shift: float = 0.0  # the largest colour shift of a block (picpipe.quality.Blocks)
 
-    def passes(self, target: float) -> bool:
+    def keeps_colours(self) -> bool:
         from picpipe.quality import MAX_COLOUR_SHIFT
 
-        return self.score >= target and self.shift <= MAX_COLOUR_SHIFT
+        return self.shift <= MAX_COLOUR_SHIFT
+
+    def passes(self, target: float) -> bool:
+        return self.score >= target and self.keeps_colours()
 
 
 class Judge:
@@ -211,10 +214,11 @@ class Judge:
         assert self.stream is not None
         return self.stream()
 
-    def sample(self, flatten: bool) -> Sample:
-        """The sample of the image as the codec sees it (JPEG: over white)."""
+    def sample(self, fmt: str) -> Sample:
+        """The sample of the image as a format shows it (a transparent image as a JPEG: over white)."""
         from picpipe.quality import Sample
 
+        flatten = fmt == "jpeg" and self.alpha
         if flatten not in self.samples:
             image = self.pixels()
             if flatten:
@@ -225,8 +229,8 @@ class Judge:
         return self.samples[flatten]
 
     def let_go(self) -> None:
-        """Drop a large image from memory: what is left to encode whole decodes the file again. Not
-        when the file is a progressive JPEG (or a PNG): decoding it again would hold more than this."""
+        """Drop a large image from memory when the file can be decoded again as a stream (a
+        baseline JPEG) for what is left to encode whole; give the freed heap back either way."""
         if self.width * self.height > KEEP_PIXELS and self.streams:
             self.image = None
         _trim_heap()
@@ -234,7 +238,7 @@ class Judge:
     def trial(self, codec: Codec, quality: int) -> Candidate:
         key = (codec.name, quality)
         if key not in self.tried:
-            sample = self.sample(codec.format == "jpeg" and self.alpha)
+            sample = self.sample(codec.format)
             local = bool(codec.local and sample.boxes)
             data = codec.encode(sample.image if local else self.pixels(), quality, self.keep)
             score, shift = sample.judge(data, whole=not local)
@@ -257,7 +261,7 @@ class Judge:
             assert candidate.codec is not None and candidate.quality is not None
             candidate.data = candidate.codec.encode(self.pixels(), candidate.quality, self.keep)
             candidate.whole, candidate.estimate = True, len(candidate.data)
-            candidate.shift = self.sample(candidate.format == "jpeg" and self.alpha).blocks.shift_of(candidate.data)
+            candidate.shift = self.sample(candidate.format).blocks.shift_of(candidate.data)
         return candidate.data
 
 
@@ -311,13 +315,12 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
 def _target(judge: Judge, options: Options, fmt: str) -> tuple[float, Candidate | None]:
     """(the SSIMULACRA2 to keep, the standard encoding that set it, when the default did)."""
     from picpipe import quality as judging
+    from picpipe.codecs import STANDARD
 
     if options.quality is not None:
         return 0.0, None
     if options.target is not None:
         return options.target, None
-    from picpipe.codecs import STANDARD
-
     codec = STANDARD[fmt]
     standard = judge.trial(codec, codec.standard)
     return judging.default_target(standard.score), standard
@@ -345,9 +348,9 @@ def _best_quality(judge: Judge, codec: Codec, options: Options, target: float, s
         candidate = judge.trial(codec, quality)
         if budget is not None and candidate.estimate >= budget and not candidate.passes(target):
             raise _OverBudget
-        return candidate.score if candidate.passes(0) else min(candidate.score, target - 1)
+        return candidate.score if candidate.keeps_colours() else min(candidate.score, target - 1)
 
-    known = {q: c.score if c.passes(0) else min(c.score, target - 1)
+    known = {q: c.score if c.keeps_colours() else min(c.score, target - 1)
              for (name, q), c in judge.tried.items() if name == codec.name}
     try:
         quality, _ = judging.search(score, codec, target, start, known)
@@ -365,7 +368,7 @@ def _choose(judge: Judge, candidates: list[Candidate]) -> Candidate:
     ranked = sorted(candidates, key=lambda c: c.estimate)
     for candidate in ranked:
         data = judge.whole(candidate)
-        if candidate.codec is not None and not candidate.passes(0):
+        if candidate.codec is not None and not candidate.keeps_colours():
             continue
         if candidate.format == "png" and candidate.method != "png lossless original":
             candidate.data = repack(data, judge.keep == "all", palette=candidate.codec is not None)
