@@ -1,10 +1,11 @@
-"""The encoders pp-compress chooses from: libvips' (the engine of sharp), with sharp's settings.
+"""The encoders pp-compress chooses from: libvips' (the engine of sharp).
 
-Each codec encodes a prepared image (8-bit sRGB or grey, with or without alpha) at a quality and in
-a variant; the search in picpipe.quality picks the quality, picpipe.imaging the winner. `standard`
-is the quality sharp uses by default (what PicList users get), the anchor of the default target.
-With those settings the bytes are sharp's own: mozjpeg with trellis quantisation and optimised
-progressive scans, libimagequant palettes at sharp's effort and dithering, libwebp, AV1 in HEIF.
+Each codec encodes a prepared image (8-bit sRGB or grey, with or without alpha) at a quality; the
+search in picpipe.quality picks the quality, picpipe.imaging the winner. `STANDARD` holds what
+sharp makes of each format by default (PicList's output, byte for byte for an image without a
+colour profile): mozjpeg with trellis quantisation, optimised progressive scans and ImageMagick's
+tables at quality 80, libimagequant palettes at sharp's effort and dithering, libwebp, AV1 in
+HEIF. The searched JPEG codecs differ in one setting, mozjpeg's MS-SSIM-tuned tables.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How pp-compress judges a candidate: SSIMULACRA2 on a sample, a quality search, a colour guard.
 
-A large image is judged on a mosaic of 3x3 tiles from the centres of a 3x3 grid (`Sample`):
+A large image is judged on a mosaic of nine tiles from the centres of a 3x3 grid (`Sample`):
 encoding and scoring 0.9 megapixels instead of 24 keeps a search of a few trials cheap and its
 memory flat. On the bench's wallpapers and screenshots the mosaic's score stays within 1.4 points
 of the whole image's at qualities 80-90 (2.8 at worst on a HiDPI page), and the default target
@@ -39,7 +39,8 @@ GRID = 3
 MARGIN = 2.0
 #: Never aim below this: where the standard encoding already shows artefacts, do not add to them.
 FLOOR = 70.0
-#: Never aim above this: 90 is "visually lossless", no difference in a flicker test at 1:1.
+#: Never aim above this: 90 is "visually lossless", no difference in a flicker test at 1:1; one more
+#: point so that a judge reading a little lower still sees 90.
 CAP = 91.0
 #: At most this many encodes per codec in one search.
 MAX_TRIALS = 6
