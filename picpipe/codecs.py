@@ -72,10 +72,10 @@ def _avif(image: pyvips.Image, quality: int, keep: str) -> bytes:
 
 
 JPEG_SHARP = Codec("jpeg", "jpeg 4:2:0 (sharp's tables)", _jpeg("on", SHARP_TABLES), standard=80, low=30, high=100,
-                   local=True, slope=0.55, step=1)
-JPEG_420 = Codec("jpeg", "jpeg 4:2:0", _jpeg("on", TABLES), standard=80, low=30, high=100, local=True, slope=0.55,
+                   local=True, slope=0.7, step=1)
+JPEG_420 = Codec("jpeg", "jpeg 4:2:0", _jpeg("on", TABLES), standard=80, low=30, high=100, local=True, slope=0.7,
                  step=1)
-JPEG_444 = Codec("jpeg", "jpeg 4:4:4", _jpeg("off", TABLES), standard=80, low=30, high=100, local=True, slope=0.55,
+JPEG_444 = Codec("jpeg", "jpeg 4:4:4", _jpeg("off", TABLES), standard=80, low=30, high=100, local=True, slope=0.7,
                  step=1)
 # A palette's score moves in jumps (and not always up with Q) and each trial quantises the whole
 # image: a coarse ladder of qualities, not a fine search.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -339,8 +340,8 @@ def _best_quality(judge: Judge, codec: Codec, options: Options, target: float, s
         start = after - 7
     elif standard is None:
         start = codec.standard
-    else:  # the standard encoding's score says how far this image is from the target
-        delta = round((target - standard.score) / codec.slope)
+    else:  # the standard encoding's score says how far this image is from the target: aim just above it
+        delta = math.ceil((target - standard.score) / codec.slope)
         start = codec.standard + (delta if abs(delta) >= codec.step else 0)
 
     def score(quality: int) -> float:
