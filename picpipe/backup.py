@@ -334,21 +334,78 @@ def restore(record: Record, targets: TargetFinder, out: Path, only: str | None =
 
 def write_restored(out: Path, key: str, data: bytes) -> Path:
     """`data` at out/key, made atomically and only where no file is (a link cannot replace one): the
-    same bytes already there are that file; other bytes get the hash in their name."""
-    from picpipe.files import temp_copy
+    same bytes already there are that file; other bytes get the hash in their name. Nothing is
+    written outside `out`: each folder on the way is made and opened without following a symlink
+    (one planted in `out` could lead anywhere), and the file is made inside the folder so opened."""
+    parts = sanitize(key).split("/")
+    out.mkdir(parents=True, exist_ok=True)
+    folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth, part in enumerate(parts[:-1], 1):
+            inner = _open_folder(folder, part, out.joinpath(*parts[:depth]))
+            os.close(folder)
+            folder = inner
+        return out.joinpath(*parts[:-1], _place(folder, parts[-1], data))
+    finally:
+        os.close(folder)
 
-    path = out / sanitize(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with temp_copy(path.parent, data, ".pp-restore-") as temp:
+
+def _open_folder(parent: int, name: str, where: Path) -> int:
+    """The folder `name` inside the open folder `parent`, made when missing, never a symlink."""
+    import errno
+
+    try:
+        os.mkdir(name, dir_fd=parent)
+    except FileExistsError:
+        pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise PicpipeError("unsafe_path", f"{where} is a symlink or a file, not a folder: nothing was written "
+                           "through it", "restore into a new --out folder, or remove what is at that name") from None
+
+
+def _place(folder: int, name: str, data: bytes) -> str:
+    """The name in the open `folder` where `data` now is (see write_restored): a temp file, fsynced,
+    then linked to `name`, or renamed to a name with the hash in it."""
+    import secrets
+
+    temp = f".pp-restore-{secrets.token_hex(6)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)  # the umask rules
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         try:
-            os.link(temp, path)
-            return path
+            os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            return name
         except FileExistsError:
-            if path.read_bytes() == data:
-                return path
-        named = path.with_name(f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}{path.suffix}")
-        os.replace(temp, named)  # named after its bytes: whoever writes it writes the same
+            if _holds(folder, name, data):
+                return name
+        stem, suffix = os.path.splitext(name)
+        named = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
+        os.replace(temp, named, src_dir_fd=folder, dst_dir_fd=folder)  # named after its bytes: same for all
         return named
+    finally:
+        try:
+            os.unlink(temp, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+
+
+def _holds(folder: int, name: str, data: bytes) -> bool:
+    """Whether `name` in the open `folder` is a regular file (not a symlink) holding `data`."""
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and handle.read() == data
 
 
 class TargetFinder:

@@ -14,17 +14,27 @@ characters and no other.
 A reference definition (`[id]: url "title"`) counts when an image uses it, or when its target
 looks like an image file (a common image extension): a definition file shared by several
 documents (an include, an auto-appended snippet) holds image targets no image of its own uses.
+
+Documents come from other people (a cloned repo, a pull request, a shared vault), so what they
+name stays in their tree: the folder given on the command line (a file's own folder). Walking it,
+a symlink (document or folder) is followed when its real path stays inside the tree; one that
+leaves it is neither read nor written (`symlink_outside`), and a link that loops is not followed
+(`symlink_loop`): each is one error record, and the walk goes on. pp-scan makes a local image a
+`path` only when its real path (symlinks resolved) lies inside the tree or a `--root` given on
+the command line; anything else (`../../etc/passwd`, `/home/u/x.png`, `file:///...`, a symlink
+that leads out) is an `outside_root` error record that keeps its `ref`.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
 import stat
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from picpipe.errors import PicpipeError
@@ -508,25 +518,96 @@ class _Finder:
 
 
 # -- documents -------------------------------------------------------------------------------------
-def documents(paths: Iterable[str]) -> Iterator[str]:
+class Found(NamedTuple):
+    """A document to read, or (with `error`) a path that is neither read nor written, and why."""
+
+    path: str
+    #: The real path of the folder given on the command line (a file's own folder): the
+    #: document's tree, which its symlinks and (for pp-scan) its local images must not leave.
+    tree: str
+    error: PicpipeError | None = None
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether the real path `path` is the real path `folder` or lies under it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def documents(paths: Iterable[str]) -> Iterator[Found]:
     """Each path as given, folders walked for Markdown and HTML files (sorted; hidden folders and
-    node_modules skipped; each file once). A folder without any is yielded itself, for `load` to
-    name the mistake."""
-    seen: set[str] = set()
+    node_modules skipped; each file once). A symlink (document or folder) is followed when its
+    real path stays inside the folder given, else it is reported and left alone, like a loop. A
+    folder without any document is yielded itself, for `load` to name the mistake."""
+    seen: set[tuple[bool, str]] = set()
     for path in paths:
-        found = [path]
         if os.path.isdir(path):
-            found = []
-            for folder, subfolders, files in os.walk(path):
-                subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != SKIPPED_FOLDER]
-                found += [os.path.join(folder, f) for f in files
-                          if f.lower().endswith(DOCUMENT_SUFFIXES) and not f.startswith(".")]
-            found = sorted(found) or [path]
-        for doc in found:
-            real = os.path.realpath(doc)
-            if real not in seen:
-                seen.add(real)
-                yield doc
+            tree = os.path.realpath(path)
+            found = sorted(_walk(path, tree), key=lambda f: f.path) or [Found(path, tree)]
+        else:
+            found = [_check(path, os.path.realpath(os.path.dirname(os.path.abspath(path))))]
+        for item in found:  # the same document, or the same refusal, once
+            ok = item.error is None
+            key = (ok, os.path.realpath(item.path) if ok else os.path.abspath(item.path))
+            if key not in seen:
+                seen.add(key)
+                yield item
+
+
+def _walk(top: str, tree: str) -> list[Found]:
+    """Documents under `top`: real folders first, then each symlinked folder whose real path is
+    inside `tree` and not walked yet; the links that leave `tree` or loop back, and folders that
+    cannot be listed, as refusals."""
+    found: list[Found] = []
+    walked: set[str] = set()
+    pending, links = [top], list[str]()
+
+    def unlistable(exc: OSError) -> None:
+        found.append(Found(str(exc.filename), tree, PicpipeError(
+            "unreadable", f"{exc.filename}: {exc.strerror}: its documents were not read",
+            "check the folder's permissions")))
+
+    while pending or links:
+        if not pending:
+            link = links.pop(0)
+            real = os.path.realpath(link)
+            if not inside(real, tree):
+                found.append(Found(link, tree, _outside(link, real, tree)))
+            elif inside(os.path.realpath(os.path.dirname(link)), real):
+                found.append(Found(link, tree, PicpipeError(
+                    "symlink_loop", f"{link} links to {real}, a folder it is in (a loop): not followed",
+                    "nothing to do if that is intended; the documents around it were read")))
+            elif real not in walked:  # else another name of a folder already walked
+                pending.append(link)
+            continue
+        for folder, subfolders, files in os.walk(pending.pop(0), onerror=unlistable):
+            walked.add(os.path.realpath(folder))
+            subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != SKIPPED_FOLDER]
+            links += [os.path.join(folder, d) for d in subfolders if os.path.islink(os.path.join(folder, d))]
+            subfolders[:] = [d for d in subfolders if not os.path.islink(os.path.join(folder, d))]
+            found += [_check(os.path.join(folder, f), tree) for f in files
+                      if f.lower().endswith(DOCUMENT_SUFFIXES) and not f.startswith(".")]
+    return found
+
+
+def _check(path: str, tree: str) -> Found:
+    """A document, or its refusal when it is a symlink that loops or leaves `tree`. Other
+    failures (missing, unreadable) are `load`'s to name."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return Found(path, tree, PicpipeError(
+                "symlink_loop", f"{path}: a symlink loop (too many levels of symbolic links): not read",
+                "fix or remove the link (ls -l shows where it points); the other documents were read"))
+        return Found(path, tree)
+    real = os.path.realpath(path)
+    return Found(path, tree, None if inside(real, tree) else _outside(path, real, tree))
+
+
+def _outside(link: str, real: str, tree: str) -> PicpipeError:
+    return PicpipeError("symlink_outside", f"{link} is a symlink to {real}, outside {tree}: neither read nor written",
+                        f"only what lies inside the folder given is read or rewritten; give {real} itself on the "
+                        "command line if you mean it")
 
 
 class Document(NamedTuple):
@@ -567,13 +648,38 @@ def _stat(path: str) -> os.stat_result:
             from None
 
 
-def scan(paths: Iterable[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Per document: its image records in document order (pp-scan's), or one error record."""
-    for doc in documents(paths):
+def scan(paths: Iterable[str], roots: Sequence[str] = ()) -> Iterator[tuple[str, list[dict[str, Any]], bool]]:
+    """Per document: (doc, its image records in document order (pp-scan's), True), or (doc, one
+    error record, False) for a document that was not read. A local image is a `path` only when
+    its real path lies inside the document's tree or one of `roots` (real paths)."""
+    for found in documents(paths):
         try:
-            yield doc, [ref.record() for ref in load(doc).refs()]
+            if found.error is not None:
+                raise found.error
+            refs = load(found.path).refs()
         except PicpipeError as exc:
-            yield doc, [{"ref": {"doc": doc}, "error": exc.to_dict("scan")}]
+            yield found.path, [{"ref": {"doc": found.path}, "error": exc.to_dict("scan")}], False
+            continue
+        yield found.path, [confined(ref, (found.tree, *roots)) for ref in refs], True
+
+
+def confined(ref: Ref, roots: Sequence[str]) -> dict[str, Any]:
+    """The reference's record; for a local image outside every root (`../../etc/passwd`,
+    `/home/u/.ssh/id_rsa`, `file:///...`, a symlink that leads out) an `outside_root` error record
+    in its place, without `path`: a note from someone else must not publish any file it names."""
+    record = ref.record()
+    if ref.resolved is None:
+        return record
+    real = os.path.realpath(ref.resolved)
+    if any(inside(real, root) for root in roots):
+        return record
+    del record["path"]
+    record["error"] = PicpipeError(
+        "outside_root", f"{ref.doc}:{ref.line}: {ref.target}{f' is {real}' if real != ref.target else ''}, "
+        f"outside {roots[0]}: not read",
+        f"only images inside the folder given to pp-scan are read; if you trust this document, allow the "
+        f"image's folder: pp-scan --root {os.path.dirname(real)} ...").to_dict("scan")
+    return record
 
 
 # -- rewriting -------------------------------------------------------------------------------------
@@ -669,16 +775,19 @@ def rewrite(document: Document, replacements: Replacements) -> Rewrite:
     return Rewrite(document, new_text, replaced, unmatched, leftover)
 
 
-def save(result: Rewrite, backup: bool = True) -> str | None:
+def save(result: Rewrite, backup: bool = True, tree: str | None = None) -> str | None:
     """Write the rewritten document atomically (a temp file in its folder, fsynced, renamed over
     it, the file mode kept), after a backup copy of the old text unless told not to. Refuses a
-    document that changed since it was read (an editor saved it). Returns the backup's path."""
+    document that changed since it was read (an editor saved it), and one whose real path has
+    left `tree` (a symlink changed since the walk). Returns the backup's path."""
     from pathlib import Path
 
     from picpipe.files import temp_copy
 
     doc, before = result.document.path, result.document.stat
     real = os.path.realpath(doc)  # a symlinked post stays a symlink: its target is replaced
+    if tree is not None and not inside(real, tree):
+        raise _outside(doc, real, tree)
     with temp_copy(Path(os.path.dirname(real)), result.text.encode("utf-8"),
                    prefix=f".{os.path.basename(real)}.") as temp:
         os.chmod(temp, stat.S_IMODE(before.st_mode))

@@ -349,7 +349,7 @@ def test_dry_run_prints_a_diff_and_changes_nothing(run, tmp_path):
 def test_local_images_are_matched_by_resolved_path_in_every_document(run, tmp_path):
     folder = posts(tmp_path, {"a/one.md": "![x](../img/a.png) ![y](<../img/b c.png>)\n",
                               "two.md": "![x](img/a.png) ![x2](./img/../img/a.png) ![y](img/b%20c.png)\n"})
-    scanned = parse_jsonl(run("pp-scan", "posts/a/one.md").stdout)
+    scanned = parse_jsonl(run("pp-scan", "--root", "posts", "posts/a/one.md").stdout)  # ../img: outside posts/a
     assert scanned[0]["ref"]["resolved"] == str(folder / "img/a.png")
     uploaded = [{**scanned[0], "url": f"{IMG}/a.png"}]  # b c.png: not uploaded
     result = run("pp-rewrite", "--no-backup", "posts", input=jsonl(uploaded))

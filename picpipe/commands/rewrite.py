@@ -23,6 +23,9 @@ class RewriteCommand(Command):
         "never code blocks, inline code or comments. Writes are atomic; DOC.bak keeps the old text.\n"
         "stdout: one JSON record per rewritten document, {\"doc\", \"replaced\", \"unmatched\", \"backup\"}.\n"
         "Remote image links no record replaces are left as they are and listed on stderr.\n"
+        "Folders are walked as pp-scan walks them: a symlinked document or folder is rewritten only\n"
+        "when its real path stays inside the folder given (a file's own folder); one that leaves it\n"
+        "or loops is an error record (symlink_outside, symlink_loop) and is neither read nor written.\n"
         "Exit 1 when a document could not be read or written, an input record carries an error,\n"
         "or records give one link two different new URLs (those links are left alone)."
     )
@@ -55,8 +58,11 @@ class RewriteCommand(Command):
                 console.say("nothing to rewrite: no record gives an image link a new URL")
             return out.status
         changed = replaced = unmatched = 0
-        for doc in documents(args.paths):
+        for found in documents(args.paths):
+            doc = found.path
             try:
+                if found.error is not None:
+                    raise found.error
                 result = rewrite(load(doc), replacements)
                 left = [ref for ref in result.unmatched if ref.url is not None or args.report_local]
                 unmatched += len(left)
@@ -72,9 +78,11 @@ class RewriteCommand(Command):
                 if args.dry_run:
                     out.text(diff(result).removesuffix("\n"))
                     continue
-                backup = save(result, backup=not args.no_backup)
+                backup = save(result, backup=not args.no_backup, tree=found.tree)
                 out.record({"doc": doc, "replaced": len(result.replaced), "unmatched": len(left),
                             **({"backup": backup} if backup else {})})
+            except BrokenPipeError:
+                raise  # the reader left (| head): stop quietly with 141, as the Command envelope does
             except (PicpipeError, OSError) as exc:
                 failed = fail_record({"doc": doc}, "rewrite", exc)
                 if args.dry_run:  # stdout is a diff: the failure goes to stderr only

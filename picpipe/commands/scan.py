@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 
 from picpipe import console
@@ -22,7 +23,13 @@ class ScanCommand(Command):
         "document's folder) and `ref` (doc, line, text, target, kind). Reads ![alt](url \"title\"),\n"
         "![alt](<a b.png>), ![alt][id] with its [id]: url definition, and <img src>; never code\n"
         "blocks, inline code, HTML comments or <pre>/<code>. Folders are walked for\n"
-        f"{', '.join('*' + s for s in DOCUMENT_SUFFIXES)} (hidden folders and node_modules skipped)."
+        f"{', '.join('*' + s for s in DOCUMENT_SUFFIXES)} (hidden folders and node_modules skipped).\n"
+        "\n"
+        "A local image must lie (symlinks resolved) inside the folder given (a file's own folder)\n"
+        "or a --root: ../../etc/passwd, /home/u/x.png, file:// URLs and links that lead out become\n"
+        "outside_root error records, never paths. A symlinked document or folder is followed when\n"
+        "its real path stays inside the folder given; one that leaves it (symlink_outside) or loops\n"
+        "(symlink_loop) is not read: an error record, and the other documents are still read."
     )
     examples = """\
   pp-scan posts/ | jq -r .url | sort -u
@@ -36,20 +43,24 @@ class ScanCommand(Command):
         which.add_argument("--remote", action="store_true", help="only images on the web (http, https)")
         which.add_argument("--local", action="store_true", help="only local image files")
         parser.add_argument("--url", metavar="GLOB", help="only remote images whose URL matches GLOB")
+        parser.add_argument("--root", action="append", default=[], metavar="DIR",
+                            help="also accept local images inside DIR (repeatable); by default only those "
+                                 "inside the folder given")
 
     def run(self, args: argparse.Namespace) -> int:
         if not args.paths:
             raise UsageError("no documents: give Markdown or HTML files or folders",
                              "for example: pp-scan posts/ | jq -r .url")
+        roots = [self.root(folder) for folder in args.root]
         out = Output(quiet=args.quiet, noun="references")
         documents, remote, local = 0, 0, 0
-        for doc, records in scan(args.paths):
-            documents += not any("error" in record for record in records)
+        for doc, records, read in scan(args.paths, roots):
+            documents += read
             for record in records:
+                if not self.wanted(record, args):
+                    continue
                 if "error" in record:
                     say_error(doc, record)
-                elif not self.wanted(record, args):
-                    continue
                 elif "url" in record:
                     remote += 1
                 else:
@@ -62,7 +73,17 @@ class ScanCommand(Command):
         return out.status
 
     @staticmethod
+    def root(folder: str) -> str:
+        if not os.path.isdir(folder):
+            raise UsageError(f"--root {folder}: no such folder", "give a folder that holds the documents' images")
+        return os.path.realpath(folder)
+
+    @staticmethod
     def wanted(record: Record, args: argparse.Namespace) -> bool:
+        """Whether the filters keep a record; a document that could not be read always counts."""
+        ref = record.get("ref")
+        if "error" in record and not (isinstance(ref, dict) and "target" in ref):
+            return True
         url = record.get("url")
         if args.url is not None:
             return url is not None and (url == args.url or fnmatch.fnmatchcase(url, args.url))
