@@ -40,29 +40,3 @@ def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
-
-
-#: How image files begin (the formats browsers show); SVG is text and is looked for in its head.
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-               (b"BM", "bmp"), (b"\x00\x00\x01\x00", "ico"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
-
-
-def image_type(path: str) -> str | None:
-    """The image format a file's first bytes show, or None: what an editor may hand to the
-    pipeline is an image, never ~/.ssh/id_rsa or a .txt."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1024)
-    except OSError:
-        return None
-    for signature, kind in _SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"):
-        return "avif" if head[8:11] == b"avi" else "heic"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head.lower():
-        return "svg"
-    return None

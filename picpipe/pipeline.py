@@ -34,7 +34,6 @@ from typing import IO, Any, NamedTuple
 from picpipe import console
 from picpipe.config import Config, config_path, truth, xdg_home
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.files import image_type
 from picpipe.stream import Record
 
 #: The stages after pp-upload whose failure leaves the image uploaded.
@@ -138,17 +137,19 @@ def input_record(item: str) -> Record:
     return {"path": item}
 
 
-def not_an_image(path: str) -> Record:
-    """The error record of a file that is no image (or cannot be read)."""
-    from picpipe.files import read_source
+def refusal(item: str) -> Record | None:
+    """The error record of a local file that may not be published (picpipe.publish: missing, no
+    image, truncated, a bomb, an unsafe SVG); None for a publishable file or a URL (pp-upload
+    checks the fetched bytes)."""
+    from picpipe.publish import check_file
 
+    if "url" in input_record(item):
+        return None
     try:
-        read_source(path)  # says what is wrong when the file is missing, a folder, unreadable
+        check_file(item)
     except PicpipeError as exc:
-        return {"path": path, "error": exc.to_dict("input")}
-    return {"path": path, "error": PicpipeError(
-        "not_an_image", f"{path} is not an image file (PNG, JPEG, GIF, WebP, AVIF, SVG, ...)",
-        "only images are uploaded from editors").to_dict("input")}
+        return {"path": item, "error": exc.to_dict("input")}
+    return None
 
 
 def stage_command(module: str) -> list[str]:
@@ -190,8 +191,7 @@ class Pipeline:
             return []
         # Only images go in: a request from an editor (or a page that reached pp-server) must not
         # publish any file the user can read. The others come back as errors, in their places.
-        refused = {index: not_an_image(item) for index, item in enumerate(items)
-                   if "url" not in input_record(item) and image_type(item) is None}
+        refused = {index: record for index, item in enumerate(items) if (record := refusal(item)) is not None}
         if refused:
             kept = [item for index, item in enumerate(items) if index not in refused]
             done = iter(self.run(kept))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import jsonl, parse_jsonl
 from davservers import PASSWORD, nutstore_like, profile_env, wsgidav
@@ -23,7 +24,7 @@ def files(folder: Path, n: int, prefix: str = "f") -> list[Path]:
     made = []
     for i in range(n):
         path = folder / f"{prefix}{i}.png"
-        path.write_bytes(hashlib.sha256(f"{prefix}{i}".encode()).digest() * 8)
+        Image.frombytes("RGB", (16, 16), hashlib.sha256(f"{prefix}{i}".encode()).digest() * 24).save(path)
         made.append(path)
     return made
 

@@ -38,7 +38,9 @@ class CopyCommand(StreamCommand):
         "has acknowledged the whole file (--verify: read back and compare sha256). The copy goes\n"
         "under the upload key, else {year}/{month}/{sha256}{ext}; a different file there is never\n"
         "replaced. Copies are appended to the ledger as they are made, and a copy the record or the\n"
-        "ledger already shows is not sent again. Subcommands: ledger, restore (pp-backup SUB --help)."
+        "ledger already shows is not sent again. Only whole images are copied (the rule of pp-upload:\n"
+        "an empty, truncated or text file is an error record); --any-file copies any file.\n"
+        "Subcommands: ledger, restore (pp-backup SUB --help)."
     )
     examples = """\
   ls *.png | pp-compress | pp-upload --host qiniu | pp-mark | pp-backup --to nutstore | pp-link --md
@@ -59,6 +61,8 @@ class CopyCommand(StreamCommand):
         ledger_argument(parser)
         parser.add_argument("--no-ledger", dest="record", action="store_false",
                             help="do not append new copies to the ledger (then pipe into pp-mark)")
+        parser.add_argument("--any-file", action="store_true",
+                            help="copy any file, not only whole images of the types pp-upload publishes")
 
     def start(self, args: argparse.Namespace) -> None:
         from picpipe.backup import open_target
@@ -67,7 +71,7 @@ class CopyCommand(StreamCommand):
 
         if args.path:
             check_template(args.path)
-        self.template, self.verify = args.path, args.verify
+        self.template, self.verify, self.any_file = args.path, args.verify, args.any_file
         self.target: Target = open_target(self.config.profile(args.target))
         ledger = Ledger(args.ledger or self.config.ledger())
         self.known = self.copies_in(ledger)
@@ -90,9 +94,13 @@ class CopyCommand(StreamCommand):
     def process(self, record: Record) -> Record:
         """Copy, then record the copy in the ledger at once, here in the worker: a copy that was
         made is recorded even if the run is stopped before its turn on stdout comes."""
-        from picpipe.backup import back_up
+        from picpipe.backup import back_up, copies_of
         from picpipe.ledger import ledger_entry
+        from picpipe.publish import check
 
+        if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
+            for file, data, _ in copies_of(record):
+                check(data, file)
         try:
             result, how = back_up(record, self.target, self.known, self.template, self.verify)
         except PicpipeError as exc:

@@ -14,6 +14,7 @@ from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError
 from picpipe.files import read_source
 from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
+from picpipe.publish import check
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
 
@@ -30,7 +31,10 @@ class UploadCommand(StreamCommand):
         "its record. Keys come from a template (default {year}/{month}/{sha256:12}{ext}), so the\n"
         "same bytes get the same key. An image whose bytes the ledger already shows on this host\n"
         "is not sent again (deduped: true). A different image already at the key is an error,\n"
-        "never silently replaced (--overwrite to replace). --delete removes records' objects."
+        "never silently replaced (--overwrite to replace). --delete removes records' objects.\n"
+        "Only whole images leave the machine: PNG, JPEG, GIF, WebP, AVIF, BMP, ICO, and SVG without\n"
+        "scripts, event handlers or external references. An empty, truncated or text file, a\n"
+        "decompression bomb, a TIFF or an unsafe SVG is an error record; --any-file sends any file."
     )
     examples = """\
   ls *.png | pp-upload --host local | pp-link --md
@@ -57,6 +61,9 @@ class UploadCommand(StreamCommand):
                             help="upload even when the ledger shows these bytes on this host")
         parser.add_argument("--delete", action="store_true",
                             help="delete each record's object (host and key) instead of uploading")
+        parser.add_argument("--any-file", action="store_true",
+                            help="upload any file, not only whole images of the types browsers show (also "
+                            "SVGs with scripts or external references): for hosts that serve other files")
         ledger_argument(parser)
 
     def start(self, args: argparse.Namespace) -> None:
@@ -66,7 +73,7 @@ class UploadCommand(StreamCommand):
                                                   "path": args.path})
         self.template = str(profile.get("path") or DEFAULT_TEMPLATE)
         check_template(self.template)
-        self.overwrite, self.deleting = args.overwrite, args.delete
+        self.overwrite, self.deleting, self.any_file = args.overwrite, args.delete, args.any_file
         self.host: Host = open_host(profile)
         self.dedupe = args.dedupe and not args.delete
         self.known = self.uploaded_before(args) if self.dedupe else {}
@@ -93,7 +100,8 @@ class UploadCommand(StreamCommand):
                                "give file paths or {\"path\": ...}")
         data = read_source(path)
         sha256 = hashlib.sha256(data).hexdigest()
-        result: dict[str, Any] = {**record, **self.facts(record, data, sha256)}
+        checked = None if self.any_file else check(data, path)
+        result: dict[str, Any] = {**record, **self.facts(record, data, sha256, checked)}
         # The same bytes twice in one run are sent once (the second is deduped), and two images
         # meeting at one key go one after the other, so the second sees the first and conflicts.
         with self.busy.hold("sha256:" + sha256):
@@ -117,15 +125,20 @@ class UploadCommand(StreamCommand):
                     self.known[sha256] = result
         return replacing(record, result)
 
-    def facts(self, record: Record, data: bytes, sha256: str) -> dict[str, Any]:
-        """sha256 and size always (the bytes may have changed); the image facts when no stage set them."""
+    def facts(self, record: Record, data: bytes, sha256: str, checked: dict[str, Any] | None) -> dict[str, Any]:
+        """sha256 and size always (the bytes may have changed); the image facts when no stage set
+        them: those the publishing check read, else (--any-file) Pillow's, if it knows the file."""
         if record.get("sha256") == sha256 and record.get("mime"):
             return {"size": len(data)}
+        if checked is not None:
+            return {"sha256": sha256, "size": len(data), **checked}
+        from PIL import Image
+
         from picpipe.imaging import facts
 
         try:
             return facts(data)
-        except (OSError, SyntaxError, ValueError):  # not an image Pillow knows: hosts still take it
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # hosts still take it
             return {"sha256": sha256, "size": len(data)}
 
     def delete(self, record: Record) -> Record:
