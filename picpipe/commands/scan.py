@@ -35,6 +35,7 @@ class ScanCommand(Command):
   pp-scan posts/ | jq -r .url | sort -u
   pp-scan posts/ --url 'https://old.example.com/*' | pp-fetch | pp-upload --host new | pp-mark | pp-rewrite posts/
   pp-scan --local notes/ | pp-upload --host github | pp-mark | pp-rewrite notes/
+  pp-scan --local --root ~/Pictures notes/ | pp-upload --host github | pp-mark | pp-rewrite notes/
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
