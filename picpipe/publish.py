@@ -19,7 +19,7 @@ import io
 import re
 import string
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from picpipe.errors import PicpipeError
@@ -51,6 +51,16 @@ def sniff(head: bytes) -> str | None:
     if text.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head[:4096].lower():
         return "svg"
     return None
+
+
+def named(path: str, record: Mapping[str, Any]) -> str:
+    """The path as messages name it: with the document and line it came from (pp-scan's `ref`),
+    since that document, not the user, chose the file."""
+    ref = record.get("ref")
+    if isinstance(ref, dict) and isinstance(ref.get("doc"), str):
+        line = ref.get("line")
+        return f"{path} (from {ref['doc']}{f':{line}' if isinstance(line, int) else ''})"
+    return path
 
 
 def check_file(path: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:

@@ -96,11 +96,11 @@ class CopyCommand(StreamCommand):
         made is recorded even if the run is stopped before its turn on stdout comes."""
         from picpipe.backup import back_up, copies_of
         from picpipe.ledger import ledger_entry
-        from picpipe.publish import check
+        from picpipe.publish import check, named
 
         if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
             for file, data, _ in copies_of(record):
-                check(data, file)
+                check(data, named(file, record))
         try:
             result, how = back_up(record, self.target, self.known, self.template, self.verify)
         except PicpipeError as exc:

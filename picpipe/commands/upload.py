@@ -14,7 +14,7 @@ from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError
 from picpipe.files import read_source
 from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
-from picpipe.publish import check
+from picpipe.publish import check, named
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
 
@@ -100,7 +100,7 @@ class UploadCommand(StreamCommand):
                                "give file paths or {\"path\": ...}")
         data = read_source(path)
         sha256 = hashlib.sha256(data).hexdigest()
-        checked = None if self.any_file else check(data, path)
+        checked = None if self.any_file else check(data, named(path, record))
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256, checked)}
         # The same bytes twice in one run are sent once (the second is deduped), and two images
         # meeting at one key go one after the other, so the second sees the first and conflicts.
