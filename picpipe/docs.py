@@ -652,6 +652,7 @@ def scan(paths: Iterable[str], roots: Sequence[str] = ()) -> Iterator[tuple[str,
     """Per document: (doc, its image records in document order (pp-scan's), True), or (doc, one
     error record, False) for a document that was not read. A local image is a `path` only when
     its real path lies inside the document's tree or one of `roots` (real paths)."""
+    folders: dict[str, str] = {}
     for found in documents(paths):
         try:
             if found.error is not None:
@@ -660,17 +661,25 @@ def scan(paths: Iterable[str], roots: Sequence[str] = ()) -> Iterator[tuple[str,
         except PicpipeError as exc:
             yield found.path, [{"ref": {"doc": found.path}, "error": exc.to_dict("scan")}], False
             continue
-        yield found.path, [confined(ref, (found.tree, *roots)) for ref in refs], True
+        yield found.path, [confined(ref, (found.tree, *roots), folders) for ref in refs], True
 
 
-def confined(ref: Ref, roots: Sequence[str]) -> dict[str, Any]:
+def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = None) -> dict[str, Any]:
     """The reference's record; for a local image outside every root (`../../etc/passwd`,
     `/home/u/.ssh/id_rsa`, `file:///...`, a symlink that leads out) an `outside_root` error record
-    in its place, without `path`: a note from someone else must not publish any file it names."""
+    in its place, without `path`: a note from someone else must not publish any file it names.
+    `folders` caches the real paths of image folders (most images of a tree share a few)."""
     record = ref.record()
     if ref.resolved is None:
         return record
-    real = os.path.realpath(ref.resolved)
+    folder, name = os.path.split(ref.resolved)
+    if folders is None:
+        folders = {}
+    if folder not in folders:
+        folders[folder] = os.path.realpath(folder)
+    real = os.path.join(folders[folder], name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     if any(inside(real, root) for root in roots):
         return record
     del record["path"]
