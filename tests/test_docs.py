@@ -261,7 +261,7 @@ cover: {OLD}
 """
 REWRITTEN = POST.replace(f"![a]({OLD})", f"![a]({NEW})").replace(f"( {OLD}  ", f"( {NEW}  ").replace(
     f"src='{OLD}'", f"src='{NEW}'").replace(f"<{OLD2}>", f"<{NEW2}>")
-RECORDS = jsonl([{"url": NEW, "replaces": OLD, "sha256": "aa"}, {"url": NEW2, "replaces": OLD2},
+RECORDS = jsonl([{"url": NEW, "replaces": OLD, "sha256": "a" * 64}, {"url": NEW2, "replaces": OLD2},
                  {"url": f"{IMG}/unrelated.png", "replaces": "https://old.example.com/unrelated.png"}])
 
 
