@@ -221,18 +221,21 @@ def _riff_end(data: bytes) -> str | None:
 
 
 def _bmff_end(data: bytes) -> str | None:
-    """AVIF: every top-level box whole."""
-    pos = 0
+    """AVIF: every top-level box whole, the image data (mdat) among them."""
+    pos, kinds = 0, set()
     while pos + 8 <= len(data):
         size = int.from_bytes(data[pos:pos + 4], "big")
+        kinds.add(data[pos + 4:pos + 8])
         if size == 1:
             size = int.from_bytes(data[pos + 8:pos + 16], "big")
         elif size == 0:  # to the end of the file
-            return None
+            size = len(data) - pos
         if size < 8:
             return f"a box of {size} bytes at byte {pos}"
         pos += size
-    return None if pos == len(data) else f"the box at byte {pos} ends after the file"
+    if pos != len(data):
+        return f"the box at byte {pos} ends after the file"
+    return None if b"mdat" in kinds else "no image data (mdat)"
 
 
 def _bmp_end(data: bytes) -> str | None:
