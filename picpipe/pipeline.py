@@ -141,14 +141,15 @@ def refusal(item: str) -> Record | None:
     """The error record of a local file that may not be published (picpipe.publish: missing, no
     image, truncated, a bomb, an unsafe SVG); None for a publishable file or a URL (pp-upload
     checks the fetched bytes)."""
+    from picpipe.cli import fail_record
     from picpipe.publish import check_file
 
     if "url" in input_record(item):
         return None
     try:
         check_file(item)
-    except PicpipeError as exc:
-        return {"path": item, "error": exc.to_dict("input")}
+    except (PicpipeError, OSError) as exc:  # OSError: a symlink loop, an I/O error...
+        return fail_record({"path": item}, "input", exc)
     return None
 
 
