@@ -5,11 +5,15 @@ A command module holds only what is its own (csvkit style): it subclasses `Comma
 
 Exit codes (DESIGN §1): 0 all records fine, 1 some record carries an error, 2 usage or
 configuration error (nothing processed), 130 interrupted, 141 the reader closed the pipe.
+A stdout that is closed (`>&-`) or not writable is a usage error: exit 2 with one line on stderr,
+before any work for the commands that write records.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from picpipe import __version__, console
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.stream import Item, Output, Record, read_items, say_error
+from picpipe.stream import STDOUT, ClosedStdout, Item, Output, Record, read_items, say_error, stdout_closed
 
 if TYPE_CHECKING:
     from picpipe.concurrency import Submitter
@@ -60,6 +64,7 @@ class Command:
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         console.prog = self.prog
+        hold_closed_stdio()
         from picpipe import config
 
         # Loaded before the arguments, so that even argparse's messages mask configured secrets;
@@ -80,9 +85,17 @@ class Command:
             return EXIT_USAGE
         except BrokenPipeError:
             return broken_pipe()
-        except OSError as exc:  # stdin or stdout unusable, a file that vanished mid-run
-            console.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}",
-                          "check the input and output redirections and files")
+        except OSError as exc:  # stdin or stdout unusable, a full disk, a file that vanished mid-run
+            if exc.filename == STDOUT:
+                discard_stdout()  # what is still buffered cannot fail again at exit
+                if exc.errno == errno.EBADF:
+                    closed = stdout_closed()
+                    console.error(closed.message, closed.hint)
+                    return EXIT_USAGE
+            from picpipe.files import os_error
+
+            error = os_error(exc)
+            console.error(error.message, error.hint)
             return EXIT_RECORD_ERRORS
         except KeyboardInterrupt:
             try:
@@ -163,17 +176,45 @@ def positive_float(text: str) -> float:
 
 def broken_pipe() -> int:
     """The reader went away (`| head -1`): stop quietly, as Unix tools killed by SIGPIPE do."""
+    discard_stdout()
+    return EXIT_BROKEN_PIPE
+
+
+def discard_stdout() -> None:
+    """Point fd 1 at /dev/null, so that the interpreter's final flush of what stdout still
+    buffers cannot fail ("Exception ignored ... BrokenPipeError") after the command said its say."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
-    except (OSError, ValueError):
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
         pass
-    return EXIT_BROKEN_PIPE
+
+
+def hold_closed_stdio() -> None:
+    """A command started with stdin, stdout or stderr closed (`>&-`): /dev/null holds the slot,
+    so that no file opened later (the ledger!) becomes fd 1 and receives records, and a stdout
+    that is closed or opened read-only stands in as `ClosedStdout`, whose first write says so."""
+    import fcntl
+
+    for fd in (0, 1, 2):
+        try:
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:  # closed
+            mode = None
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if fd == 1 and mode not in (os.O_WRONLY, os.O_RDWR):
+            sys.stdout = io.TextIOWrapper(ClosedStdout(), write_through=True)  # type: ignore[arg-type]
+        elif fd == 2 and mode is None:
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- stands in for stderr until exit
 
 
 def require_input(paths: Sequence[str]) -> None:
     """Refuse to wait on a terminal for records nobody is going to type."""
-    if not paths and sys.stdin is not None and sys.stdin.isatty():
+    if not paths and (sys.stdin is None or sys.stdin.isatty()):
         raise UsageError(
             "no input: give image paths as arguments or pipe records in",
             "for example: ls *.png | pp-... , or see --help",
@@ -185,8 +226,9 @@ def fail_record(record: Record, stage: str, exc: BaseException) -> Record:
     if isinstance(exc, PicpipeError):
         error = exc.to_dict(stage)
     elif isinstance(exc, OSError):
-        error = PicpipeError("io", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                             "check that the file exists and is readable").to_dict(stage)
+        from picpipe.files import os_error
+
+        error = os_error(exc).to_dict(stage)
     else:
         if console.debug:
             console.traceback(exc)
@@ -232,8 +274,8 @@ class StreamCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         require_input(args.paths)
+        self.out = Output(quiet=args.quiet)  # first: a closed stdout stops the command before any work
         self.start(args)
-        self.out = Output(quiet=args.quiet)
         from picpipe.concurrency import ordered_map
 
         jobs = getattr(args, "jobs", 1)
@@ -267,16 +309,18 @@ def run_item(work: Callable[[Record], Record], stage: str, item: Item,
 
     Module-level, so that it can run in a worker process. Error records from earlier stages
     pass through untouched, unless their stage is one this command `repairs`; a bad input line
-    counts as made here.
+    counts as made here, and so does an error the work returns with its result (a copy made
+    whose ledger line could not be written).
     """
     record = item.record
     error = record.get("error")
     if error is not None and (item.bad_input or not isinstance(error, dict) or error.get("stage") not in repairs):
         return item, record, item.bad_input
     try:
-        return item, work(record), False
+        result = work(record)
     except Exception as exc:
         return item, fail_record(record, stage, exc), True
+    return item, result, result.get("error") not in (None, error)
 
 
 def split_subcommand(argv: Sequence[str], names: Iterable[str], takes_value: set[str]) -> tuple[str | None, list[str]]:

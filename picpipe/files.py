@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from picpipe.errors import PicpipeError
@@ -26,17 +29,139 @@ def read_source(path: str) -> bytes:
         raise PicpipeError("unreadable", f"{path}: permission denied", "check the file's permissions") from None
 
 
+#: A temp file untouched this long is left over from a run that died (kill -9, a crash): no live
+#: writer keeps one for more than seconds, since each is written in one go and moved at once.
+STALE_AFTER = 3600.0
+
+#: Temp files this process made and has not moved yet: removed at exit, since Ctrl-C stops the
+#: worker threads where they are, without their `finally`.
+_live: set[str] = set()
+#: (folder, prefix) pairs this process has swept already.
+_swept: set[tuple[str, str]] = set()
+
+
+@cache
+def _machine() -> str:
+    """Eight hex digits naming this machine: a run judges the pids of its own machine only (the
+    folder may be shared or synced)."""
+    import zlib
+
+    return f"{zlib.crc32(os.uname().nodename.encode()):08x}"
+
+
+def _remove_live() -> None:
+    for name in list(_live):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
+def _is_stale(entry: os.DirEntry[str], machine: str | None, pid: str | None, now: float) -> bool:
+    """Left by a run that is gone: a dead pid on this machine, or untouched for STALE_AFTER."""
+    if machine == _machine() and pid is not None and int(pid) != os.getpid():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OverflowError):  # another user's live process; no such pid at all
+            pass
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER
+    except OSError:
+        return False
+
+
+def sweep_temps(folder: Path, prefix: str) -> int:
+    """Remove the temp files of `temp_copy` that a killed run left in `folder`; returns how many.
+
+    Only names temp_copy makes are touched (never an editor's `.post.md.swp` beside a post), and
+    only when their run is gone, so concurrent runs in one folder keep their files.
+    """
+    pattern = re.compile(re.escape(prefix) + r"(?:([0-9a-f]{8})-([0-9]+)-[0-9a-f]{8}\.tmp"
+                         # mkstemp's names from earlier versions: judged by age alone, in picpipe's own prefixes
+                         + (r"|[a-z0-9_]{8}" if prefix.startswith(".pp-") else "") + r")\Z")
+    removed, now = 0, time.time()
+    try:
+        with os.scandir(folder) as entries:
+            found = [(entry, match) for entry in entries
+                     if entry.name.startswith(prefix) and (match := pattern.match(entry.name))]
+    except OSError:
+        return 0
+    for entry, match in found:
+        if entry.is_file(follow_symlinks=False) and _is_stale(entry, match.group(1), match.group(2), now):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:  # another run swept it first, or the folder is not ours to clean
+                pass
+    return removed
+
+
 @contextmanager
 def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
     """`data` written and fsynced to a temp file in `folder`, removed on exit unless moved away:
-    the caller renames or links it into place, so a reader never sees half a file."""
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=prefix)
+    the caller renames or links it into place, so a reader never sees half a file.
+
+    Created with the user's umask (0644 under 022) like any file a person saves: a published
+    image must be readable by the web server that serves the folder. The name carries this
+    machine and pid, so that the first write of a later run into the folder removes what a
+    killed run left (`sweep_temps`); a failed write names the file.
+    """
+    if (str(folder), prefix) not in _swept:
+        _swept.add((str(folder), prefix))
+        sweep_temps(folder, prefix)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temp = os.path.join(folder, f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+        try:
+            fd = os.open(temp, flags, 0o666)  # the umask applies, as mkstemp's fixed 0600 would not
+            break
+        except FileExistsError:
+            continue
+    if not _live:
+        import atexit
+
+        atexit.register(_remove_live)
+    _live.add(temp)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            exc.filename = exc.filename or temp
+            raise
         yield temp
     finally:
+        _live.discard(temp)
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+#: errno → (error type, what happened, what to do) for writes that failed on the disk, not the path.
+_DISK_ERRORS = {
+    errno.ENOSPC: ("disk_full", "disk full", "free space on that disk (df -h shows what is left) and run again"),
+    errno.EDQUOT: ("disk_full", "disk quota exceeded", "free space or ask for a larger quota, and run again"),
+    errno.EFBIG: ("disk_full", "file too large for the disk or the file size limit (ulimit -f)",
+                  "free space, raise the limit (ulimit -f), or write to another disk"),
+    errno.EROFS: ("read_only", "read-only file system", "write to another folder, or remount that disk read-write"),
+}
+_HINTS = {
+    errno.ENOENT: "check that the file or folder exists",
+    errno.EACCES: "check the permissions of the file and its folder",
+    errno.EPERM: "check the permissions of the file and its folder",
+    errno.EISDIR: "give a file, not a folder",
+}
+
+
+def os_error(exc: OSError) -> PicpipeError:
+    """An OSError as a record's error, naming the file: a full or read-only disk said as such
+    (`disk_full`, `read_only`), anything else `io` with the hint that fits it."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in _DISK_ERRORS:
+        kind, problem, hint = _DISK_ERRORS[exc.errno]
+        return PicpipeError(kind, f"{where}{problem}", hint)
+    return PicpipeError("io", f"{where}{exc.strerror or exc}",
+                        _HINTS.get(exc.errno or 0, "check the file, its folder and the disk"))

@@ -6,28 +6,39 @@ is fenced off with a newline, reported and skipped by readers, and never rewritt
 
 An image on a host is identified by (sha256, host, key), or by its URL when an imported entry
 has no hash. Its state is the latest record for that identity; backups accumulate.
+
+`Ledger.append_new` (pp-mark) leaves out a line that would repeat what the ledger already says
+of an image, so that re-running a pipeline after a crash adds nothing. It asks an index kept
+beside as a cache (sqlite, under $XDG_CACHE_HOME/picpipe/ledger-index/), which reads only the
+lines added since it last looked: one image costs the same at 1k and 1M lines.
 """
 
 from __future__ import annotations
 
 import errno
 import fnmatch
+import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from picpipe import console
 from picpipe.config import xdg_home
 from picpipe.redact import drop_secret_fields, mask_data
-from picpipe.stream import Record, encode_line, no_interrupt
+from picpipe.stream import Record, encode_line, field_problem, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
 
 #: Fields that describe one pass through a pipeline, not the image: not kept in the ledger.
 TRANSIENT_FIELDS = ("error", "link", "raw")
 
 BadLine = Callable[[int, str], None]
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def default_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -43,9 +54,10 @@ def identity(record: Mapping[str, Any]) -> tuple[str, ...]:
     return ("url", str(record.get("url") or ""))
 
 
-def worth_keeping(record: Mapping[str, Any]) -> bool:
-    """Only records that say where an image lives (a URL or a backup) go into the ledger."""
-    return bool(record.get("url") or record.get("backups"))
+def worth_keeping(record: Record) -> bool:
+    """Only records that say where an image lives (a URL or a backup) go into the ledger, and
+    never one whose known fields have the wrong type (`{"url": 5}`)."""
+    return bool(record.get("url") or record.get("backups")) and field_problem(record) is None
 
 
 def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
@@ -63,6 +75,25 @@ def canonical(record: Mapping[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _image_id(entry: Mapping[str, Any]) -> str:
+    return _digest("\0".join(identity(entry)))
+
+
+def what_it_says(entry: Mapping[str, Any]) -> str:
+    """The digest of what a line says about its image: where it lives (sha256, host, key, url),
+    its copies, its source, whether it is deleted, what it replaces. Two lines that say the same
+    need not both be kept; times and the pipeline's passing facts (path, size) do not count."""
+    backups = entry.get("backups")
+    copies = sorted({canonical({k: b.get(k) for k in ("target", "location", "sha256")})
+                     for b in (backups if isinstance(backups, list) else ()) if isinstance(b, dict)})
+    said = {k: entry.get(k) for k in ("sha256", "host", "key", "url", "source", "replaces")}
+    return _digest(canonical({**said, "backups": copies, "deleted": bool(entry.get("deleted_at"))}))
+
+
 class Ledger:
     """One ledger file. Reading never fails on bad lines; writing never rewrites old lines."""
 
@@ -70,6 +101,8 @@ class Ledger:
         self.path = Path(path) if path is not None else default_path()
         self._fd: int | None = None
         self._end = -1  # file size right after our last append
+        self._index: LedgerIndex | None = None
+        self._index_failed = False
 
     # -- writing ---------------------------------------------------------------------------
     def open(self) -> Ledger:
@@ -80,6 +113,9 @@ class Ledger:
         return self
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
         if self._fd is not None:
             try:
                 os.fsync(self._fd)
@@ -119,8 +155,12 @@ class Ledger:
         if size and size != self._end and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # fence off a torn line left by a crashed writer
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:  # a full disk: the message names the ledger, not a bare errno
+            exc.filename = str(self.path)
+            raise
         self._end = size + len(data)
         return len(entries)
 
@@ -131,6 +171,48 @@ class Ledger:
             return 0
         with self._locked() as fd:
             return self._write(fd, entries)
+
+    def append_new(self, entry: Record) -> bool:
+        """Append `entry` unless the ledger's latest line for its image already says the same
+        (`what_it_says`); True when it was appended. Without a usable index (a ledger that is no
+        regular file, a cache folder that cannot be written) every entry is appended, as before."""
+        import sqlite3
+
+        with self._locked() as fd:
+            index = self._open_index(fd)
+            if index is None:
+                return self._write(fd, [entry]) == 1
+            try:
+                index.catch_up(fd)
+                if index.says(entry):
+                    return False
+                self._write(fd, [entry])
+                index.catch_up(fd)
+                return True
+            except sqlite3.Error as exc:
+                self._index_broken(exc)
+                return self._write(fd, [entry]) == 1
+
+    def _open_index(self, fd: int) -> LedgerIndex | None:
+        import sqlite3
+
+        if self._index is None and not self._index_failed:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/full, a pipe: nothing to index
+                self._index_failed = True
+                return None
+            try:
+                self._index = LedgerIndex(self.path)
+            except (OSError, sqlite3.Error) as exc:
+                self._index_broken(exc)
+        return self._index
+
+    def _index_broken(self, exc: Exception) -> None:
+        """Go on without the index, appending every entry: a cache never stops the ledger."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._index_failed = True
+        console.warn(f"the ledger's index cannot be used ({exc}): repeated entries are appended again")
 
     def add_new(self, entries: Iterable[Record], on_bad_line: BadLine | None = None) -> tuple[int, int]:
         """Append only entries whose content the ledger does not hold yet: (added, already there).
@@ -179,6 +261,115 @@ class Ledger:
     def states(self, on_bad_line: BadLine | None = None) -> list[Record]:
         """The latest state of every image, in order of first appearance."""
         return resolve(entry for _, entry in self.lines(on_bad_line))
+
+
+class LedgerIndex:
+    """A cache of one ledger: for each image, what its winning line says (`what_it_says`) and that
+    line's time. It remembers how far it has read (with a digest of the bytes before that point,
+    so a ledger that was replaced or rewritten is read again from the start) and only ever reads
+    what was added since. Used under the ledger's lock, which is what serialises its writers."""
+
+    #: Bytes before the read position kept as a digest to recognise the same file.
+    TAIL = 4096
+    VERSION = "1"
+
+    def __init__(self, ledger: Path) -> None:
+        import sqlite3
+
+        real = os.path.realpath(ledger)
+        folder = xdg_home("XDG_CACHE_HOME", ".cache") / "ledger-index"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.file = folder / f"{_digest(real)}.sqlite3"
+        try:
+            self.db = self._connect(sqlite3)
+        except sqlite3.DatabaseError:  # a damaged cache is no loss: start it again
+            self.file.unlink(missing_ok=True)
+            self.db = self._connect(sqlite3)
+
+    def _connect(self, sqlite3: Any) -> sqlite3.Connection:
+        db = sqlite3.connect(self.file, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")  # a cache: a power cut costs a rebuild at worst
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+        db.execute("CREATE TABLE IF NOT EXISTS image (id TEXT PRIMARY KEY, says TEXT, time TEXT)")
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+
+    def _tail(self, fd: int, end: int) -> str:
+        start = max(0, end - self.TAIL)
+        return hashlib.sha256(os.pread(fd, end - start, start)).hexdigest()
+
+    def catch_up(self, fd: int) -> None:
+        """Read the lines added since the last look (all of them when the file is another one)."""
+        info = os.fstat(fd)
+        meta = self._meta()
+        same = (meta.get("version") == self.VERSION and meta.get("file") == f"{info.st_dev}:{info.st_ino}"
+                and meta.get("offset", "").isdigit() and int(meta["offset"]) <= info.st_size)
+        offset = int(meta["offset"]) if same else 0
+        if same and meta.get("tail") != self._tail(fd, offset):
+            same, offset = False, 0
+        if same and offset == info.st_size:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if not same:
+                self.db.execute("DELETE FROM image")
+            offset = self._read(fd, offset, info.st_size)
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
+                ("version", self.VERSION), ("file", f"{info.st_dev}:{info.st_ino}"), ("offset", str(offset)),
+                ("tail", self._tail(fd, offset))])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20) -> int:
+        """Index the whole lines between offset and end; returns where the last one ended (a
+        torn line at the end waits for its fence)."""
+        position, rest = offset, b""
+        while position < end:
+            block = os.pread(fd, min(chunk, end - position), position)
+            if not block:
+                break
+            position += len(block)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1  # 0: one line longer than the chunk, read on
+            if cut:
+                self._index_lines(data[:cut].split(b"\n")[:-1])
+            rest = data[cut:]
+        return position - len(rest)
+
+    def _index_lines(self, lines: list[bytes]) -> None:
+        batch: dict[str, tuple[str, str | None, Record]] = {}
+        for raw in lines:
+            try:
+                entry = json.loads(raw)
+            except ValueError:  # torn, corrupt: the readers report it
+                continue
+            if isinstance(entry, dict):
+                key = _image_id(entry)
+                old = batch.get(key)
+                if old is None or _newer(entry, old[2]):
+                    batch[key] = (what_it_says(entry), _time_of(entry), entry)
+        keys = list(batch)
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            rows = self.db.execute(f"SELECT id, time FROM image WHERE id IN ({','.join('?' * len(part))})", part)
+            for key, time in rows.fetchall():
+                if not _newer(batch[key][2], {"marked_at": time} if time else {}):
+                    del batch[key]
+        self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?)",
+                            [(key, says, time) for key, (says, time, _) in batch.items()])
+
+    def says(self, entry: Record) -> bool:
+        """The winning line of `entry`'s image says what `entry` says."""
+        row = self.db.execute("SELECT says FROM image WHERE id = ?", (_image_id(entry),)).fetchone()
+        return row is not None and row[0] == what_it_says(entry)
 
 
 def _time_of(record: Mapping[str, Any]) -> str | None:

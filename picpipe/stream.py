@@ -1,14 +1,18 @@
 """The JSON Lines record stream (DESIGN §1): lenient input, one flushed line per record.
 
 Input: a JSON object per line, or a bare path, or positional paths; blank lines are skipped;
-a line that looks like JSON but is not an object becomes an error record naming its line.
+a line that looks like JSON but is not an object, or a record whose known field has the wrong
+type (`{"url": 5}`), becomes an error record naming its line.
 Output: compact UTF-8 JSON, one `write` + `flush` per record, never half a line (SIGINT is held
 back while a line is written), registered secrets masked.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import re
 import signal
 import sys
 import threading
@@ -17,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from picpipe import console
+from picpipe.errors import UsageError
 from picpipe.redact import mask_data
 
 #: Longer input lines are refused (as error records) instead of filling memory.
@@ -113,6 +118,74 @@ def _parse(text: str, where: str) -> tuple[Record | None, bool]:
     return {"path": text.rstrip("\r\n")}, False
 
 
+#: The record fields of DESIGN §1 that every stage may take for what they are; null is absent.
+_TEXT_FIELDS = ("path", "source", "url", "key", "host", "format", "mime", "uploaded_at", "marked_at", "deleted_at",
+                "replaces", "link", "alt")
+_COUNT_FIELDS = ("size", "width", "height")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
+
+
+def _kind(value: object) -> str:
+    """`a number (5)`: the JSON type of a value and the start of the value, for a message."""
+    kind = _JSON_KINDS.get(type(value), "object")
+    shown = json.dumps(value, ensure_ascii=False)
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def field_problem(record: Record) -> tuple[str, str] | None:
+    """(field, what it must be) for the first known field of the wrong type, else None.
+
+    Checked as each stage reads its input, so that `{"url": 5}` stops at the line that holds it
+    instead of reaching the ledger or a host; unknown fields are the user's and pass untouched.
+    """
+    for name in _TEXT_FIELDS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            return name, "a string"
+    for name in _COUNT_FIELDS:
+        value = record.get(name)
+        if value is not None and not _is_count(value):
+            return name, "a whole number of 0 or more"
+    sha256 = record.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
+        return "sha256", "a string of 64 hex digits"
+    backups = record.get("backups")
+    if backups is not None and not (isinstance(backups, list) and all(
+            isinstance(b, dict) and all(b.get(k) is None or isinstance(b[k], str) for k in ("target", "location"))
+            for b in backups)):
+        return "backups", 'a list of objects such as {"target": "nas", "location": "..."}'
+    if record.get("compress") is not None and not isinstance(record["compress"], dict):
+        return "compress", "an object"
+    ref = record.get("ref")
+    if ref is not None and not (isinstance(ref, dict)
+                                and all(ref.get(k) is None or isinstance(ref[k], str)
+                                        for k in ("doc", "text", "target", "kind", "resolved"))
+                                and (ref.get("line") is None or _is_count(ref["line"]))):
+        return "ref", 'an object such as {"doc": "post.md", "line": 3, "target": "a.png"} (as pp-scan writes)'
+    return None
+
+
+def checked(item: Item) -> Item:
+    """The item, or an error record naming its line when a known field has the wrong type.
+
+    A record that already carries an error passes as it is: it is the stage before's to report.
+    """
+    record = item.record
+    if item.bad_input or "error" in record:
+        return item
+    problem = field_problem(record)
+    if problem is None:
+        return item
+    name, expected = problem
+    error = input_error(item.where, "bad_field", f"{name} is {_kind(record[name])}, not {expected}",
+                        f"{name} must be {expected}: fix the record (e.g. with jq) or the stage that wrote it", None)
+    return Item(item.where, {**record, **error}, True)
+
+
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, bytes, complete) for each line, refusing lines over MAX_LINE_BYTES."""
     number = 0
@@ -147,20 +220,48 @@ def read_stream(stream: BinaryIO) -> Iterator[Item]:
         text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools (also mid-stream, after cat)
         record, bad = _parse(text.rstrip("\r\n"), where)
         if record is not None:
-            yield Item(where, record, bad)
+            yield checked(Item(where, record, bad))
 
 
 def read_items(paths: Iterable[str], stdin: BinaryIO | None = None) -> Iterator[Item]:
     """Positional paths if any (`-` is stdin), else stdin."""
     paths = list(paths)
     if not paths:
-        yield from read_stream(stdin if stdin is not None else sys.stdin.buffer)
+        yield from read_stream(stdin if stdin is not None else stdin_buffer())
         return
     for index, path in enumerate(paths, 1):
         if path == "-":
-            yield from read_stream(stdin if stdin is not None else sys.stdin.buffer)
+            yield from read_stream(stdin if stdin is not None else stdin_buffer())
         else:
             yield Item(f"argument {index}", {"path": path})
+
+
+def stdin_buffer() -> BinaryIO:
+    """stdin's bytes; a usage error when the command was started with stdin closed (`<&-`)."""
+    if sys.stdin is None:
+        raise UsageError("stdin is closed: there is no input to read",
+                         "give image paths as arguments, or pipe records in")
+    return sys.stdin.buffer
+
+
+STDOUT = "standard output"
+
+
+class ClosedStdout(io.RawIOBase):
+    """Stands in for a stdout the command was started without (`>&-`): every write fails with
+    EBADF naming it, so that the command says so instead of tripping over None."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.EBADF, "closed", STDOUT)
+
+
+def stdout_closed() -> UsageError:
+    """What a command says when its stdout is closed or not writable: nothing it writes arrives."""
+    return UsageError(f"{STDOUT} is closed or not writable: what {console.prog} writes there would be lost",
+                      "send it somewhere: > out.jsonl, | another command, or > /dev/null to discard it")
 
 
 def dumps(record: Record) -> str:
@@ -257,13 +358,19 @@ class Output:
 
     def __init__(self, stream: BinaryIO | None = None, quiet: bool = False, noun: str = "records") -> None:
         self.stream = stream if stream is not None else sys.stdout.buffer
+        if isinstance(self.stream, ClosedStdout):  # before any work: nothing would reach the reader
+            raise stdout_closed()
         self.errors = 0
         self.progress = Progress(not quiet, noun)
 
     def _write(self, data: bytes) -> None:
-        with no_interrupt:
-            self.stream.write(data)
-            self.stream.flush()
+        try:
+            with no_interrupt:
+                self.stream.write(data)
+                self.stream.flush()
+        except OSError as exc:  # a full disk behind `> out.jsonl`, a read-only fd 1: say which file
+            exc.filename = exc.filename or STDOUT
+            raise
         self.progress.tick()
 
     def record(self, record: Record) -> None:

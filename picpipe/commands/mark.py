@@ -84,17 +84,20 @@ class TeeCommand(StreamCommand, LedgerCommand):
 
     def write(self, item: Item, record: Record) -> None:
         # Ledger first, then stdout, and Ctrl-C held until both are done: a record that went
-        # downstream is already recorded, and a recorded one goes downstream.
+        # downstream is already recorded, and a recorded one goes downstream. A record the
+        # ledger already holds (a re-run after a crash) passes through without a new line.
         with no_interrupt:
             if worth_keeping(record):
                 try:
-                    self.ledger.append([ledger_entry(record)])
+                    self.ledger.append_new(ledger_entry(record))
                 except OSError as exc:
                     self.unrecorded += 1
                     if self.unrecorded == 1:
-                        console.error(f"{item.where}: could not append to the ledger {self.ledger.path}: "
-                                      f"{exc.strerror}",
-                                      "free disk space or fix permissions; records still pass through")
+                        from picpipe.files import os_error
+
+                        problem = os_error(exc)
+                        console.error(f"{item.where}: could not append to the ledger: {problem.message}",
+                                      f"{problem.hint}; records still pass through")
             super().write(item, record)
 
     def finish(self, args: argparse.Namespace) -> None:
