@@ -5,8 +5,9 @@ image host is for): PNG (and APNG), JPEG, GIF, WebP, AVIF, BMP, ICO, and SVG wit
 event handlers or external references. Its signature says the type, a header decode says it is
 one (and its size in pixels: a decompression bomb is refused), and its structure is walked to
 its end marker, so a truncated file is refused too. TIFF and HEIC are images, but only Safari
-shows them: they are refused with a hint to convert them. Anything else, a notes folder's
-`../../.ssh/id_rsa` included, never leaves; `--any-file` is the explicit way to host other files.
+shows them: they are refused with a hint to convert them (pp-backup keeps them as originals).
+Anything else, a notes folder's `../../.ssh/id_rsa` included, never leaves; `--any-file` is the
+explicit way to host other files.
 
     from picpipe.publish import check, check_file
     facts = check_file("shot.png")   # {"format": "png", "mime": "image/png", "width": ..., "height": ...}
@@ -31,6 +32,8 @@ MAX_PIXELS = 100_000_000
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
         "avif": "image/avif", "bmp": "image/bmp", "ico": "image/x-icon", "svg": "image/svg+xml"}
 ALLOWED = ", ".join(name.upper() for name in MIME)
+#: Images no browser but Safari shows: kept by backups (check(originals=True)), never published.
+ORIGINALS = {"tiff": "image/tiff", "heic": "image/heic"}
 ANY_FILE = "--any-file publishes it anyway"
 
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
@@ -63,16 +66,18 @@ def named(path: str, record: Mapping[str, Any]) -> str:
     return path
 
 
-def check_file(path: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
+def check_file(path: str, max_pixels: int = MAX_PIXELS, originals: bool = False) -> dict[str, Any]:
     """`check` on a file's bytes; a missing file, a folder or an unreadable one is its own error."""
     from picpipe.files import read_source
 
-    return check(read_source(path), path, max_pixels)
+    return check(read_source(path), path, max_pixels, originals)
 
 
-def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
+def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS, originals: bool = False) -> dict[str, Any]:
     """format, mime (and width, height of a raster image) of bytes that may be published;
-    otherwise a PicpipeError naming `name` (the file) with a hint."""
+    otherwise a PicpipeError naming `name` (the file) with a hint. `originals` (pp-backup) also
+    lets TIFF and HEIC through on their signature, and any number of pixels: a camera's or a
+    scanner's original is what a backup is for, and no browser or decoder is asked to show it."""
     if not data:
         raise PicpipeError("empty", f"{name} is empty (0 bytes): nothing to publish",
                            "the file was not written completely; save or export it again")
@@ -80,6 +85,8 @@ def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any
     if kind is None:
         raise PicpipeError("not_an_image", f"{name} is not an image file (only {ALLOWED} are published)",
                            f"give image files; {ANY_FILE} if you really host other files")
+    if kind in ORIGINALS and originals:
+        return {"format": kind, "mime": ORIGINALS[kind]}
     if kind not in MIME:
         raise PicpipeError("unsupported_format", f"{name} is a {kind.upper()} image, which most browsers do not "
                            "show", f"convert it first, e.g. pp-compress --format webp; {ANY_FILE}")
@@ -96,7 +103,7 @@ def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any
         if problem is None or kind in ("bmp", "ico"):  # their signatures are too short to call it a cut image
             raise
         width = height = 0  # a header cut short: the file is truncated, said below
-    if width * height > max_pixels:
+    if width * height > max_pixels and not originals:
         raise PicpipeError("too_large", f"{name} is {width}x{height} = {width * height} pixels, more than the "
                            f"limit of {max_pixels} (a decompression bomb?)",
                            "scale it down first (pp-compress --max-pixels N --max-width 4000), "

@@ -117,6 +117,13 @@ def test_tiff_is_an_image_browsers_do_not_show():
     assert error.type == "unsupported_format" and "pp-compress --format" in str(error.hint)
 
 
+def test_backups_keep_originals_no_browser_shows():
+    assert check(encoded("TIFF"), "scan.tif", originals=True) == {"format": "tiff", "mime": "image/tiff"}
+    assert check(png_bomb(), "pano.png", originals=True)["width"] == 100_000  # never decoded by a backup
+    assert refused(b"II*\x00" + b"\x00" * 4, "short.tif").type == "unsupported_format"
+    assert refused(b"-----BEGIN OPENSSH PRIVATE KEY-----\n").type == "not_an_image"
+
+
 def test_a_decompression_bomb_is_too_large_with_its_pixel_count_and_the_limit():
     error = refused(png_bomb(), "bomb.png")
     assert error.type == "too_large"
@@ -241,6 +248,12 @@ def test_backup_copies_only_images_unless_any_file(run, tmp_path, notes):
     assert all(r["error"]["stage"] == "backup" and "backups" not in r for r in records if "error" in r)
     assert list(hosted_files(usb).values()) == [(notes / "good.png").read_bytes()]
     assert len(parse_jsonl((tmp_path / "l.jsonl").read_text())) == 1
+
+    (tmp_path / "scan.tif").write_bytes(encoded("TIFF"))  # originals no browser shows are still kept
+    originals = [str(tmp_path / "scan.tif"), str(notes / "bomb.png")]
+    kept = run("pp-backup", "--to", "usb", "--ledger", str(tmp_path / "l.jsonl"), *originals, extra_env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert {Path(p).read_bytes() for p in originals} <= set(hosted_files(usb).values())
 
     anyway = run("pp-backup", "--to", "usb", "--any-file", "--ledger", str(tmp_path / "l.jsonl"),
                  str(notes / "passwd.png"), extra_env=env)

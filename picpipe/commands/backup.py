@@ -38,8 +38,9 @@ class CopyCommand(StreamCommand):
         "has acknowledged the whole file (--verify: read back and compare sha256). The copy goes\n"
         "under the upload key, else {year}/{month}/{sha256}{ext}; a different file there is never\n"
         "replaced. Copies are appended to the ledger as they are made, and a copy the record or the\n"
-        "ledger already shows is not sent again. Only whole images are copied (the rule of pp-upload:\n"
-        "an empty, truncated or text file is an error record); --any-file copies any file.\n"
+        "ledger already shows is not sent again. Only whole images are copied (the rule of pp-upload,\n"
+        "and TIFF and HEIC originals: an empty, truncated or text file is an error record);\n"
+        "--any-file copies any file.\n"
         "Subcommands: ledger, restore (pp-backup SUB --help)."
     )
     examples = """\
@@ -100,7 +101,7 @@ class CopyCommand(StreamCommand):
 
         if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
             for file, data, _ in copies_of(record):
-                check(data, named(file, record))
+                check(data, named(file, record), originals=True)
         try:
             result, how = back_up(record, self.target, self.known, self.template, self.verify)
         except PicpipeError as exc:

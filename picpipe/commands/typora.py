@@ -20,7 +20,9 @@ class TyporaCommand(Command):
         "stdout and the exit status is 1, so Typora reports a failure instead of inserting a\n"
         "shifted list; the images that did go through are uploaded and in the ledger, and the\n"
         "next try finds them there instead of uploading them again. Remote http(s) images\n"
-        "(Typora's \"apply to online images\") are fetched and re-uploaded to the host.\n"
+        "(Typora's \"apply to online images\") are fetched and re-uploaded to the host. Only whole\n"
+        "images are published (PNG, JPEG, GIF, WebP, AVIF, BMP, ICO, inert SVG): a text file, a\n"
+        "truncated image, a decompression bomb or an SVG with a script is reported, not uploaded.\n"
         "Typora: Preferences > Image > Image Uploader: Custom Command, command: pp-typora"
     )
     examples = """\
