@@ -206,6 +206,31 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+#: Profile keys whose value is no string, and what it may be (a string also does: the
+#: environment's PICPIPE_<PROFILE>_<KEY> are text). Every other known profile key is a string.
+PROFILE_VALUE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "timeout": ((int, float, str), "a number of seconds"),
+    "retries": ((int, str), "a whole number"),
+    "pace": ((int, str), "a whole number of requests"),
+    "path_style": ((bool, str), "true or false"),
+    "conditional_writes": ((bool, str), "true or false"),
+}
+
+
+def _toml_kind(value: Any) -> str:
+    """What a TOML value is, said without the value itself (it may be a password)."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "a table"}
+    return kinds.get(type(value), "a date or time")
+
+
+def _check_profile_value(where: Path | None, name: str, key: str, value: Any) -> None:
+    """`password = 5` is a mistake in the file, said as one, not a wrong password at the server."""
+    types, expected = PROFILE_VALUE_TYPES.get(key, ((str,), "a string (in quotes)"))
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise UsageError(f"{where}: [profiles.{name}] {key} is {_toml_kind(value)}, it must be {expected}",
+                         f'write it as {key} = "..." in quotes' if types == (str,) else "see the example in README.md")
+
+
 def _check_type(where: Path | None, name: str, value: Any) -> None:
     types, expected = SETTING_TYPES[name]
     if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
@@ -242,6 +267,8 @@ def _check(config: Config) -> None:
                              "use letters, digits, '-' and '_', and none of: " + ", ".join(sorted(RESERVED_NAMES)))
         known = (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ()))
         for key, value in values.items():
+            if key in known:
+                _check_profile_value(where, name, key, value)
             if redact.is_secret_key(key) and isinstance(value, str):
                 if value.startswith("env:"):
                     redact.register(config.environ.get(value[4:]))
