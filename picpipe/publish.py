@@ -76,8 +76,8 @@ def check_file(path: str, max_pixels: int = MAX_PIXELS, originals: bool = False)
 def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS, originals: bool = False) -> dict[str, Any]:
     """format, mime (and width, height of a raster image) of bytes that may be published;
     otherwise a PicpipeError naming `name` (the file) with a hint. `originals` (pp-backup) also
-    lets TIFF and HEIC through on their signature, and any number of pixels: a camera's or a
-    scanner's original is what a backup is for, and no browser or decoder is asked to show it."""
+    lets TIFF and HEIC through on their signature: a camera's or a scanner's original is what a
+    backup is for, and no browser is asked to show it."""
     if not data:
         raise PicpipeError("empty", f"{name} is empty (0 bytes): nothing to publish",
                            "the file was not written completely; save or export it again")
@@ -103,7 +103,7 @@ def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS, originals: bool 
         if problem is None or kind in ("bmp", "ico"):  # their signatures are too short to call it a cut image
             raise
         width = height = 0  # a header cut short: the file is truncated, said below
-    if width * height > max_pixels and not originals:
+    if width * height > max_pixels:
         raise PicpipeError("too_large", f"{name} is {width}x{height} = {width * height} pixels, more than the "
                            f"limit of {max_pixels} (a decompression bomb?)",
                            "scale it down first (pp-compress --max-pixels N --max-width 4000), "

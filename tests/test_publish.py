@@ -119,7 +119,8 @@ def test_tiff_is_an_image_browsers_do_not_show():
 
 def test_backups_keep_originals_no_browser_shows():
     assert check(encoded("TIFF"), "scan.tif", originals=True) == {"format": "tiff", "mime": "image/tiff"}
-    assert check(png_bomb(), "pano.png", originals=True)["width"] == 100_000  # never decoded by a backup
+    with pytest.raises(PicpipeError, match="more than the limit"):
+        check(png_bomb(), "pano.png", originals=True)  # one pixel limit for every stage
     assert refused(b"II*\x00" + b"\x00" * 4, "short.tif").type == "unsupported_format"
     assert refused(b"-----BEGIN OPENSSH PRIVATE KEY-----\n").type == "not_an_image"
 
@@ -249,11 +250,12 @@ def test_backup_copies_only_images_unless_any_file(run, tmp_path, notes):
     assert list(hosted_files(usb).values()) == [(notes / "good.png").read_bytes()]
     assert len(parse_jsonl((tmp_path / "l.jsonl").read_text())) == 1
 
-    (tmp_path / "scan.tif").write_bytes(encoded("TIFF"))  # originals no browser shows are still kept
-    originals = [str(tmp_path / "scan.tif"), str(notes / "bomb.png")]
-    kept = run("pp-backup", "--to", "usb", "--ledger", str(tmp_path / "l.jsonl"), *originals, extra_env=env)
-    assert kept.returncode == 0, kept.stderr
-    assert {Path(p).read_bytes() for p in originals} <= set(hosted_files(usb).values())
+    (tmp_path / "scan.tif").write_bytes(encoded("TIFF"))  # an original no browser shows is still kept
+    kept = run("pp-backup", "--to", "usb", "--ledger", str(tmp_path / "l.jsonl"), str(tmp_path / "scan.tif"),
+               str(notes / "bomb.png"), extra_env=env)
+    assert kept.returncode == 1 and [r.get("error", {}).get("type") for r in parse_jsonl(kept.stdout)] == [
+        None, "too_large"]
+    assert encoded("TIFF") in hosted_files(usb).values() and png_bomb() not in hosted_files(usb).values()
 
     anyway = run("pp-backup", "--to", "usb", "--any-file", "--ledger", str(tmp_path / "l.jsonl"),
                  str(notes / "passwd.png"), extra_env=env)
