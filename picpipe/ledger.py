@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe import console
 from picpipe.config import xdg_home
+from picpipe.errors import PicpipeError
 from picpipe.redact import drop_secret_fields, mask_data
 from picpipe.stream import Record, encode_line, field_problem, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
@@ -58,6 +59,16 @@ def worth_keeping(record: Record) -> bool:
     """Only records that say where an image lives (a URL or a backup) go into the ledger, and
     never one whose known fields have the wrong type (`{"url": 5}`)."""
     return bool(record.get("url") or record.get("backups")) and field_problem(record) is None
+
+
+def not_recorded(exc: OSError, done: str) -> PicpipeError:
+    """The error of a record whose work was done (`done`: "copied to X") but whose ledger line
+    could not be written: the work is not reported as failed, the ledger's problem is named."""
+    from picpipe.files import os_error
+
+    problem = os_error(exc)
+    return PicpipeError("not_recorded", f"{done}, but the ledger could not record it: {problem.message}",
+                        f"{problem.hint}; the record holds what was done: pipe it into pp-mark to record it")
 
 
 def ledger_entry(record: Record, marked_at: str | None = None) -> Record:

@@ -96,7 +96,7 @@ class CopyCommand(StreamCommand):
         """Copy, then record the copy in the ledger at once, here in the worker: a copy that was
         made is recorded even if the run is stopped before its turn on stdout comes."""
         from picpipe.backup import back_up, copies_of
-        from picpipe.ledger import ledger_entry
+        from picpipe.ledger import ledger_entry, not_recorded
         from picpipe.publish import check, named
 
         if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
@@ -115,7 +115,11 @@ class CopyCommand(StreamCommand):
                     if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256"):
                         self.known.setdefault(entry["sha256"], entry)
                 if self.ledger is not None:
-                    self.ledger.append([ledger_entry(result)])
+                    try:
+                        self.ledger.append([ledger_entry(result)])
+                    except OSError as exc:  # the copy exists, and the record says so: only the ledger missed it
+                        copy = result["backups"][-1].get("location") if result.get("backups") else "?"
+                        return {**result, "error": not_recorded(exc, f"copied to {copy}").to_dict(self.stage)}
         return result
 
     def finish(self, args: argparse.Namespace) -> None:

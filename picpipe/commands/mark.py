@@ -19,7 +19,7 @@ from picpipe.cli import (
 )
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
-from picpipe.stream import Item, Output, Record, no_interrupt, read_items, say_error
+from picpipe.stream import Item, Output, Record, field_problem, no_interrupt, read_items, say_error
 
 if TYPE_CHECKING:
     from picpipe.linkcheck import Probe
@@ -173,7 +173,13 @@ class MergeCommand(LedgerCommand):
             source = Ledger(name if name != "-" else "/dev/stdin")
             if name != "-" and not source.path.exists() or source.path.is_dir():
                 raise UsageError(f"{name}: no such ledger file")
-            entries.extend(entry for _, entry in source.lines(self.bad_line(source)))
+            report = self.bad_line(source)
+            for number, entry in source.lines(report):
+                problem = field_problem(entry)
+                if problem is None:
+                    entries.append(entry)
+                else:  # a wrong-typed field does not enter this ledger from another one either
+                    report(number, f"{problem[0]} is not {problem[1]}")
         added, present = ledger.add_new(entries, self.bad_line(ledger))
         ledger.close()
         self.report_bad_lines()
