@@ -33,7 +33,7 @@ from picpipe import console, redact
 from picpipe.errors import UsageError
 
 #: Keys every profile understands.
-COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries")
+COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries", "breaker")
 #: Keys per profile type (DESIGN §3). The host modules of pp-upload will own these.
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "local": ("dir",),
@@ -211,6 +211,7 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 PROFILE_VALUE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "timeout": ((int, float, str), "a number of seconds"),
     "retries": ((int, str), "a whole number"),
+    "breaker": ((int, str), "a whole number of failed requests"),
     "pace": ((int, str), "a whole number of requests"),
     "path_style": ((bool, str), "true or false"),
     "conditional_writes": ((bool, str), "true or false"),

@@ -4,8 +4,10 @@
 502, 503, 504) with exponential backoff and full jitter, honours Retry-After, and never
 retries an answer that will not change (401, 403, 404, 4xx). Requests that are not safe to
 repeat (an upload that creates a new object each time) are retried only when the server
-certainly did not act on them. `requests` is imported inside the functions: commands must
-start fast.
+certainly did not act on them. A timeout is retried once only: each try has already waited
+the whole timeout. A `Service` (one profile's server) also has a circuit breaker
+(picpipe.breaker): a server that keeps failing stops the run for that target in seconds.
+`requests` is imported inside the functions: commands must start fast.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe import __version__, console
+from picpipe.breaker import DEFAULT_LIMIT, FAILURE_KINDS, Breaker
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.redact import redact_text
 
@@ -35,6 +38,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_ACTED_ON = frozenset({429})
 #: Seconds: the first backoff ceiling (doubled per attempt), the largest one, the longest Retry-After obeyed.
 BACKOFF, MAX_BACKOFF, MAX_RETRY_AFTER = 0.5, 20.0, 120.0
+#: Retries after a timeout, whatever `retries` says: a try that timed out already took the whole timeout.
+TIMEOUT_RETRIES = 1
 
 
 def new_session(jobs: int, purpose: str = "") -> requests.Session:
@@ -57,11 +62,12 @@ class Client:
     """A lazily opened session plus the retry policy; safe to share between threads."""
 
     def __init__(self, who: str, *, timeout: float = 30.0, retries: int = 4, jobs: int = 8, purpose: str = "",
-                 pace: Callable[[], None] | None = None) -> None:
+                 pace: Callable[[], None] | None = None, breaker: Breaker | None = None) -> None:
         """`pace`, when given, runs before every attempt and waits as long as a server's request
-        budget requires (Nutstore: 600 requests per 30 minutes)."""
+        budget requires (Nutstore: 600 requests per 30 minutes); `breaker` stops sending to a server
+        that keeps failing (picpipe.breaker)."""
         self.who, self.timeout, self.retries, self.jobs, self.purpose = who, timeout, retries, jobs, purpose
-        self.pace = pace
+        self.pace, self.breaker = pace, breaker
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
         self._settings: dict[str, dict[str, Any]] = {}  # per scheme://host: proxies, CA bundle
@@ -82,17 +88,22 @@ class Client:
         that an answer of a retried status cannot change soon (Nutstore's 503 BlockedTemporarily
         lasts up to 30 minutes). Reads follow redirects unless `redirects` is False; with `stream`
         the body is left for the caller to read (and cap). Network
-        failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns).
+        failures that outlast the retries become a PicpipeError (timeout, connection, tls, dns);
+        with the circuit open (picpipe.breaker), a `circuit_open` one, and nothing is sent.
         """
         import requests
 
         attempt = 0
         while True:
+            if self.breaker is not None:
+                self.breaker.check()  # also between tries: another worker's request may have opened it
             prepared = self.session.prepare_request(requests.Request(method, url, **kwargs))
             if sign is not None:
                 sign(prepared)
             if self.pace is not None:
                 self.pace()
+            # A server that has just failed a request through all its retries gets one try per request.
+            retries = 0 if self.breaker is not None and self.breaker.suspect else self.retries
             try:
                 # A write is never redirected: requests would resend its body (and signed form
                 # fields) to wherever the Location points, and a signature is void there anyway.
@@ -100,21 +111,40 @@ class Client:
                                              allow_redirects=redirects and method in ("GET", "HEAD"),
                                              **{**self.settings(prepared.url or url), "stream": stream})
             except requests.RequestException as exc:
-                if attempt >= self.retries or not may_retry(exc, idempotent):
-                    raise network_error(exc, self.who, self.timeout) from None
-                delay, why = backoff(attempt), failure_kind(exc)
+                why = failure_kind(exc)
+                if why == "timeout":
+                    retries = min(retries, TIMEOUT_RETRIES)
+                if attempt >= retries or not may_retry(exc, idempotent):
+                    error = network_error(exc, self.who, self.timeout)
+                    if self.breaker is not None and error.type in FAILURE_KINDS:
+                        self.breaker.failed(url, error.message.removeprefix(f"{self.who}: "))
+                    raise error from None
+                delay = backoff(attempt)
             else:
                 status = response.status_code
-                if status not in RETRY_STATUSES or attempt >= self.retries or (
-                        not idempotent and status not in NOT_ACTED_ON) or (final is not None and final(response)):
-                    return response
+                is_final = final is not None and final(response)
                 delay, why = retry_after(response) or backoff(attempt), f"HTTP {status}"
-                if delay > MAX_RETRY_AFTER:
-                    return response  # the caller reports it; waiting that long is the user's call
+                if status not in RETRY_STATUSES or attempt >= retries or (
+                        not idempotent and status not in NOT_ACTED_ON) or is_final or delay > MAX_RETRY_AFTER:
+                    # Past MAX_RETRY_AFTER the caller reports it: waiting that long is the user's call.
+                    self.answered(url, response, is_final)
+                    return response
                 response.close()
             attempt += 1
-            console.say(f"{self.who}: {why}, try {attempt + 1} of {self.retries + 1} in {delay:.1f} s")
+            console.say(f"{self.who}: {why}, try {attempt + 1} of {retries + 1} in {delay:.1f} s")
             time.sleep(delay)
+
+    def answered(self, url: str, response: requests.Response, final: bool) -> None:
+        """Tell the breaker how a request ended: a 5xx (but 501, which only says a method is not
+        there, and an answer the caller calls final) is the server failing, 429 says nothing of its
+        health, any other answer is the server working."""
+        status = response.status_code
+        if self.breaker is None or status == 429:
+            return
+        if status >= 500 and status != 501 and not final:
+            self.breaker.failed(url, f"HTTP {status} {response.reason or ''}".strip())
+        else:
+            self.breaker.answered()
 
     def settings(self, url: str) -> dict[str, Any]:
         """Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE), as
@@ -134,6 +164,65 @@ class Client:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+
+_HOST = re.compile(r"(?:[\w-]+\.)*[\w-]+\.?")  # labels of letters (any script), digits, - and _
+
+
+def url_problem(text: str, schemes: Collection[str] = ("http", "https"), spaces: bool = False) -> str | None:
+    """What makes `text` no URL a request can go to, in a few words; None when nothing does.
+    `spaces`: a space in the path is fine (the WebDAV url is escaped as typed)."""
+    import urllib.parse
+
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "it holds a control character (a pasted line break or tab?)"
+    if "://" not in text:
+        return f"it has no scheme: it must start with {' or '.join(s + '://' for s in schemes)}"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:  # a port that is no number or out of 0-65535, a broken [IPv6] address
+        host_port = re.split(r"[/?#]", text.partition("://")[2])[0].rpartition("@")[2]
+        if host_port.startswith("[") and "]" not in host_port:
+            return f"the host {host_port!r} is not a valid [IPv6] address"
+        return f"the port {host_port.rpartition(']')[2].rpartition(':')[2]!r} is not a number from 1 to 65535"
+    if parts.scheme.lower() not in schemes:
+        return f"it starts with {parts.scheme}://: only {' or '.join(s + '://' for s in schemes)} will do"
+    host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if port is not None else parts.netloc.rpartition("@")[2]
+    if parts.scheme.lower() != "file":
+        if not parts.hostname:
+            return "it has no host name after the scheme"
+        if any(c.isspace() for c in host):
+            return f"the host name {host!r} has a space in it"
+        if not host.startswith("[") and not _HOST.fullmatch(host):
+            return f"the host name {host!r} holds characters no host name has"
+        if port == 0:
+            return "the port '0' is not a number from 1 to 65535"
+    if not spaces and any(c.isspace() for c in text):
+        return "it has a space in it (write a space in a path as %20)"
+    return None
+
+
+def check_url(value: object, what: str, hint: str, *, schemes: Collection[str] = ("http", "https"),
+              default_scheme: str | None = None, spaces: bool = False) -> str:
+    """`value` (a flag's or profile's URL) stripped, with `default_scheme` put in front when it has
+    none; a UsageError naming `what` and the value, with `hint`, when no request could go there."""
+    text = str(value).strip()
+    if default_scheme and text and "://" not in text:
+        text = f"{default_scheme}://{text}"
+    problem = url_problem(text, schemes, spaces) if text else "it is empty"
+    if problem is not None:
+        raise UsageError(f"{what} {str(value)!r} is not a usable URL: {problem}", hint)
+    return text
+
+
+def url_hint(profile: str, key: str, flag: str = "") -> str:
+    """Where a URL setting of a profile is written: the hint of a UsageError about its value."""
+    from picpipe.config import env_name
+
+    flag = flag or {"endpoint": "--endpoint", "base_url": "--base-url"}.get(key, "")
+    return (f"write it as https://host[:port]/path in [profiles.{profile}] {key}, {env_name(profile, key)}"
+            + (f" or {flag}" if flag else ""))
 
 
 def backoff(attempt: int) -> float:
@@ -264,7 +353,9 @@ class Service:
     """One server of a profile spoken over HTTP: the retrying client, and the server's refusals
     turned into error records with the server's own code, message, request id and a hint.
 
-    Profiles may set `timeout` (seconds per request, default 30) and `retries` (default 4).
+    Profiles may set `timeout` (seconds per request, default 30), `retries` (default 4) and `breaker`
+    (failed requests in a row after which the rest of the run sends nothing to this server,
+    default 3; 0 never stops).
     """
 
     #: The host's own error codes (or statuses) that deserve a better hint than STATUS_HINTS.
@@ -277,8 +368,11 @@ class Service:
     def __init__(self, profile: dict[str, Any], purpose: str, pace: Callable[[], None] | None = None) -> None:
         self.name: str = profile["name"]
         self.profile = profile
+        advice = f"pp-davtest --target {self.name}" if profile.get("type") == "webdav" else \
+            "its status page, and the profile's endpoint"
+        breaker = Breaker(self.name, int(self.number("breaker", DEFAULT_LIMIT)), advice)
         self.client = Client(self.name, timeout=self.number("timeout", 30.0), retries=int(self.number("retries", 4)),
-                             jobs=16, purpose=purpose, pace=pace)
+                             jobs=16, purpose=purpose, pace=pace, breaker=breaker)
 
     def number(self, key: str, default: float) -> float:
         """A numeric profile setting; a typo in it is a usage error, not a crash."""
@@ -305,8 +399,11 @@ class Service:
     def endpoint(self, default: str) -> str:
         """The API/upload URL: the profile's override (private regions, Enterprise servers, tests) or the host's.
         An override typed without a scheme (`oss-cn-hangzhou.aliyuncs.com`) means HTTPS."""
-        url = str(self.profile.get("endpoint") or default).rstrip("/")
-        return url if "://" in url else "https://" + url
+        given = self.profile.get("endpoint")
+        if given in (None, ""):
+            return default.rstrip("/")
+        return check_url(given, f"profile {self.name!r}: endpoint", url_hint(self.name, "endpoint"),
+                         default_scheme="https").rstrip("/")
 
     def request(self, method: str, url: str, *, ok: Collection[int] = (200, 201, 204), idempotent: bool = True,
                 **kwargs: Any) -> requests.Response:

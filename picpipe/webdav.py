@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from picpipe import redact
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts.signing import uri_encode
-from picpipe.net import Service
+from picpipe.net import Service, check_url, url_hint
 from picpipe.timeutil import iso_from_epoch
 
 if TYPE_CHECKING:
@@ -84,11 +84,12 @@ class WebDav(Service):
     kinds = {405: "rejected", 409: "not_found", "AncestorsNotFound": "not_found", 423: "locked", 507: "quota_full"}
 
     def __init__(self, profile: dict[str, Any], purpose: str = "webdav") -> None:
-        url = urllib.parse.urlsplit(str(profile.get("url") or "").strip())
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if profile.get("url") in (None, ""):
             raise UsageError(f"profile {profile['name']!r} needs url: the WebDAV folder, e.g. "
                              "https://dav.jianguoyun.com/dav/picpipe/",
                              f"set url in [profiles.{profile['name']}] or PICPIPE_{profile['name'].upper()}_URL")
+        url = urllib.parse.urlsplit(check_url(profile["url"], f"profile {profile['name']!r}: url",
+                                              url_hint(profile["name"], "url"), spaces=True))
         if url.username is not None:  # user:password@ in the url: moved to the auth, never into a link
             profile.setdefault("user", urllib.parse.unquote(url.username))
             profile.setdefault("password", urllib.parse.unquote(url.password or ""))

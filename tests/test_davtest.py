@@ -347,7 +347,7 @@ def test_tls_with_an_untrusted_certificate_fails_at_connect_and_is_never_bypasse
     (("--target", "nowhere"), {}, "no profile named 'nowhere'"),
     (("--target", "pics"), {"PICPIPE_PICS_TYPE": "local", "PICPIPE_PICS_DIR": "."}, "not webdav"),
     (("--target", "dav"), {"PICPIPE_DAV_TYPE": "webdav"}, "needs url"),
-    (("--url", "ftp://example.com/"), {}, "needs url"),
+    (("--url", "ftp://example.com/"), {}, "--url 'ftp://example.com/' is not a usable URL"),
 ])
 def test_usage_and_configuration_errors_exit_2(run, args, env, says):
     result = run("pp-davtest", *args, extra_env=env)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.net import Service
+from picpipe.net import Service, check_url, url_hint
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Host(ABC):
             raise UsageError(f"profile {self.name!r} ({profile['type']}) needs base_url: {self.base_url_required}",
                              f"set base_url in [profiles.{self.name}] (or PICPIPE_{self.name.upper()}_BASE_URL, "
                              "--base-url) to the domain bound to the bucket, e.g. https://img.example.com")
+        if profile.get("base_url"):
+            profile["base_url"] = check_url(profile["base_url"], f"profile {self.name!r}: base_url",
+                                            url_hint(self.name, "base_url"), schemes=("http", "https", "file"))
 
     @abstractmethod
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
