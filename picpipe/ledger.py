@@ -86,23 +86,27 @@ def canonical(record: Mapping[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _image_id(entry: Mapping[str, Any]) -> str:
+#: One encoder for the index's digests (json.dumps would build one per call: a million lines).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SAID = ("sha256", "host", "key", "url", "source", "replaces")
+
+
+def _image_id(entry: Mapping[str, Any]) -> bytes:
     return _digest("\0".join(identity(entry)))
 
 
-def what_it_says(entry: Mapping[str, Any]) -> str:
+def what_it_says(entry: Mapping[str, Any]) -> bytes:
     """The digest of what a line says about its image: where it lives (sha256, host, key, url),
     its copies, its source, whether it is deleted, what it replaces. Two lines that say the same
     need not both be kept; times and the pipeline's passing facts (path, size) do not count."""
     backups = entry.get("backups")
-    copies = sorted({canonical({k: b.get(k) for k in ("target", "location", "sha256")})
-                     for b in (backups if isinstance(backups, list) else ()) if isinstance(b, dict)})
-    said = {k: entry.get(k) for k in ("sha256", "host", "key", "url", "source", "replaces")}
-    return _digest(canonical({**said, "backups": copies, "deleted": bool(entry.get("deleted_at"))}))
+    copies = sorted({_ENCODE([b.get("target"), b.get("location"), b.get("sha256")])
+                     for b in backups if isinstance(b, dict)}) if isinstance(backups, list) else []
+    return _digest(_ENCODE([[entry.get(k) for k in _SAID], copies, bool(entry.get("deleted_at"))]))
 
 
 class Ledger:
@@ -290,7 +294,7 @@ class LedgerIndex:
         real = os.path.realpath(ledger)
         folder = xdg_home("XDG_CACHE_HOME", ".cache") / "ledger-index"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.file = folder / f"{_digest(real)}.sqlite3"
+        self.file = folder / f"{_digest(real).hex()}.sqlite3"
         try:
             self.db = self._connect(sqlite3)
         except sqlite3.DatabaseError:  # a damaged cache is no loss: start it again
@@ -302,7 +306,7 @@ class LedgerIndex:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # a cache: a power cut costs a rebuild at worst
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-        db.execute("CREATE TABLE IF NOT EXISTS image (id TEXT PRIMARY KEY, says TEXT, time TEXT)")
+        db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT) WITHOUT ROWID")
         return db
 
     def close(self) -> None:
@@ -356,11 +360,12 @@ class LedgerIndex:
         return position - len(rest)
 
     def _index_lines(self, lines: list[bytes]) -> None:
-        batch: dict[str, tuple[str, str | None, Record]] = {}
+        batch: dict[bytes, tuple[bytes, str | None, Record]] = {}
+        decode = json.JSONDecoder().decode
         for raw in lines:
             try:
-                entry = json.loads(raw)
-            except ValueError:  # torn, corrupt: the readers report it
+                entry = decode(raw.decode("utf-8"))
+            except ValueError:  # torn, corrupt (UnicodeDecodeError too): the readers report it
                 continue
             if isinstance(entry, dict):
                 key = _image_id(entry)
