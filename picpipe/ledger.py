@@ -99,14 +99,28 @@ def _image_id(entry: Mapping[str, Any]) -> bytes:
     return _digest("\0".join(identity(entry)))
 
 
-def what_it_says(entry: Mapping[str, Any]) -> bytes:
-    """The digest of what a line says about its image: where it lives (sha256, host, key, url),
-    its copies, its source, whether it is deleted, what it replaces. Two lines that say the same
-    need not both be kept; times and the pipeline's passing facts (path, size) do not count."""
+def _says(entry: Mapping[str, Any]) -> bytes:
+    """The digest of what a line says about where its image lives (sha256, host, key, url), its
+    source, what it replaces and whether it is deleted: times and a pipeline's passing facts
+    (path, size) do not count, and copies are counted apart (`_copies`), since they accumulate."""
+    return _digest(_ENCODE([[entry.get(k) for k in _SAID], bool(entry.get("deleted_at"))]))
+
+
+#: Bytes of a copy's digest in the index.
+_COPY = 8
+
+
+def _copies(entry: Mapping[str, Any]) -> set[bytes]:
+    """Digests of a line's backup copies, one per (target, location) as `resolve` unions them."""
     backups = entry.get("backups")
-    copies = sorted({_ENCODE([b.get("target"), b.get("location"), b.get("sha256")])
-                     for b in backups if isinstance(b, dict)}) if isinstance(backups, list) else []
-    return _digest(_ENCODE([[entry.get(k) for k in _SAID], copies, bool(entry.get("deleted_at"))]))
+    if not isinstance(backups, list):
+        return set()
+    return {hashlib.blake2b(_ENCODE([b.get("target"), b.get("location")]).encode("utf-8", "surrogatepass"),
+                            digest_size=_COPY).digest() for b in backups if isinstance(b, dict)}
+
+
+def _split(blob: bytes | None) -> set[bytes]:
+    return {blob[i:i + _COPY] for i in range(0, len(blob), _COPY)} if blob else set()
 
 
 class Ledger:
@@ -189,7 +203,7 @@ class Ledger:
 
     def append_new(self, entry: Record) -> bool:
         """Append `entry` unless the ledger's latest line for its image already says the same
-        (`what_it_says`); True when it was appended. Without a usable index (a ledger that is no
+        and the copies it names are all recorded; True when it was appended. Without a usable index (a ledger that is no
         regular file, a cache folder that cannot be written) every entry is appended, as before."""
         import sqlite3
 
@@ -199,7 +213,7 @@ class Ledger:
                 return self._write(fd, [entry]) == 1
             try:
                 index.catch_up(fd)
-                if index.says(entry):
+                if index.holds(entry):
                     return False
                 self._write(fd, [entry])
                 index.catch_up(fd)
@@ -279,10 +293,11 @@ class Ledger:
 
 
 class LedgerIndex:
-    """A cache of one ledger: for each image, what its winning line says (`what_it_says`) and that
-    line's time. It remembers how far it has read (with a digest of the bytes before that point,
-    so a ledger that was replaced or rewritten is read again from the start) and only ever reads
-    what was added since. Used under the ledger's lock, which is what serialises its writers."""
+    """A cache of one ledger: for each image, what its winning line says (`_says`), that line's
+    time, and every copy any line names (`_copies`). It remembers how far it has read (with a
+    digest of the bytes before that point, so a ledger that was replaced or rewritten is read
+    again from the start) and only ever reads what was added since. Used under the ledger's
+    lock, which is what serialises its writers."""
 
     #: Bytes before the read position kept as a digest to recognise the same file.
     TAIL = 4096
@@ -306,7 +321,8 @@ class LedgerIndex:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # a cache: a power cut costs a rebuild at worst
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-        db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT) WITHOUT ROWID")
+        db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT, copies BLOB)"
+                   " WITHOUT ROWID")
         return db
 
     def close(self) -> None:
@@ -360,7 +376,9 @@ class LedgerIndex:
         return position - len(rest)
 
     def _index_lines(self, lines: list[bytes]) -> None:
-        batch: dict[bytes, tuple[bytes, str | None, Record]] = {}
+        """Fold lines into their images' rows: the newer line's says and time win (as in
+        `resolve`), copies accumulate."""
+        batch: dict[bytes, tuple[Record, set[bytes]]] = {}  # image → (winning line, copies)
         decode = json.JSONDecoder().decode
         for raw in lines:
             try:
@@ -370,22 +388,29 @@ class LedgerIndex:
             if isinstance(entry, dict):
                 key = _image_id(entry)
                 old = batch.get(key)
-                if old is None or _newer(entry, old[2]):
-                    batch[key] = (what_it_says(entry), _time_of(entry), entry)
+                if old is None:
+                    batch[key] = (entry, _copies(entry))
+                else:
+                    batch[key] = (entry if _newer(entry, old[0]) else old[0], old[1] | _copies(entry))
+        rows = {key: (_says(line), _time_of(line), copies) for key, (line, copies) in batch.items()}
         keys = list(batch)
         for start in range(0, len(keys), 500):
             part = keys[start:start + 500]
-            rows = self.db.execute(f"SELECT id, time FROM image WHERE id IN ({','.join('?' * len(part))})", part)
-            for key, time in rows.fetchall():
-                if not _newer(batch[key][2], {"marked_at": time} if time else {}):
-                    del batch[key]
-        self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?)",
-                            [(key, says, time) for key, (says, time, _) in batch.items()])
+            marks = ",".join("?" * len(part))
+            found = self.db.execute(f"SELECT id, says, time, copies FROM image WHERE id IN ({marks})", part)
+            for key, says, time, copies in found.fetchall():
+                line, new_copies = batch[key]
+                keep_old = not _newer(line, {"marked_at": time} if time else {})
+                rows[key] = (says if keep_old else rows[key][0], time if keep_old else rows[key][1],
+                             new_copies | _split(copies))
+        self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?, ?)",
+                            [(key, says, time, b"".join(sorted(copies))) for key, (says, time, copies) in rows.items()])
 
-    def says(self, entry: Record) -> bool:
-        """The winning line of `entry`'s image says what `entry` says."""
-        row = self.db.execute("SELECT says FROM image WHERE id = ?", (_image_id(entry),)).fetchone()
-        return row is not None and row[0] == what_it_says(entry)
+    def holds(self, entry: Record) -> bool:
+        """The ledger already says what `entry` says: its image's winning line says the same, and
+        every copy it names is recorded."""
+        row = self.db.execute("SELECT says, copies FROM image WHERE id = ?", (_image_id(entry),)).fetchone()
+        return row is not None and row[0] == _says(entry) and _copies(entry) <= _split(row[1])
 
 
 def _time_of(record: Mapping[str, Any]) -> str | None:
