@@ -14,6 +14,8 @@ methods are relative to that collection and percent-encoded one segment at a tim
   /dav/, requests paced to the account's budget (`pace`, default 540 per 30 minutes, shared by
   all picpipe processes), and 503 BlockedTemporarily stops the run cleanly: every later request
   fails at once with a rate_limited error saying when to resume.
+- Any server that keeps failing (5xx, no answer) stops the run for its profile after a few failed
+  requests (`breaker`, picpipe.breaker): later requests fail at once, unsent, as circuit_open.
 """
 
 from __future__ import annotations
