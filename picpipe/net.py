@@ -122,7 +122,7 @@ class Client:
                 delay = backoff(attempt)
             else:
                 status = response.status_code
-                is_final = final is not None and final(response)
+                is_final = status in RETRY_STATUSES and final is not None and final(response)
                 delay, why = retry_after(response) or backoff(attempt), f"HTTP {status}"
                 if status not in RETRY_STATUSES or attempt >= retries or (
                         not idempotent and status not in NOT_ACTED_ON) or is_final or delay > MAX_RETRY_AFTER:
