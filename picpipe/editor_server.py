@@ -45,7 +45,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 36677
 #: Larger request bodies are answered 413 without being read.
 MAX_BODY = 100 * 1024 * 1024
 #: A path list is parsed in memory: larger ones are answered 413 (10 000 paths take about 1 MB).
-MAX_JSON = 16 * 1024 * 1024
+MAX_JSON = 8 * 1024 * 1024
 #: Bytes read from a socket at a time; a multipart body holds about two of them in memory.
 CHUNK = 64 * 1024
 #: The headers of one multipart part (a file name, a type) are small: longer ones are refused.
@@ -58,6 +58,8 @@ MEMORY_WAIT = 30
 WORKERS, BATCH = 2, 100
 #: Connections the kernel keeps waiting for accept() (socketserver's default is 5).
 BACKLOG = 1024
+#: Received files wait in <temp folder>/pp-server-<pid>-*/ while their request is served.
+SPOOL = "pp-server-"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 CLIPBOARD = ("picpipe does not read the clipboard: send image paths as {\"list\": [\"/abs/a.png\"]} "
              "or files as multipart/form-data")
@@ -174,6 +176,7 @@ class PicGoServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+        sweep_spools()
         self.uploads = Uploads(pipeline)
         self.memory = Budget(MEMORY)
         self.secret = secret
@@ -198,7 +201,7 @@ class PicGoServer(ThreadingHTTPServer):
     def spool(self) -> Iterator[str]:
         """A temp folder for one request's files, gone when the request is (even if its client left)."""
         try:
-            folder = tempfile.mkdtemp(prefix="pp-server-")
+            folder = tempfile.mkdtemp(prefix=f"{SPOOL}{os.getpid()}-")
         except OSError as exc:
             raise Reply(500, f"cannot store received files in {tempfile.gettempdir()}: {exc.strerror}",
                         result=[]) from None
@@ -213,6 +216,32 @@ class PicGoServer(ThreadingHTTPServer):
         super().server_close()
         for folder in list(self.spools):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_spools() -> None:
+    """Remove the temp folders a killed pp-server left (kill -9, a power cut): those of a pid that
+    no longer runs. Another pp-server's, still running, stay."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return
+    folder = tempfile.gettempdir()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = re.fullmatch(rf"{SPOOL}(\d+)-\w+", name)
+        if match and not _running(int(match.group(1))):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it runs
+        pass
+    return True
 
 
 class Body:

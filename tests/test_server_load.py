@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -22,18 +24,28 @@ CLIENTS = 200
 
 
 @pytest.fixture
-def server(env, tmp_path):
-    """A pp-server uploading to a local folder (no backup stage), its temp files in tmp_path/tmp."""
+def start(env, tmp_path):
+    """start() → a pp-server uploading to a local folder (no backup stage), its temp files in tmp_path/tmp."""
     (tmp_path / "tmp").mkdir()
     config = write_config(tmp_path, backup=False)
-    started = Server({**env, "PICPIPE_CONFIG": str(config), "TMPDIR": str(tmp_path / "tmp")}, (), free_port())
-    try:
-        started.wait_ready()
-        yield started
-    finally:
-        if started.proc.poll() is None:
-            started.proc.kill()
-            started.proc.wait()
+    started: list[Server] = []
+
+    def _start() -> Server:
+        server = Server({**env, "PICPIPE_CONFIG": str(config), "TMPDIR": str(tmp_path / "tmp")}, (), free_port())
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield _start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture
+def server(start):
+    return start()
 
 
 def png(colour: tuple[int, int, int]) -> bytes:
@@ -178,6 +190,32 @@ def test_clients_that_hang_up_leave_no_traceback_and_no_temp_file(server, tmp_pa
     assert status == 0 and "Traceback" not in stderr and "Error" not in stderr, stderr
 
 
+def test_a_stopped_or_killed_server_leaves_no_received_file(start, tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / "tmp" / f"pp-server-{gone.pid}-k1ll3d"  # what kill -9 mid-request leaves
+    (killed / "0").mkdir(parents=True)
+    (killed / "0" / "a.png").write_bytes(png((1, 1, 1)))
+    running = tmp_path / "tmp" / f"pp-server-{os.getpid()}-busy"  # another pp-server's, still running
+    running.mkdir()
+    server = start()
+    assert spooled(tmp_path) == [running]
+    running.rmdir()
+
+    body, content_type = form("slow.png", png((2, 2, 2)) * 100)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+        deadline = time.monotonic() + 10
+        while not spooled(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert spooled(tmp_path)  # the half-received file waits in its folder
+        server.proc.terminate()  # a service manager's stop
+        _, stderr = server.proc.communicate(timeout=15)
+    assert server.proc.returncode == 0 and "stopped" in stderr and "Traceback" not in stderr
+    assert spooled(tmp_path) == []
+
+
 def raw_answer(port: int, head: bytes) -> tuple[bytes, dict]:
     """Send a request head only; the status line and JSON body of the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -189,7 +227,7 @@ def raw_answer(port: int, head: bytes) -> tuple[bytes, dict]:
 
 @pytest.mark.parametrize("content_type, length, message", [
     ("multipart/form-data; boundary=x", 101 * 1024 * 1024, "larger than 100 MB: send fewer images at once"),
-    ("application/json", 17 * 1024 * 1024, "larger than 16 MB: send fewer paths at once"),
+    ("application/json", 9 * 1024 * 1024, "larger than 8 MB: send fewer paths at once"),
 ])
 def test_a_body_over_the_limit_is_413_with_a_message_unread(server, tmp_path, content_type, length, message):
     headers, answer = raw_answer(server.port, f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
@@ -225,8 +263,6 @@ def peak_rss_mb(pid: int) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc (Linux)")
 def test_large_bodies_at_once_are_streamed_not_held_in_memory(server, tmp_path):
-    import os
-
     # An uncompressed PNG of noise: 30 MB that a decoder accepts, sent by 8 clients at once.
     picture = Image.frombytes("RGB", (3200, 3200), os.urandom(3200 * 3200 * 3))
     picture.save(tmp_path / "big.png", compress_level=0)

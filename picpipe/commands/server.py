@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any
 
@@ -80,6 +81,7 @@ class ServerCommand(Command):
             console.warn(f"listening on {host}: other machines can reach this server"
                          + ("" if secret else " and no secret is set: anyone who can connect can upload images "
                             "to your host") + "; file paths are only taken from this machine or with the secret")
+        signal.signal(signal.SIGTERM, stop)  # a service manager's stop: the same clean end as Ctrl-C
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -114,6 +116,10 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {text}")
     return value
+
+
+def stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
