@@ -401,7 +401,7 @@ def test_a_failed_write_leaves_the_document_and_no_temp_file(env, tmp_path):
                             capture_output=True, text=True, env=env, cwd=tmp_path, preexec_fn=limit, timeout=60)
     assert result.returncode == 1
     [failed] = parse_jsonl(result.stdout)
-    assert failed["doc"] == "posts/big.md" and failed["error"]["type"] == "io"
+    assert failed["doc"] == "posts/big.md" and failed["error"]["type"] == "disk_full"  # EFBIG: the disk's limit
     assert listing(folder) == ["big.md"] and (folder / "big.md").read_text().startswith(f"![a]({OLD})")
 
 

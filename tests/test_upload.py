@@ -134,7 +134,7 @@ def test_bad_inputs_are_error_records_and_the_rest_go_on(run, tmp_path):
     assert result.returncode == 1
     ok, missing, no_path = parse_jsonl(result.stdout)
     assert ok["url"].startswith("file://") and missing["error"]["type"] == "not_found"
-    assert no_path["error"]["type"] == "no_path"
+    assert no_path["error"]["type"] == "bad_field"  # a path that is no string stops at its line
     assert "line 2" in result.stderr and "Traceback" not in result.stderr
 
 
