@@ -222,6 +222,25 @@ class Ledger:
                 self._index_broken(exc)
                 return self._write(fd, [entry]) == 1
 
+    def catch_up_index(self) -> None:
+        """Bring the index up to date before the first `append_new`, where Ctrl-C still stops
+        the command (an append holds it back): the first look at a ledger of 1M lines takes
+        seconds."""
+        import fcntl
+        import sqlite3
+
+        self.open()
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            index = self._open_index(self._fd)
+            if index is not None:
+                index.catch_up(self._fd)
+        except sqlite3.Error as exc:
+            self._index_broken(exc)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def _open_index(self, fd: int) -> LedgerIndex | None:
         import sqlite3
 
@@ -301,11 +320,14 @@ class LedgerIndex:
 
     #: Bytes before the read position kept as a digest to recognise the same file.
     TAIL = 4096
+    #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
+    SAY_ABOVE = 64 << 20
     VERSION = "1"
 
     def __init__(self, ledger: Path) -> None:
         import sqlite3
 
+        self.ledger = ledger
         real = os.path.realpath(ledger)
         folder = xdg_home("XDG_CACHE_HOME", ".cache") / "ledger-index"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -346,6 +368,8 @@ class LedgerIndex:
             same, offset = False, 0
         if same and offset == info.st_size:
             return
+        if info.st_size - offset > self.SAY_ABOVE:
+            console.say(f"indexing {(info.st_size - offset) >> 20} MB of the ledger {self.ledger} (once)")
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if not same:

@@ -80,6 +80,7 @@ class TeeCommand(StreamCommand, LedgerCommand):
         except OSError as exc:
             raise UsageError(f"cannot open the ledger {self.ledger.path}: {exc.strerror}",
                              "check the folder's permissions, or choose another file with --ledger") from None
+        self.ledger.catch_up_index()
         self.unrecorded = 0
 
     def write(self, item: Item, record: Record) -> None:
