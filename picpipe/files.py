@@ -98,6 +98,13 @@ def sweep_temps(folder: Path, prefix: str) -> int:
     return removed
 
 
+def sweep_once(folder: Path, prefix: str) -> None:
+    """`sweep_temps`, the first time this process writes into `folder`: a scan per folder and run."""
+    if (str(folder), prefix) not in _swept:
+        _swept.add((str(folder), prefix))
+        sweep_temps(folder, prefix)
+
+
 @contextmanager
 def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
     """`data` written and fsynced to a temp file in `folder`, removed on exit unless moved away:
@@ -108,9 +115,7 @@ def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
     machine and pid, so that the first write of a later run into the folder removes what a
     killed run left (`sweep_temps`); a failed write names the file.
     """
-    if (str(folder), prefix) not in _swept:
-        _swept.add((str(folder), prefix))
-        sweep_temps(folder, prefix)
+    sweep_once(folder, prefix)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
         temp = os.path.join(folder, f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp")

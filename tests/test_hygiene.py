@@ -113,25 +113,28 @@ def test_the_next_run_removes_what_a_killed_run_left_and_nothing_else(env, tmp_p
     from picpipe.files import temp_copy
 
     folder = tmp_path / "target" / "img"
+    # An upload makes its temp file at the top of the host folder, whatever folder its key names.
+    temps = tmp_path / "target" if command != "pp-compress" else folder
     argv = {"pp-upload": ("pp-upload", "--host", "local", "--path", "img/{name}{ext}", "--no-dedupe"),
             "pp-backup": ("pp-backup", "--to", "usb", "--path", "img/{name}{ext}", "--no-ledger"),
             "pp-compress": ("pp-compress", "--out", str(folder), "--quality", "40")}[command]
     extra = {"PICPIPE_LOCAL_DIR": str(tmp_path / "target"), **USB, "PICPIPE_USB_DIR": str(tmp_path / "target")}
-    dead = killed_run_leaves_a_temp(env, folder, prefix)
-    old = folder / f"{prefix}k3x_q9z1"  # mkstemp's name, from a version before: judged by its age
+    dead = killed_run_leaves_a_temp(env, temps, prefix)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = folder / f"{prefix}k3x_q9z1"  # mkstemp's name beside the image, from a version before: judged by age
     old.write_bytes(b"x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     fresh = folder / f"{prefix}a1b2c3d4"  # the same, but maybe a live older run's: kept
     fresh.write_bytes(b"x")
     editor = folder / f"{prefix}notes.swp"  # not a name picpipe makes: never touched
     editor.write_bytes(b"x")
-    with temp_copy(folder, b"a live run's file", prefix) as live:  # this process is alive
+    with temp_copy(temps, b"a live run's file", prefix) as live:  # this process is alive
         result = run_as(env, tmp_path, *argv, str(jpeg(tmp_path / "a.jpg", 1)), extra_env=extra)
         assert result.returncode == 0, result.stderr
         assert Path(live).exists()
     assert not dead.exists() and not old.exists()
     assert fresh.exists() and editor.exists()
-    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (tmp_path / "target").rglob("*.tmp")]
 
 
 def test_ctrl_c_in_the_middle_of_a_write_leaves_no_temp_file(env, tmp_path):
@@ -352,9 +355,9 @@ def test_an_upload_onto_a_full_disk_is_a_disk_full_record_and_leaves_no_temp_fil
     assert result.returncode == 1 and "Traceback" not in result.stderr
     ok, failed, ok2 = parse_jsonl(result.stdout)
     assert "error" not in ok and "error" not in ok2
-    assert failed["error"]["type"] == "disk_full" and failed["error"]["message"].startswith(str(site / "img"))
+    assert failed["error"]["type"] == "disk_full" and failed["error"]["message"].startswith(f"{site}/.pp-upload-")
     assert "free space" in failed["error"]["hint"] and "argument 2" in result.stderr
-    assert sorted(p.name for p in (site / "img").iterdir()) == ["small.png", "small2.png"]
+    assert [p.relative_to(site).as_posix() for p in files_under(site)] == ["img/small.png", "img/small2.png"]
 
 
 def test_pp_backup_with_a_full_ledger_reports_the_copies_it_made_as_made(env, tmp_path):

@@ -6,14 +6,18 @@ with file:// URLs, so the whole pipeline runs without an account.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
-from picpipe.files import temp_copy
+from picpipe.files import sweep_once, temp_copy
 from picpipe.hosts import Host, Stored, conflict
+
+#: How the temp files of an upload begin (hidden, and picpipe's: swept after a killed run).
+TEMP = ".pp-upload-"
 
 
 class LocalHost(Host):
@@ -36,7 +40,18 @@ class LocalHost(Host):
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with temp_copy(target.parent, data, ".pp-upload-") as temp:
+        sweep_once(target.parent, TEMP)  # what versions that wrote their temp files beside the image left
+        try:
+            # The temp file is made at the top, so that the next run removes what a killed one left
+            # whichever {year}/{month} folder it writes into; a link into a subfolder is as atomic.
+            return self._put(self.root.resolve(), target, key, data, overwrite)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return self._put(target.parent, target, key, data, overwrite)  # a disk mounted inside the folder
+
+    def _put(self, folder: Path, target: Path, key: str, data: bytes, overwrite: bool) -> Stored:
+        with temp_copy(folder, data, TEMP) as temp:
             if overwrite:
                 os.replace(temp, target)
                 return Stored(key, self.url(key))
