@@ -16,9 +16,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+import test_editors
 
 from conftest import jsonl, parse_jsonl
-from test_editors import config_env, serve  # noqa: F401 - fixtures
+
+config_env, serve = test_editors.config_env, test_editors.serve  # pp-server's fixtures
 
 # -- fixtures: real images and the bad ones ------------------------------------------------------
 
