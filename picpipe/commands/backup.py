@@ -105,7 +105,7 @@ class CopyCommand(StreamCommand):
         try:
             result, how = back_up(record, self.target, self.known, self.template, self.verify)
         except PicpipeError as exc:
-            if exc.type == "rate_limited":
+            if exc.type in ("rate_limited", "circuit_open"):  # the run's end says it once more, last
                 self.blocked = exc
             raise
         with self.lock:
