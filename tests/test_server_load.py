@@ -17,30 +17,20 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import test_editors
 from PIL import Image
-from test_editors import BASE, Server, free_port, hosted, ledger, write_config
+from test_editors import BASE, hosted, ledger, write_config
+
+config_env, serve = test_editors.config_env, test_editors.serve  # pp-server's fixtures
 
 CLIENTS = 200
 
 
 @pytest.fixture
-def start(env, tmp_path):
+def start(serve, tmp_path):
     """start() → a pp-server uploading to a local folder (no backup stage), its temp files in tmp_path/tmp."""
-    (tmp_path / "tmp").mkdir()
     config = write_config(tmp_path, backup=False)
-    started: list[Server] = []
-
-    def _start() -> Server:
-        server = Server({**env, "PICPIPE_CONFIG": str(config), "TMPDIR": str(tmp_path / "tmp")}, (), free_port())
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield _start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+    return lambda: serve(env={"PICPIPE_CONFIG": str(config)})
 
 
 @pytest.fixture
