@@ -20,6 +20,14 @@ def command_path(name: str) -> str:
     return str(installed if installed.exists() else ROOT / "bin" / name)
 
 
+def ctrl_c_works() -> None:
+    """Popen's preexec_fn for a child the test interrupts: a shell without job control (a CI
+    script's `cmd &`) starts children with SIGINT ignored, and Python then keeps it ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import command_path, jsonl, parse_jsonl
+from conftest import command_path, ctrl_c_works, jsonl, parse_jsonl
 
 ALL = ["pp-compress", "pp-upload", "pp-link", "pp-mark", "pp-backup", "pp-davtest",
        "pp-scan", "pp-fetch", "pp-rewrite", "pp-typora", "pp-server"]
@@ -103,7 +103,7 @@ def test_reader_closing_the_pipe_early_is_quiet(env, tmp_path):
 def test_ctrl_c_writes_finished_records_and_no_half_line(env, tmp_path):
     proc = subprocess.Popen(
         [command_path("pp-mark"), "--ledger", str(tmp_path / "l.jsonl")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=ctrl_c_works,
     )
     assert proc.stdin and proc.stdout
     received = b""

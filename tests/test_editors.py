@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
-from conftest import command_path, parse_jsonl
+from conftest import command_path, ctrl_c_works, parse_jsonl
 from test_upload import image
 
 BASE = "https://img.example.com/"
@@ -220,7 +220,8 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([command_path("pp-server"), "--port", str(port), *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=ctrl_c_works)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 15

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from conftest import SENTINEL, jsonl, parse_jsonl
+from conftest import SENTINEL, ctrl_c_works, jsonl, parse_jsonl
 from httpfixture import closed_port, running
 
 
@@ -118,7 +118,8 @@ def test_check_all_passes_records_without_url_and_ctrl_c_keeps_order(env, run, t
         (tmp_path / "in.jsonl").write_text(jsonl(records))
         with open(tmp_path / "in.jsonl") as stdin:
             proc = subprocess.Popen([command_path("pp-mark"), "check", "-", "-j", "11", "--timeout", "30"],
-                                    stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                    stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    preexec_fn=ctrl_c_works)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
