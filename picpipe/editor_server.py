@@ -221,8 +221,8 @@ class PicGoServer(ThreadingHTTPServer):
 def sweep_spools() -> None:
     """Remove the temp folders a killed pp-server left (kill -9, a power cut): those of a pid that
     no longer runs. Another pp-server's, still running, stay."""
-    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
-        return
+    from picpipe.files import pid_alive
+
     folder = tempfile.gettempdir()
     try:
         names = os.listdir(folder)
@@ -230,18 +230,8 @@ def sweep_spools() -> None:
         return
     for name in names:
         match = re.fullmatch(rf"{SPOOL}(\d+)-\w+", name)
-        if match and not _running(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: it runs
-        pass
-    return True
 
 
 class Body:

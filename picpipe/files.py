@@ -57,15 +57,26 @@ def _remove_live() -> None:
             pass
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs, so that what it left is still in use:
+    another user's process counts as running; a pid no process can have does not."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows: assume it runs
+        return True
+    if pid <= 0:  # 0 and negative pids name process groups, never a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # EPERM: another user's live process
+        pass
+    return True
+
+
 def _is_stale(entry: os.DirEntry[str], machine: str | None, pid: str | None, now: float) -> bool:
     """Left by a run that is gone: a dead pid on this machine, or untouched for STALE_AFTER."""
-    if machine == _machine() and pid is not None and int(pid) != os.getpid():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, OverflowError):  # another user's live process; no such pid at all
-            pass
+    if machine == _machine() and pid is not None and int(pid) != os.getpid() and not pid_alive(int(pid)):
+        return True
     try:
         return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER
     except OSError:

@@ -199,7 +199,8 @@ def test_a_reader_that_leaves_ends_every_command_with_141_and_silence(env, tmp_p
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("argv, source", [*COMMANDS, ("pp-mark find --ledger L.jsonl", None)])
+@pytest.mark.parametrize("argv, source", [*COMMANDS, ("pp-mark find --ledger L.jsonl", None),
+                                          ("pp-typora --host local many/0.png many/1.png", None)])
 def test_a_closed_stdout_is_one_line_and_exit_2_before_any_work(env, tmp_path, inputs, argv, source):
     ledger = jsonl([{"url": "https://x.example/a.png"}])
     (tmp_path / "L.jsonl").write_text(ledger)

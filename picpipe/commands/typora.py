@@ -43,7 +43,9 @@ class TyporaCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from picpipe.pipeline import Pipeline, settings
+        from picpipe.stream import Output
 
+        out = Output(quiet=True)  # first: with stdout closed, Typora would get no URL for what is uploaded
         flags = {"host": args.host, "backup": args.backup, "compress": args.compress, "path": args.path}
         chosen = settings(self.config, flags, args.ledger)
         items = [p if p.startswith(("http://", "https://")) else os.path.abspath(p) for p in args.paths]
@@ -56,8 +58,8 @@ class TyporaCommand(Command):
             return EXIT_RECORD_ERRORS
         if not args.quiet:
             console.say(f"{console.counted(len(outcomes), 'image')} uploaded to {chosen.host}")
-        sys.stdout.write("".join(f"{o.url}\n" for o in outcomes))
-        sys.stdout.flush()
+        for outcome in outcomes:
+            out.text(str(outcome.url))
         return EXIT_OK
 
 
