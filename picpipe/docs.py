@@ -22,7 +22,9 @@ leaves it is neither read nor written (`symlink_outside`), and a link that loops
 (`symlink_loop`): each is one error record, and the walk goes on. pp-scan makes a local image a
 `path` only when its real path (symlinks resolved) lies inside the tree or a `--root` given on
 the command line; anything else (`../../etc/passwd`, `/home/u/x.png`, `file:///...`, a symlink
-that leads out) is an `outside_root` error record that keeps its `ref`.
+that leads out) is an `outside_root` error record that keeps its `ref` (`not_found` when there is
+no such file: a broken link). A site's `/images/x.png` is read against `--site-root DIR` (Hugo's
+static/, Hexo's source/, a Jekyll site's folder), which counts as a root.
 """
 
 from __future__ import annotations
@@ -648,11 +650,16 @@ def _stat(path: str) -> os.stat_result:
             from None
 
 
-def scan(paths: Iterable[str], roots: Sequence[str] = ()) -> Iterator[tuple[str, list[dict[str, Any]], bool]]:
+def scan(paths: Iterable[str], roots: Sequence[str] = (), site_root: str | None = None) \
+        -> Iterator[tuple[str, list[dict[str, Any]], bool]]:
     """Per document: (doc, its image records in document order (pp-scan's), True), or (doc, one
     error record, False) for a document that was not read. A local image is a `path` only when
-    its real path lies inside the document's tree or one of `roots` (real paths)."""
+    its real path lies inside the document's tree or one of `roots` (real paths); with
+    `site_root` (a real path, counted as a root), a target that starts with one `/` is read
+    against it, as a static site generator does."""
     folders: dict[str, str] = {}
+    if site_root is not None:
+        roots = (*roots, site_root)
     for found in documents(paths):
         try:
             if found.error is not None:
@@ -661,18 +668,32 @@ def scan(paths: Iterable[str], roots: Sequence[str] = ()) -> Iterator[tuple[str,
         except PicpipeError as exc:
             yield found.path, [{"ref": {"doc": found.path}, "error": exc.to_dict("scan")}], False
             continue
-        yield found.path, [confined(ref, (found.tree, *roots), folders) for ref in refs], True
+        yield found.path, [confined(ref, (found.tree, *roots), folders, site_root) for ref in refs], True
 
 
-def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = None) -> dict[str, Any]:
+def site_absolute(ref: Ref) -> bool:
+    """Whether a local target starts with one `/`: the site's root to Hugo, Jekyll and Hexo, the
+    filesystem's root to everything else."""
+    target = decode_target(ref.target, ref.kind).strip()
+    return ref.resolved is not None and target.startswith("/") and not target.startswith("//")
+
+
+def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = None,
+             site_root: str | None = None) -> dict[str, Any]:
     """The reference's record; for a local image outside every root (`../../etc/passwd`,
     `/home/u/.ssh/id_rsa`, `file:///...`, a symlink that leads out) an `outside_root` error record
     in its place, without `path`: a note from someone else must not publish any file it names.
+    Such a target that does not exist is a `not_found` record instead: a broken link, not an
+    attack. With `site_root`, `path` of a `/images/x.png` target is the file under it, while
+    `ref.resolved` stays `/images/x.png`, the key pp-rewrite finds in the document.
     `folders` caches the real paths of image folders (most images of a tree share a few)."""
     record = ref.record()
     if ref.resolved is None:
         return record
-    folder, name = os.path.split(ref.resolved)
+    local = ref.resolved
+    if site_root is not None and site_absolute(ref):
+        local = record["path"] = os.path.join(site_root, ref.resolved.lstrip(os.sep))
+    folder, name = os.path.split(local)
     if folders is None:
         folders = {}
     if folder not in folders:
@@ -683,12 +704,43 @@ def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = No
     if any(inside(real, root) for root in roots):
         return record
     del record["path"]
-    record["error"] = PicpipeError(
-        "outside_root", f"{ref.doc}:{ref.line}: {ref.target}{f' is {real}' if real != ref.target else ''}, "
-        f"outside {roots[0]}: not read",
-        f"only images inside the folder given to pp-scan are read; if you trust this document, allow the "
-        f"image's folder: pp-scan --root {os.path.dirname(real)} ...").to_dict("scan")
+    where = f"{ref.doc}:{ref.line}: {ref.target}{f' is {real}' if real != ref.target else ''}"
+    if not os.path.exists(real):
+        site = ("; a target that starts with / is read from the filesystem's root: for a site, give its static "
+                "folder, e.g. pp-scan --site-root static ... (Hugo; Hexo: source, Jekyll: the site's folder)")
+        record["error"] = PicpipeError(
+            "not_found", f"{where}: no such file",
+            "check the link" + (site if site_root is None and site_absolute(ref) else "")).to_dict("scan")
+    elif _image_file(real):
+        record["error"] = PicpipeError(
+            "outside_root", f"{where}, outside {roots[0]}: not read",
+            f"only images inside the folder given to pp-scan are read; if you trust this document, allow the "
+            f"image's folder: pp-scan --root {os.path.dirname(real)} ...").to_dict("scan")
+    else:
+        record["error"] = PicpipeError(
+            "outside_root", f"{where}, outside {roots[0]}, and not an image: not read",
+            "the document points outside its folder at a file that is not an image; such files are never "
+            "published: check the link (a document from someone else may be after your files)").to_dict("scan")
     return record
+
+
+def _image_file(path: str) -> bool:
+    """Whether `path` is a regular file that looks like an image (its extension or its first
+    bytes): only then is trusting its folder worth suggesting. Never blocks on a FIFO or device."""
+    from picpipe.publish import sniff
+
+    if path.lower().endswith(IMAGE_SUFFIXES):
+        return os.path.isfile(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and sniff(os.read(fd, 4096)) is not None
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 # -- rewriting -------------------------------------------------------------------------------------

@@ -52,12 +52,14 @@ def test_a_note_cannot_name_a_file_outside_its_folder(run, tmp_path, notes):
     assert [r["ref"]["line"] for r in refused] == [2, 3, 4, 6, 7]
     for record in refused:
         assert "path" not in record and record["ref"]["doc"] == "notes/n.md"
-        assert record["error"]["type"] == "outside_root" and "--root" in record["error"]["hint"]
         assert str(secret) in record["error"]["message"] and record["error"]["message"].startswith("notes/n.md:")
+        # not an image: no advice to trust the folder the document chose
+        assert record["error"]["type"] == "outside_root" and "--root" not in record["error"]["hint"]
+        assert "never published" in record["error"]["hint"]
     # the good image still goes through; `~` is no home folder in Markdown: a name inside notes/
     assert [r["path"] for r in records if "error" not in r] == [str(notes / "img/ok.png"), str(notes / "~/.ssh/id_rsa")]
     assert "notes/n.md:6: img/leak.png is " + str(secret) in result.stderr
-    assert "pp-scan: 2 image references (0 remote, 2 local) in 1 document" in result.stderr
+    assert "pp-scan: 7 image references (0 remote, 2 local, 5 refused) in 1 document" in result.stderr
 
 
 def test_the_published_pipeline_sends_only_what_lies_in_the_notes(env, tmp_path, notes):
@@ -83,6 +85,10 @@ def test_root_allows_a_folder_given_on_the_command_line(run, tmp_path, notes):
     assert result.returncode == 1
     records = parse_jsonl(result.stdout)
     assert records[0]["error"]["type"] == "outside_root" and records[1]["path"] == str(tmp_path / "shared/logo.png")
+    # an image outside: the hint names the folder that would let it in
+    alone = parse_jsonl(run("pp-scan", "notes").stdout)
+    assert alone[1]["error"]["type"] == "outside_root"
+    assert f"pp-scan --root {tmp_path / 'shared'} " in alone[1]["error"]["hint"]
     both = run("pp-scan", "--root", "shared", "--root", str(tmp_path / "private"), "notes")
     assert both.returncode == 0 and [r["path"] for r in parse_jsonl(both.stdout)] == [
         str(tmp_path / "private/passwd"), str(tmp_path / "shared/logo.png")]
@@ -93,6 +99,74 @@ def test_root_allows_a_folder_given_on_the_command_line(run, tmp_path, notes):
     (notes / "sub" / "p.md").write_text("![a](../img/ok.png)\n")
     assert parse_jsonl(run("pp-scan", "notes/sub/p.md").stdout)[0]["error"]["type"] == "outside_root"
     assert "path" in parse_jsonl(run("pp-scan", "--root", "notes", "notes/sub/p.md").stdout)[0]
+
+
+@pytest.fixture
+def hugo(tmp_path: Path) -> Path:
+    """A Hugo site: posts in content/, their /images/... in static/images/."""
+    image(tmp_path / "site" / "static" / "images" / "x.png", (200, 100, 0))
+    (tmp_path / "site" / "static" / "images" / "leak.png").symlink_to(tmp_path / "private" / "passwd")
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "passwd").write_bytes(SECRET)
+    (tmp_path / "site" / "content" / "posts").mkdir(parents=True)
+    (tmp_path / "site" / "content" / "posts" / "p.md").write_text(
+        "![a](/images/x.png)\n![b](/etc/passwd)\n![c](/images/gone.png)\n![d](../../gone.png)\n"
+        f"![e]({OLD})\n![f](/images/leak.png)\n")
+    return tmp_path / "site"
+
+
+def test_a_site_root_path_without_site_root_is_a_missing_file_not_a_folder_to_trust(run, hugo):
+    """Review finding 7: `/images/x.png` used to get the hint `--root /images` (no such folder),
+    and `/etc/passwd` the hint `--root /etc`."""
+    result = run("pp-scan", "site/content")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    records = parse_jsonl(result.stdout)
+    assert [r.get("error", {}).get("type") for r in records] == [
+        "not_found", "outside_root", "not_found", "not_found", None, "not_found"]
+    assert all("path" not in r for r in records)
+    first, passwd, _, relative, _, _ = (r.get("error", {}) for r in records)
+    assert first["message"] == "site/content/posts/p.md:1: /images/x.png: no such file"
+    assert "--site-root static" in first["hint"] and "--root" not in first["hint"].replace("--site-root", "")
+    assert passwd["message"].startswith("site/content/posts/p.md:2: /etc/passwd, outside ")
+    assert "--root" not in passwd["hint"] and "never published" in passwd["hint"]
+    assert relative["message"].endswith(f"../../gone.png is {hugo / 'gone.png'}: no such file")
+    assert relative["hint"] == "check the link"
+    assert "pp-scan: 6 image references (1 remote, 0 local, 1 refused, 4 missing) in 1 document" in result.stderr
+    # --remote and --url leave the local problems out, as before
+    for only in (["--remote"], ["--url", OLD]):
+        remote = run("pp-scan", *only, "site/content")
+        assert remote.returncode == 0 and [r["url"] for r in parse_jsonl(remote.stdout)] == [OLD]
+        assert "pp-scan: 1 image reference (1 remote, 0 local) in 1 document" in remote.stderr
+
+
+def test_site_root_reads_slash_paths_against_the_static_folder(run, env, tmp_path, hugo):
+    result = run("pp-scan", "--local", "--site-root", "site/static", "site/content")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    records = parse_jsonl(result.stdout)
+    static = hugo / "static"
+    assert [r.get("path") for r in records] == [
+        str(static / "images/x.png"), str(static / "etc/passwd"), str(static / "images/gone.png"), None, None]
+    # pp-rewrite finds the reference by what the document says
+    assert records[0]["ref"]["resolved"] == "/images/x.png"
+    # the site root is a root like any other: a symlink in it that leads out is still refused
+    assert records[4]["error"]["type"] == "outside_root" and "--root" not in records[4]["error"]["hint"]
+    assert "pp-scan: 5 image references (0 remote, 3 local, 1 refused, 1 missing) in 1 document" in result.stderr
+    missing = run("pp-scan", "--site-root", "nowhere", "site/content")
+    assert missing.returncode == 2 and missing.stdout == "" and "--site-root nowhere" in missing.stderr
+
+    # the whole loop: only the image under static/ is published, and the post points at it
+    env.update(PATH=str(Path(command_path("pp-scan")).parent) + ":" + env["PATH"],
+               PICPIPE_LEDGER=str(tmp_path / "ledger.jsonl"), PICPIPE_WEB_TYPE="local",
+               PICPIPE_WEB_DIR=str(tmp_path / "host"), PICPIPE_WEB_BASE_URL="https://img.example/")
+    loop = subprocess.run(["bash", "-c", "pp-scan --local --site-root site/static site/content | "
+                           "pp-upload --host web | pp-rewrite --no-backup site/content"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert loop.returncode == 1 and "Traceback" not in loop.stderr
+    published = [p for p in (tmp_path / "host").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in published] == [(static / "images/x.png").read_bytes()]
+    lines = (hugo / "content/posts/p.md").read_text().splitlines()
+    assert lines[0].startswith("![a](https://img.example/") and lines[1:] == [
+        "![b](/etc/passwd)", "![c](/images/gone.png)", "![d](../../gone.png)", f"![e]({OLD})", "![f](/images/leak.png)"]
 
 
 def test_symlinks_that_leave_the_folder_are_neither_read_nor_written(run, tmp_path):

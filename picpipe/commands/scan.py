@@ -29,13 +29,18 @@ class ScanCommand(Command):
         "or a --root: ../../etc/passwd, /home/u/x.png, file:// URLs and links that lead out become\n"
         "outside_root error records, never paths. A symlinked document or folder is followed when\n"
         "its real path stays inside the folder given; one that leaves it (symlink_outside) or loops\n"
-        "(symlink_loop) is not read: an error record, and the other documents are still read."
+        "(symlink_loop) is not read: an error record, and the other documents are still read.\n"
+        "A target that leads out and does not exist is a not_found record (a broken link).\n"
+        "\n"
+        "Static sites (Hugo, Jekyll, Hexo) write /images/x.png for a file under the site's static\n"
+        "folder: --site-root DIR reads a target that starts with / against DIR (a root too)."
     )
     examples = """\
   pp-scan posts/ | jq -r .url | sort -u
   pp-scan posts/ --url 'https://old.example.com/*' | pp-fetch | pp-upload --host new | pp-mark | pp-rewrite posts/
   pp-scan --local notes/ | pp-upload --host github | pp-mark | pp-rewrite notes/
   pp-scan --local --root ~/Pictures notes/ | pp-upload --host github | pp-mark | pp-rewrite notes/
+  pp-scan --local --site-root static content | pp-upload --host github | pp-mark | pp-rewrite content
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -47,36 +52,43 @@ class ScanCommand(Command):
         parser.add_argument("--root", action="append", default=[], metavar="DIR",
                             help="also accept local images inside DIR (repeatable); by default only those "
                                  "inside the folder given")
+        parser.add_argument("--site-root", metavar="DIR",
+                            help="read a target that starts with / (/images/x.png) against DIR, the site's "
+                                 "static folder (Hugo: static, Hexo: source, Jekyll: the site's folder), "
+                                 "not the filesystem's root; DIR also counts as a --root")
 
     def run(self, args: argparse.Namespace) -> int:
         if not args.paths:
             raise UsageError("no documents: give Markdown or HTML files or folders",
                              "for example: pp-scan posts/ | jq -r .url")
         roots = [self.root(folder) for folder in args.root]
+        site_root = None if args.site_root is None else self.root(args.site_root, "--site-root")
         out = Output(quiet=args.quiet, noun="references")
-        documents, remote, local = 0, 0, 0
-        for doc, records, read in scan(args.paths, roots):
+        documents = 0
+        counts = {"remote": 0, "local": 0, "refused": 0, "missing": 0}
+        for doc, records, read in scan(args.paths, roots, site_root):
             documents += read
             for record in records:
                 if not self.wanted(record, args):
                     continue
                 if "error" in record:
                     say_error(doc, record)
-                elif "url" in record:
-                    remote += 1
+                    if "target" in record["ref"]:  # a reference, not a document that was not read
+                        counts["missing" if record["error"]["type"] == "not_found" else "refused"] += 1
                 else:
-                    local += 1
+                    counts["remote" if "url" in record else "local"] += 1
                 out.record(record)
         out.progress.done()
         if not args.quiet:
-            console.say(f"{counted(remote + local, 'image reference')} ({remote} remote, {local} local) "
+            parts = [f"{n} {name}" for name, n in counts.items() if n or name in ("remote", "local")]
+            console.say(f"{counted(sum(counts.values()), 'image reference')} ({', '.join(parts)}) "
                         f"in {counted(documents, 'document')}")
         return out.status
 
     @staticmethod
-    def root(folder: str) -> str:
+    def root(folder: str, option: str = "--root") -> str:
         if not os.path.isdir(folder):
-            raise UsageError(f"--root {folder}: no such folder", "give a folder that holds the documents' images")
+            raise UsageError(f"{option} {folder}: no such folder", "give a folder that holds the documents' images")
         return os.path.realpath(folder)
 
     @staticmethod
