@@ -39,6 +39,8 @@ DEFAULT_TEMPLATE = "{year}/{month}/{sha256}{ext}"
 #: The ledger's name on a target (pp-backup ledger --to / --from).
 LEDGER_NAME = "picpipe-ledger.jsonl"
 TYPES = ("local", "webdav")
+#: Temp files of a restore, at the top of --out: `files.temp_copy` names them, `files.sweep_temps` removes stale ones.
+RESTORE_TEMP = ".pp-restore-"
 
 
 class Target(ABC):
@@ -339,15 +341,17 @@ def write_restored(out: Path, key: str, data: bytes) -> Path:
     (one planted in `out` could lead anywhere), and the file is made inside the folder so opened."""
     parts = sanitize(key).split("/")
     out.mkdir(parents=True, exist_ok=True)
-    folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    top = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    folder = os.dup(top)
     try:
         for depth, part in enumerate(parts[:-1], 1):
             inner = _open_folder(folder, part, out.joinpath(*parts[:depth]))
             os.close(folder)
             folder = inner
-        return out.joinpath(*parts[:-1], _place(folder, parts[-1], data))
+        return out.joinpath(*parts[:-1], _place(out, top, folder, parts[-1], data))
     finally:
         os.close(folder)
+        os.close(top)
 
 
 def _open_folder(parent: int, name: str, where: Path) -> int:
@@ -367,33 +371,23 @@ def _open_folder(parent: int, name: str, where: Path) -> int:
                            "through it", "restore into a new --out folder, or remove what is at that name") from None
 
 
-def _place(folder: int, name: str, data: bytes) -> str:
-    """The name in the open `folder` where `data` now is (see write_restored): a temp file, fsynced,
-    then linked to `name`, or renamed to a name with the hash in it."""
-    import secrets
+def _place(out: Path, top: int, folder: int, name: str, data: bytes) -> str:
+    """The name in the open `folder` where `data` now is (see write_restored): a temp file at the
+    top of `out` (opened as `top`, where the next restore sweeps what a killed one left), linked
+    to `name`, or renamed to a name with the hash in it."""
+    from picpipe.files import temp_copy
 
-    temp = f".pp-restore-{secrets.token_hex(6)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)  # the umask rules
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with temp_copy(out, data, RESTORE_TEMP, dir_fd=top) as temp:
         try:
-            os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.link(temp, name, src_dir_fd=top, dst_dir_fd=folder)
             return name
         except FileExistsError:
             if _holds(folder, name, data):
                 return name
         stem, suffix = os.path.splitext(name)
         named = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
-        os.replace(temp, named, src_dir_fd=folder, dst_dir_fd=folder)  # named after its bytes: same for all
+        os.replace(temp, named, src_dir_fd=top, dst_dir_fd=folder)  # named after its bytes: same for all
         return named
-    finally:
-        try:
-            os.unlink(temp, dir_fd=folder)
-        except FileNotFoundError:
-            pass
 
 
 def _holds(folder: int, name: str, data: bytes) -> bool:

@@ -91,7 +91,8 @@ def sweep_temps(folder: Path, prefix: str) -> int:
     """
     pattern = re.compile(re.escape(prefix) + r"(?:([0-9a-f]{8})-([0-9]+)-[0-9a-f]{8}\.tmp"
                          # mkstemp's names from earlier versions: judged by age alone, in picpipe's own prefixes
-                         + (r"|[a-z0-9_]{8}" if prefix.startswith(".pp-") else "") + r")\Z")
+                         # (and pp-backup restore's .pp-restore-<12 hex>)
+                         + (r"|[a-z0-9_]{8}|[0-9a-f]{12}" if prefix.startswith(".pp-") else "") + r")\Z")
     removed, now = 0, time.time()
     try:
         with os.scandir(folder) as entries:
@@ -117,7 +118,7 @@ def sweep_once(folder: Path, prefix: str) -> None:
 
 
 @contextmanager
-def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
+def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None) -> Iterator[str]:
     """`data` written and fsynced to a temp file in `folder`, removed on exit unless moved away:
     the caller renames or links it into place, so a reader never sees half a file.
 
@@ -125,13 +126,17 @@ def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
     image must be readable by the web server that serves the folder. The name carries this
     machine and pid, so that the first write of a later run into the folder removes what a
     killed run left (`sweep_temps`); a failed write names the file.
+
+    With `dir_fd` (`folder`, opened), the file is made inside that open folder and its name,
+    relative to it, is yielded: a symlink planted at `folder` afterwards cannot redirect it.
     """
     sweep_once(folder, prefix)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     while True:
-        temp = os.path.join(folder, f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp")
-        try:
-            fd = os.open(temp, flags, 0o666)  # the umask applies, as mkstemp's fixed 0600 would not
+        name = f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        temp = os.path.join(folder, name)
+        try:  # the umask applies, as mkstemp's fixed 0600 would not
+            fd = os.open(name if dir_fd is not None else temp, flags, 0o666, dir_fd=dir_fd)
             break
         except FileExistsError:
             continue
@@ -149,11 +154,13 @@ def temp_copy(folder: Path, data: bytes, prefix: str) -> Iterator[str]:
         except OSError as exc:
             exc.filename = exc.filename or temp
             raise
-        yield temp
+        yield name if dir_fd is not None else temp
     finally:
         _live.discard(temp)
-        if os.path.exists(temp):
-            os.unlink(temp)
+        try:
+            os.unlink(name if dir_fd is not None else temp, dir_fd=dir_fd)
+        except FileNotFoundError:  # moved into place
+            pass
 
 
 #: errno → (error type, what happened, what to do) for writes that failed on the disk, not the path.

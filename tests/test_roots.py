@@ -257,6 +257,31 @@ def test_restore_writes_nothing_outside_out(run, tmp_path):
     assert oct(os.stat(restored[2]["path"]).st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
+def test_restore_removes_the_temp_files_a_killed_restore_left_and_no_live_one(run, tmp_path):
+    from picpipe.files import _machine
+
+    usb, out = tmp_path / "usb", tmp_path / "restored"
+    picture = image(usb / "k" / "a.png", (10, 20, 30))
+    digest = hashlib.sha256(picture.read_bytes()).hexdigest()
+    record = {"url": "https://dead.example/a.png", "sha256": digest,
+              "backups": [{"target": "usb", "location": str(picture), "sha256": digest}]}
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    out.mkdir()
+    dead = out / f".pp-restore-{_machine()}-{gone.pid}-0badc0de.tmp"  # what kill -9 mid-restore leaves
+    live = out / f".pp-restore-{_machine()}-{os.getpid()}-1badc0de.tmp"  # a restore running now
+    old = out / ".pp-restore-0123456789ab"  # an earlier version's name, untouched for two hours
+    for left in (dead, live, old):
+        left.write_bytes(b"half a picture")
+    os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
+    result = run("pp-backup", "restore", "--out", str(out), input=jsonl([record]),
+                 extra_env={"PICPIPE_USB_TYPE": "local", "PICPIPE_USB_DIR": str(usb)})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    [restored] = parse_jsonl(result.stdout)
+    assert Path(restored["path"]).read_bytes() == picture.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["k", live.name])
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
