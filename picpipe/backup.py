@@ -259,13 +259,15 @@ def backed_up(record: Record, target: Target, sha256: str) -> dict[str, Any] | N
 
 
 def back_up(record: Record, target: Target, known: dict[str, dict[str, Any]] | None = None,
-            template: str | None = None, verify: bool = False) -> tuple[Record, str]:
+            template: str | None = None, verify: bool = False,
+            copies: list[tuple[str, bytes, str]] | None = None) -> tuple[Record, str]:
     """(the record with `backups` entries for `target`, how): "copied" once the target holds each
     whole copy (and with `verify` read it back the same), "on_target" when these bytes were there
     already, "known" when the record or `known` (sha256 → ledger entry) shows every copy: then no
     request is sent. An original and its published form (pp-compress) are two copies: the
-    published one under the upload key, the original under its own hash."""
-    copies = copies_of(record)
+    published one under the upload key, the original under its own hash. `copies`: those the
+    caller read already (`copies_of`), so that each file is read once."""
+    copies = copies_of(record) if copies is None else copies
     backups = entries(record)
     result = dict(record)
     if "sha256" not in result:  # the ledger tells images apart by the hash of the bytes at `path`

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,19 +15,56 @@ from pathlib import Path
 from picpipe.errors import PicpipeError
 
 
-def read_source(path: str) -> bytes:
-    """The bytes of an input file, with the ways that fails named for a person."""
+def read_source(path: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of an input file, with the ways that fails named for a person.
+
+    Only a regular file is read: a FIFO or a device named by a document or an editor's request
+    (`/dev/zero`, a pipe nobody writes to) would block a worker or never end, so it is refused
+    without waiting (opened O_NONBLOCK, judged by fstat). A file over `max_bytes` is refused
+    before it is read: the commands hold the bytes in memory.
+    """
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise PicpipeError("not_found", f"{path}: no such file",
                            "check the path (relative to the current folder)") from None
-    except IsADirectoryError:
-        raise PicpipeError("is_a_folder", f"{path} is a folder",
-                           "give image files, e.g. find DIR -name '*.png'") from None
     except PermissionError:
         raise PicpipeError("unreadable", f"{path}: permission denied", "check the file's permissions") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a device without its driver
+            raise _not_a_file(path, "socket or device") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PicpipeError("is_a_folder", f"{path} is a folder", "give image files, e.g. find DIR -name '*.png'")
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_a_file(path, _SPECIAL.get(stat.S_IFMT(info.st_mode), "special file"))
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise _too_big(path, max_bytes)
+        os.set_blocking(fd, True)
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew after fstat
+        raise _too_big(path, max_bytes)
+    return data
+
+
+_SPECIAL = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+            stat.S_IFSOCK: "socket"}
+
+
+def _not_a_file(path: str, kind: str) -> PicpipeError:
+    return PicpipeError("not_a_file", f"{path} is a {kind}, not a regular file",
+                        "give image files; a pipe or a device is never read (it could block or never end)")
+
+
+def _too_big(path: str, max_bytes: int) -> PicpipeError:
+    return PicpipeError("too_large", f"{path} is larger than {max_bytes} bytes ({max_bytes >> 20} MiB), the "
+                        "limit of a file read whole", "check that this is the file you meant; shrink an image "
+                        "first (pp-compress --max-width 4000)")
 
 
 #: A temp file untouched this long is left over from a run that died (kill -9, a crash): no live

@@ -4,7 +4,8 @@ A file is published only when it is a whole image of a type browsers show in a p
 image host is for): PNG (and APNG), JPEG, GIF, WebP, AVIF, BMP, ICO, and SVG without scripts,
 event handlers or external references. Its signature says the type, a header decode says it is
 one (and its size in pixels: a decompression bomb is refused), and its structure is walked to
-its end marker, so a truncated file is refused too. TIFF and HEIC are images, but only Safari
+its end marker, so a truncated file is refused too. A backup's original is never decoded, so no
+pixel limit applies to it (a 180 MP panorama is backed up as it is). TIFF and HEIC are images, but only Safari
 shows them: they are refused with a hint to convert them (pp-backup keeps them as originals).
 Anything else, a notes folder's `../../.ssh/id_rsa` included, never leaves; `--any-file` is the
 explicit way to host other files.
@@ -28,6 +29,10 @@ from picpipe.errors import PicpipeError
 #: Images with more pixels are refused as decompression bombs: pp-compress's default limit too
 #: (imaging.DEFAULT_MAX_PIXELS, not imported here: that would load the compressor).
 MAX_PIXELS = 100_000_000
+#: Files larger are refused before they are read (they are held in memory whole): 1 GiB is more
+#: than the largest image the pixel limit lets through (100 MP of 16-bit RGBA in a PNG stored
+#: without compression is 800 MB) and than any image host takes in one upload.
+MAX_BYTES = 1 << 30
 #: Formats that may be published, with the MIME type hosts are told.
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
         "avif": "image/avif", "bmp": "image/bmp", "ico": "image/x-icon", "svg": "image/svg+xml"}
@@ -50,10 +55,16 @@ def sniff(head: bytes) -> str | None:
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"):
         brands = head[8:max(16, int.from_bytes(head[:4], "big"))]  # major, version, compatible brands
         return "avif" if head[8:11] == b"avi" or b"avif" in brands else "heic"
-    text = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head[:4096].lower():
+    if _SVG_START.match(head[:4096].removeprefix(b"\xef\xbb\xbf")):
         return "svg"
     return None
+
+
+#: An SVG document's start: the <svg> root (prefixed or not) after an optional prolog, processing
+#: instructions, comments and a doctype (its internal subset included, refused later). An HTML
+#: page with an inline <svg> icon is no SVG.
+_SVG_START = re.compile(rb"\s*(?:<\?[^>]*>\s*|<!--.*?-->\s*|<!doctype[^>\[]*(?:\[.*?\])?\s*>\s*)*"
+                        rb"<(?:[\w.-]+:)?svg[\s>/]", re.S | re.I)
 
 
 def named(path: str, record: Mapping[str, Any]) -> str:
@@ -67,17 +78,19 @@ def named(path: str, record: Mapping[str, Any]) -> str:
 
 
 def check_file(path: str, max_pixels: int = MAX_PIXELS, originals: bool = False) -> dict[str, Any]:
-    """`check` on a file's bytes; a missing file, a folder or an unreadable one is its own error."""
+    """`check` on a file's bytes; a missing file, a folder, a FIFO or a device, an unreadable file or
+    one over MAX_BYTES is its own error."""
     from picpipe.files import read_source
 
-    return check(read_source(path), path, max_pixels, originals)
+    return check(read_source(path, MAX_BYTES), path, max_pixels, originals)
 
 
 def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS, originals: bool = False) -> dict[str, Any]:
     """format, mime (and width, height of a raster image) of bytes that may be published;
     otherwise a PicpipeError naming `name` (the file) with a hint. `originals` (pp-backup) also
-    lets TIFF and HEIC through on their signature: a camera's or a scanner's original is what a
-    backup is for, and no browser is asked to show it."""
+    lets TIFF and HEIC through on their signature and lifts the pixel limit: a camera's or a
+    scanner's original is what a backup is for, it is never decoded, and no browser is asked to
+    show it."""
     if not data:
         raise PicpipeError("empty", f"{name} is empty (0 bytes): nothing to publish",
                            "the file was not written completely; save or export it again")
@@ -103,7 +116,7 @@ def check(data: bytes, name: str, max_pixels: int = MAX_PIXELS, originals: bool 
         if problem is None or kind in ("bmp", "ico"):  # their signatures are too short to call it a cut image
             raise
         width = height = 0  # a header cut short: the file is truncated, said below
-    if width * height > max_pixels:
+    if width * height > max_pixels and not originals:
         raise PicpipeError("too_large", f"{name} is {width}x{height} = {width * height} pixels, more than the "
                            f"limit of {max_pixels} (a decompression bomb?)",
                            "scale it down first (pp-compress --max-pixels N --max-width 4000), "
@@ -274,6 +287,14 @@ _ENDS: dict[str, Callable[[bytes], str | None]] = {
 #: Elements that run code or embed another document.
 _ACTIVE = {"script", "foreignobject", "handler", "listener", "iframe", "embed", "object"}
 _ANIMATION = {"animate", "set", "animatemotion", "animatetransform", "animatecolor", "discard"}
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+#: Attributes that carry a URL in SVG or in another vocabulary (HTML's, xml:base): each is a
+#: reference, allowed only to this document or an inline raster image, whatever its element.
+_URL_ATTRIBUTES = {"href", "src", "srcset", "poster", "action", "formaction", "data", "codebase", "cite",
+                   "background", "longdesc", "usemap", "manifest", "ping", "lowsrc", "dynsrc", "archive",
+                   "classid", "profile", "base"}
+_REFRESH_URL = re.compile(r"\burl\s*=\s*['\"]?([^'\"]*)", re.I)
+_SRCSET_DESCRIPTOR = re.compile(r"[0-9.]+[wxh]\Z", re.I)
 _CSS_FUNCTION = re.compile(r"(@import|(?:-webkit-)?image-set\s*\(|\bsrc\s*\(|\burl\s*\(\s*(['\"]?)(.*?)\2\s*\))",
                            re.I | re.S)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6}\s?|.)", re.S)
@@ -293,6 +314,7 @@ def _check_svg(data: bytes, name: str) -> None:
     from xml.parsers import expat
 
     parser = expat.ParserCreate(namespace_separator=" ")
+    parser.namespace_prefixes = True  # names are "uri local prefix": messages say <h:meta>
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     walker = _SvgWalker()
     parser.StartDoctypeDeclHandler = walker.doctype
@@ -330,27 +352,35 @@ class _SvgWalker:
         raise _Unsafe("an ENTITY declaration")
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
-        local = tag.rsplit(" ", 1)[-1]
-        self.root = self.root or local
+        namespace, local, written = _name(tag)
+        self.root = self.root or (local if namespace == SVG_NAMESPACE else written)
+        if namespace not in (SVG_NAMESPACE, ""):  # an XHTML <meta>, <img>, <form>... would do HTML's work
+            raise _Unsafe(f"a <{written}> element of another vocabulary than SVG's ({namespace})")
         if local.lower() in _ACTIVE:
-            raise _Unsafe(f"a <{local}> element")
+            raise _Unsafe(f"a <{written}> element")
         if local.lower() == "style":
             self.styles += 1
         for key, value in attrs.items():
-            attr = key.rsplit(" ", 1)[-1].lower()
+            attr = _name(key)[1].lower()
             if attr.startswith("on"):
                 raise _Unsafe(f"an event handler attribute {attr}=")
-            if attr in ("href", "src"):
+            if attr == "srcset":  # "URL descriptor, URL descriptor": a data: URL keeps its commas
+                for candidate in (word.strip(",") for word in value.split()):
+                    if candidate and not _SRCSET_DESCRIPTOR.match(candidate):
+                        _reference(candidate, attr)
+            elif attr in _URL_ATTRIBUTES:
                 _reference(value, attr)
+            elif attr == "content" and (refresh := _REFRESH_URL.search(value)):
+                _reference(refresh.group(1), "content=...url=")
             elif attr == "style" or "url(" in value.lower() or "\\" in value:
                 _css(value)
         if local.lower() in _ANIMATION:
             target = attrs.get("attributeName", "").rsplit(":", 1)[-1].lower()
-            if target in ("href", "src") or target.startswith("on"):
+            if target in _URL_ATTRIBUTES or target.startswith("on"):
                 raise _Unsafe(f"an animation of {target}=")
 
     def end(self, tag: str) -> None:
-        if tag.rsplit(" ", 1)[-1].lower() == "style":
+        if _name(tag)[1].lower() == "style":
             self.styles -= 1
             _css("".join(self.css))
             self.css.clear()
@@ -361,6 +391,14 @@ class _SvgWalker:
 
     def instruction(self, target: str, data: str) -> None:
         raise _Unsafe(f"a processing instruction <?{target}?> (a stylesheet is an external reference)")
+
+
+def _name(expat_name: str) -> tuple[str, str, str]:
+    """(namespace, local name, the name as written) of expat's "uri local prefix" form."""
+    parts = expat_name.split(" ")
+    if len(parts) == 1:
+        return "", parts[0], parts[0]
+    return parts[0], parts[1], f"{parts[2]}:{parts[1]}" if len(parts) > 2 else parts[1]
 
 
 def _reference(value: str, where: str) -> None:

@@ -1,11 +1,12 @@
 """Only images leave the machine: picpipe.publish's rule, and pp-upload, pp-backup, the editors'
-pipeline and pp-server applying it (issue 13, defects 1, 8 and 15)."""
+pipeline and pp-server applying it (issue 13, defects 1, 8 and 15; review findings 3, 4, 5, 10)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,7 +19,7 @@ from conftest import jsonl, parse_jsonl
 from picpipe import pipeline
 from picpipe.errors import PicpipeError
 from picpipe.imaging import DEFAULT_MAX_PIXELS
-from picpipe.publish import MAX_PIXELS, check, check_file
+from picpipe.publish import MAX_BYTES, MAX_PIXELS, check, check_file, sniff
 from test_upload import image
 
 
@@ -52,6 +53,7 @@ CLEAN_SVG = SVG.format('<defs><linearGradient id="g"><stop offset="0"/></linearG
                        '<style>rect { fill: url("#g") }</style><rect width="9" height="9" fill="url(#g)"/>'
                        '<use xlink:href="#g"/><image href="data:image/png;base64,iVBORw0KGgo="/>'
                        '<a href="#top"><text>x</text></a>').encode()
+XHTML = 'xmlns:h="http://www.w3.org/1999/xhtml"'
 SCRIPT_SVG = SVG.format("<script>fetch('/steal?c=' + document.cookie)</script>").encode()
 
 
@@ -112,6 +114,16 @@ def test_a_missing_file_and_a_folder_say_so(tmp_path):
         assert caught.value.type == kind
 
 
+def test_a_file_over_max_bytes_is_refused_unread(tmp_path):
+    big = tmp_path / "huge.png"
+    with big.open("wb") as handle:  # sparse: nothing is written, and reading it would take a GiB
+        handle.write(png_bomb())
+        handle.truncate(MAX_BYTES + 1)
+    with pytest.raises(PicpipeError) as caught:
+        check_file(str(big))
+    assert caught.value.type == "too_large" and str(big) in caught.value.message and caught.value.hint
+
+
 def test_tiff_is_an_image_browsers_do_not_show():
     error = refused(encoded("TIFF"), "scan.tif")
     assert error.type == "unsupported_format" and "pp-compress --format" in str(error.hint)
@@ -119,8 +131,11 @@ def test_tiff_is_an_image_browsers_do_not_show():
 
 def test_backups_keep_originals_no_browser_shows():
     assert check(encoded("TIFF"), "scan.tif", originals=True) == {"format": "tiff", "mime": "image/tiff"}
-    with pytest.raises(PicpipeError, match="more than the limit"):
-        check(png_bomb(), "pano.png", originals=True)  # one pixel limit for every stage
+    # A backup never decodes: a 10-gigapixel header is copied as it is (a panorama), whole and checked.
+    assert check(png_bomb(), "pano.png", originals=True)["width"] == 100_000
+    with pytest.raises(PicpipeError) as cut:
+        check(png_bomb()[:40], "pano.png", originals=True)
+    assert cut.value.type == "truncated"
     assert refused(b"II*\x00" + b"\x00" * 4, "short.tif").type == "unsupported_format"
     assert refused(b"-----BEGIN OPENSSH PRIVATE KEY-----\n").type == "not_an_image"
 
@@ -135,6 +150,11 @@ def test_a_decompression_bomb_is_too_large_with_its_pixel_count_and_the_limit():
 
 def test_a_clean_svg_passes():
     assert check(CLEAN_SVG, "icon.svg") == {"format": "svg", "mime": "image/svg+xml"}
+    inkscape = SVG.format('<g xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape" inkscape:label="L">'
+                          '<image srcset="data:image/png;base64,iVBORw0KGgo= 2x"/><title xmlns="">t</title></g>')
+    assert check(inkscape.encode(), "drawing.svg")["format"] == "svg"  # editors' attributes are inert
+    prefixed = b'<s:svg xmlns:s="http://www.w3.org/2000/svg"><s:rect width="1" height="1"/></s:svg>'
+    assert check(prefixed, "prefixed.svg")["format"] == "svg"
     plain_doctype = (b'<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
                      b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n' + CLEAN_SVG)
     assert check(plain_doctype, "illustrator.svg")["format"] == "svg"
@@ -154,6 +174,19 @@ def test_a_clean_svg_passes():
     ('<rect style="fill: \\75 rl(https://e.example/x)"/>', "https://e.example/x"),
     ('<rect filter="url(http://e.example/f.svg#f)"/>', "http://e.example/f.svg#f"),
     ('<a><set attributeName="href" to="javascript:alert(1)"/><text>x</text></a>', "animation of href"),
+    # XHTML inside an SVG does HTML's work: only SVG elements pass (review finding 5)
+    (f'<h:meta {XHTML} http-equiv="refresh" content="0;url=https://evil.example/"/>', "<h:meta>"),
+    (f'<h:img {XHTML} srcset="https://evil.example/a.png 2x"/>', "<h:img>"),
+    (f'<h:video {XHTML} poster="https://evil.example/p.png"/>', "<h:video>"),
+    (f'<h:form {XHTML} action="https://evil.example/"><h:input/></h:form>', "<h:form>"),
+    (f'<h:button {XHTML} formaction="javascript:alert(1)">x</h:button>', "<h:button>"),
+    ('<math xmlns="http://www.w3.org/1998/Math/MathML"><mi>x</mi></math>', "<math>"),
+    # every attribute that carries a URL is a reference, whatever the element
+    ('<image srcset="data:image/png;base64,iVBORw0KGgo= 1x, https://evil.example/b.png 2x"/>',
+     "https://evil.example/b.png"),
+    ('<g content="0; URL=\'https://evil.example/\'"/>', "https://evil.example/"),
+    ('<g xml:base="https://evil.example/"><use href="#a"/></g>', "https://evil.example/"),
+    ('<a><set attributeName="xlink:href" to="https://evil.example/"/><text>x</text></a>', "animation of href"),
 ])
 def test_an_svg_that_runs_or_loads_something_is_unsafe(body, named):
     error = refused(SVG.format(body).encode(), "logo.svg")
@@ -173,6 +206,8 @@ def test_svg_entities_are_refused_never_expanded():
 def test_an_svg_that_is_no_svg_is_not_an_image():
     assert refused(b'<svg xmlns="http://www.w3.org/2000/svg"><rect></svg>').type == "not_an_image"
     assert refused(b'<?xml version="1.0"?><html><svg/></html>').type == "not_an_image"
+    page = b"<!-- error page -->\n<!DOCTYPE html><html><body><svg><path d='M0 0'/></svg>Not found</body></html>"
+    assert sniff(page) is None and refused(page).type == "not_an_image"  # an inline icon makes no SVG
 
 
 # -- the commands ---------------------------------------------------------------------------------
@@ -228,6 +263,29 @@ def test_upload_any_file_hosts_other_files(run, tmp_path, notes):
     assert "--any-file" in run("pp-upload", "--help").stdout
 
 
+def test_upload_sends_the_type_it_checked_never_a_records(run, tmp_path, notes):
+    """A record's mime becomes the Content-Type the host serves: a PNG said to be text/html must
+    not become a page (review finding 3). A device or a FIFO is refused without reading it, a
+    file over MAX_BYTES before it is read (finding 4)."""
+    good = notes / "good.png"
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.png"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_BYTES + 1)
+    records = [{"path": str(good), "sha256": hashlib.sha256(good.read_bytes()).hexdigest(), "mime": "text/html",
+                "format": "html"}, {"path": "/dev/zero"}, {"path": str(fifo)}, {"path": str(big)}]
+    result = run("pp-upload", "--host", "local", "--ledger", str(tmp_path / "l.jsonl"), input=jsonl(records),
+                 extra_env={"PICPIPE_LOCAL_DIR": str(tmp_path / "site")}, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    out = parse_jsonl(result.stdout)
+    assert (out[0]["mime"], out[0]["format"], out[0]["url"].endswith(".png")) == ("image/png", "png", True)
+    assert [r["error"]["type"] for r in out[1:]] == ["not_a_file", "not_a_file", "too_large"]
+    assert "/dev/zero" in out[1]["error"]["message"] and "FIFO" in out[2]["error"]["message"]
+    assert all(r["error"]["hint"] for r in out[1:])
+    assert list(hosted_files(tmp_path / "site").values()) == [good.read_bytes()]
+
+
 def test_upload_of_a_clean_svg_says_its_type(run, tmp_path):
     (tmp_path / "icon.svg").write_bytes(CLEAN_SVG)
     result = run("pp-upload", "--host", "local", "--ledger", str(tmp_path / "l.jsonl"), str(tmp_path / "icon.svg"),
@@ -252,10 +310,9 @@ def test_backup_copies_only_images_unless_any_file(run, tmp_path, notes):
 
     (tmp_path / "scan.tif").write_bytes(encoded("TIFF"))  # an original no browser shows is still kept
     kept = run("pp-backup", "--to", "usb", "--ledger", str(tmp_path / "l.jsonl"), str(tmp_path / "scan.tif"),
-               str(notes / "bomb.png"), extra_env=env)
-    assert kept.returncode == 1 and [r.get("error", {}).get("type") for r in parse_jsonl(kept.stdout)] == [
-        None, "too_large"]
-    assert encoded("TIFF") in hosted_files(usb).values() and png_bomb() not in hosted_files(usb).values()
+               str(notes / "bomb.png"), extra_env=env)  # nor is the pixel limit: a backup never decodes
+    assert kept.returncode == 0 and [r.get("error") for r in parse_jsonl(kept.stdout)] == [None, None], kept.stderr
+    assert encoded("TIFF") in hosted_files(usb).values() and png_bomb() in hosted_files(usb).values()
 
     anyway = run("pp-backup", "--to", "usb", "--any-file", "--ledger", str(tmp_path / "l.jsonl"),
                  str(notes / "passwd.png"), extra_env=env)

@@ -99,11 +99,12 @@ class CopyCommand(StreamCommand):
         from picpipe.ledger import ledger_entry, not_recorded
         from picpipe.publish import check, named
 
+        copies = copies_of(record)
         if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
-            for file, data, _ in copies_of(record):
+            for file, data, _ in copies:
                 check(data, named(file, record), originals=True)
         try:
-            result, how = back_up(record, self.target, self.known, self.template, self.verify)
+            result, how = back_up(record, self.target, self.known, self.template, self.verify, copies)
         except PicpipeError as exc:
             if exc.type in ("rate_limited", "circuit_open"):  # the run's end says it once more, last
                 self.blocked = exc

@@ -14,7 +14,7 @@ from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError
 from picpipe.files import read_source
 from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
-from picpipe.publish import check, named
+from picpipe.publish import MAX_BYTES, check, named
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
 
@@ -98,7 +98,7 @@ class UploadCommand(StreamCommand):
         if not isinstance(path, str) or not path:
             raise PicpipeError("no_path", "the record has no path to an image file",
                                "give file paths or {\"path\": ...}")
-        data = read_source(path)
+        data = read_source(path, MAX_BYTES)
         sha256 = hashlib.sha256(data).hexdigest()
         checked = None if self.any_file else check(data, named(path, record))
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256, checked)}
@@ -126,12 +126,15 @@ class UploadCommand(StreamCommand):
         return replacing(record, result)
 
     def facts(self, record: Record, data: bytes, sha256: str, checked: dict[str, Any] | None) -> dict[str, Any]:
-        """sha256 and size always (the bytes may have changed); the image facts when no stage set
-        them: those the publishing check read, else (--any-file) Pillow's, if it knows the file."""
-        if record.get("sha256") == sha256 and record.get("mime"):
-            return {"size": len(data)}
+        """sha256 and size always (the bytes may have changed). The type the publishing check found
+        always wins over a record's mime and format: the mime becomes the Content-Type the host
+        serves, and a record (a document's, anyone's) saying text/html of a PNG must not make it a
+        page. With --any-file, the record's facts for these very bytes, else Pillow's if it knows
+        the file."""
         if checked is not None:
             return {"sha256": sha256, "size": len(data), **checked}
+        if record.get("sha256") == sha256 and record.get("mime"):
+            return {"size": len(data)}
         from PIL import Image
 
         from picpipe.imaging import facts
