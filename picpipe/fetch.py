@@ -15,7 +15,6 @@ few at a time per host as in `pp-mark check`, with the same error types (`http_4
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from picpipe.files import temp_copy
 from picpipe.keys import sanitize
 from picpipe.linkcheck import find_command, host_of, http_error, masked_error, url_problem
 from picpipe.net import Client, backoff, failure_kind, may_retry, network_error
+from picpipe.publish import sniff
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
 
@@ -46,8 +46,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif",
                               ".bmp", ".tif", ".tiff", ".ico", ".svg", ".heic", ".heif"})
 #: Record fields that describe the bytes at `path`: replaced by the fetched file's, never kept stale.
 FACT_FIELDS = ("sha256", "size", "width", "height", "format", "mime")
-#: An SVG document (Pillow cannot read it, browsers show it): optional XML prolog, comments, doctype.
-_SVG = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!doctype[^>]*>\s*)*<svg[\s>/]", re.S | re.I)
 _REFERER_HINT = ("hotlink protection: many hosts (Weibo's sinaimg.cn, Gitee) serve images only to pages of their "
                  "own site: re-run with --referer https://weibo.com/ (or the site the images were posted on)")
 
@@ -267,7 +265,7 @@ def identify(download: Download, url: str) -> dict[str, Any]:
                      "open it in a browser; if it is a real image, download it by hand") from None
     except (OSError, SyntaxError, ValueError):
         pass
-    if _SVG.match(data[:4096].removeprefix(b"\xef\xbb\xbf")):
+    if sniff(data[:4096]) == "svg":  # Pillow cannot read an SVG; publish's test tells one from a page
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "svg",
                 "mime": "image/svg+xml"}
     served = download.content_type or "no Content-Type"
