@@ -8,19 +8,25 @@ file or null) are refused unless they carry the secret, no CORS header is sent t
 otherwise, the Host header must name this machine when listening on loopback (DNS rebinding),
 and path lists from other machines need the secret.
 
-Under load: connections wait in a real listen backlog, each has its own thread (so /heartbeat
-is answered at once), received files are streamed to a temp folder in small chunks (memory
-does not grow with the body), and uploads wait for one of a few pipeline runs, each taking the
+Under load: connections wait in a real listen backlog; one thread (the doorman) holds every
+connection until its request head has arrived, so idle and slow clients cost a socket, not a
+thread, and one that takes longer than HEAD_TIMEOUT is dropped. A request whose head is in gets
+a thread of its own (so /heartbeat is answered at once), at most MAX_CONNECTIONS at a time;
+beyond that it waits up to QUEUE_WAIT seconds, then is answered 503. Received files are
+streamed to a temp folder in small chunks (memory does not grow with the body), at most
+SPOOL_LIMIT bytes across requests; uploads wait for one of a few pipeline runs, each taking the
 images of every request waiting, each distinct path once.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import os
 import re
+import selectors
 import shutil
 import socket
 import sys
@@ -30,8 +36,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,9 +63,26 @@ MEMORY_WAIT = 30
 WORKERS, BATCH = 2, 100
 #: Connections the kernel keeps waiting for accept() (socketserver's default is 5).
 BACKLOG = 1024
+#: Requests served at once, each by a thread; more wait for one (QUEUE_WAIT), then get a 503.
+MAX_CONNECTIONS = 256
+#: Seconds a request whose head is in waits for a thread before it is answered 503.
+QUEUE_WAIT = 2.0
+#: Connections held open at once (idle, sending their head, waiting, served); more get a 503 at once.
+MAX_OPEN = 900
+#: Seconds a client has to send a request's head (its first line and headers), and then each
+#: chunk of its body: a client slower than that (slowloris) is dropped without an answer.
+HEAD_TIMEOUT = BODY_TIMEOUT = 30
+#: A request head longer than this is answered 431 (http.server's own limits are 64 KiB a line).
+MAX_HEAD = 256 * 1024
+#: Bytes of received files on disk at once, across requests (as their Content-Length says);
+#: a request that would pass it is answered 503, to retry in a moment.
+SPOOL_LIMIT = 1024 * 1024 * 1024
+#: Seconds a refused client gets to read its 503 before its socket is closed.
+LINGER = 2.0
 #: Received files wait in <temp folder>/pp-server-<pid>-*/ while their request is served.
 SPOOL = "pp-server-"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+BUSY = "pp-server is busy receiving other requests: try again in a moment"
 CLIPBOARD = ("picpipe does not read the clipboard: send image paths as {\"list\": [\"/abs/a.png\"]} "
              "or files as multipart/form-data")
 
@@ -89,10 +111,11 @@ class Budget:
 
     @contextmanager
     def hold(self, size: int, wait: float = MEMORY_WAIT) -> Iterator[None]:
+        """`size` bytes (at most all) for the block, waiting up to `wait` seconds; 503 if they stay taken."""
         size = min(size, self.total)
         with self.changed:
             if not self.changed.wait_for(lambda: self.free >= size, wait):
-                raise Reply(503, "pp-server is busy receiving other requests: try again in a moment", result=[])
+                raise Reply(503, BUSY, result=[])
             self.free -= size
         try:
             yield
@@ -165,10 +188,189 @@ class Uploads:
                     job.done.set()
 
 
-class PicGoServer(ThreadingHTTPServer):
+class Connection:
+    """A client's socket and the bytes read from it that no request has taken yet."""
+
+    def __init__(self, sock: socket.socket, address: Any, buffer: bytes = b"") -> None:
+        self.sock, self.address, self.buffer = sock, address, bytearray(buffer)
+        self.deadline = 0.0
+        self.registered = False  # in the doorman's selector
+        self.closing = False  # answered 503: only waiting for the client to read it
+
+    def has_head(self) -> bool:
+        return b"\r\n\r\n" in self.buffer or b"\n\n" in self.buffer
+
+
+class Doorman:
+    """One thread holding the connections that have no request to serve yet (idle, sending their
+    head slowly, back from a kept-alive request): each gets a thread from `serve` once its head
+    is in, at most MAX_CONNECTIONS at once; the rest wait QUEUE_WAIT seconds, then get a 503."""
+
+    def __init__(self, serve: Any) -> None:
+        self.serve = serve  # (Connection) → None, on a thread of its own
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        self.lock = threading.Lock()
+        self.inbox: deque[Connection] = deque()  # given by other threads
+        self.queue: deque[Connection] = deque()  # heads in, waiting for a thread
+        self.serving = 0
+        self.refused: dict[str, int] = {}  # why → how many, since the last line about it
+        self.told = 0.0
+        self.stopped = False
+        threading.Thread(target=self._loop, name="pp-server-doorman", daemon=True).start()
+
+    def take(self, conn: Connection) -> None:
+        """A new connection, or one whose request was answered and that stays open."""
+        with self.lock:
+            self.inbox.append(conn)
+        self._wake()
+
+    def done(self) -> None:
+        """A serving thread is free again."""
+        with self.lock:
+            self.serving -= 1
+        self._wake()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self.wake_w.send(b"x")
+        except OSError:  # its buffer is full: the doorman is awake already
+            pass
+
+    def _loop(self) -> None:
+        while not self.stopped:
+            for key, _ in self.selector.select(self._timeout()):
+                if key.data is None:
+                    try:
+                        self.wake_r.recv(4096)
+                    except OSError:
+                        pass
+                else:
+                    self._read(key.data)
+            self._admit()
+            self._dispatch()
+            self._expire()
+            if self.refused and time.monotonic() - self.told >= 1:
+                self._tell()
+        self._tell()
+        for key in list(self.selector.get_map().values()):
+            if key.data is not None:
+                key.data.sock.close()
+        for conn in self.queue:
+            conn.sock.close()
+        self.selector.close()
+
+    def _timeout(self) -> float:
+        deadlines = [key.data.deadline for key in self.selector.get_map().values() if key.data is not None]
+        deadlines += [conn.deadline for conn in self.queue]
+        if self.refused:
+            deadlines.append(self.told + 1)
+        return max(0.0, min([time.monotonic() + 1.0, *deadlines]) - time.monotonic())
+
+    def _admit(self) -> None:
+        with self.lock:
+            arrived, self.inbox = self.inbox, deque()
+        for conn in arrived:
+            if len(self.selector.get_map()) + len(self.queue) + self.serving > MAX_OPEN:
+                self._refuse(conn, f"pp-server holds {MAX_OPEN} connections already: try again in a moment")
+                continue
+            conn.sock.setblocking(False)
+            self._held(conn)
+
+    def _held(self, conn: Connection) -> None:
+        """A connection with bytes in hand: queued when they hold a head, else read on."""
+        if conn.has_head():
+            conn.deadline = time.monotonic() + QUEUE_WAIT
+            self.queue.append(conn)
+        elif len(conn.buffer) > MAX_HEAD:
+            self._refuse(conn, "the request head is too long", 431)
+        else:
+            conn.deadline = time.monotonic() + HEAD_TIMEOUT
+            self._register(conn)
+
+    def _register(self, conn: Connection) -> None:
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        conn.registered = True
+
+    def _unregister(self, conn: Connection) -> None:
+        if conn.registered:
+            self.selector.unregister(conn.sock)
+            conn.registered = False
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:  # reset: the client left
+            data = b""
+        if not data:
+            self._drop(conn)
+        elif not conn.closing:  # a refused client's further bytes are dropped
+            conn.buffer += data
+            if conn.has_head() or len(conn.buffer) > MAX_HEAD:
+                self._unregister(conn)
+                self._held(conn)
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            with self.lock:
+                if self.serving >= MAX_CONNECTIONS:
+                    return
+                self.serving += 1
+            conn = self.queue.popleft()
+            conn.sock.setblocking(True)
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.queue and self.queue[0].deadline <= now:
+            self._refuse(self.queue.popleft(),
+                         f"pp-server is serving {MAX_CONNECTIONS} requests: try again in a moment")
+        for key in list(self.selector.get_map().values()):
+            if key.data is not None and key.data.deadline <= now:
+                self._drop(key.data)  # a slow or silent client (slowloris), or a 503 read or not
+
+    def _drop(self, conn: Connection) -> None:
+        self._unregister(conn)
+        conn.sock.close()
+
+    def _refuse(self, conn: Connection, message: str, status: int = 503) -> None:
+        """Answer at once without a thread, then give the client LINGER seconds to read it (a close
+        with its request unread would reset the connection before it could)."""
+        body = json.dumps({"success": False, "result": [], "message": message}).encode()
+        reason = {503: "Service Unavailable", 431: "Request Header Fields Too Large"}[status]
+        head = (f"HTTP/1.1 {status} {reason}\r\nServer: picpipe\r\nContent-Type: application/json; "
+                f"charset=utf-8\r\nContent-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.send(head.encode() + body)  # a few hundred bytes: the socket buffer takes them
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.sock.close()
+            return
+        conn.closing, conn.deadline = True, time.monotonic() + LINGER
+        self._register(conn)
+        why = f"answered {status}: {message.split(':')[0]}"
+        self.refused[why] = self.refused.get(why, 0) + 1
+
+    def _tell(self) -> None:
+        """One line per reason and second, not one per refused client."""
+        for why, count in self.refused.items():
+            console.say(f"{console.counted(count, 'connection')} {why}")
+        self.refused, self.told = {}, time.monotonic()
+
+
+class PicGoServer(HTTPServer):
     """Serves the PicGo API for one pipeline; `secret` None means no authentication."""
 
-    daemon_threads = True
     request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], pipeline: Pipeline, secret: str | None = None,
@@ -177,13 +379,37 @@ class PicGoServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         sweep_spools()
+        raise_open_files()
         self.uploads = Uploads(pipeline)
         self.memory = Budget(MEMORY)
+        self.disk = Budget(SPOOL_LIMIT)
         self.secret = secret
         self.loopback = is_loopback(address[0])
         self.always_200 = always_200
         #: Temp folders of the requests being served, removed at the latest when the server closes.
         self.spools: set[str] = set()
+        self.doorman = Doorman(self.serve)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A new connection goes to the doorman: no thread until its request head is in."""
+        self.doorman.take(Connection(request, client_address))
+
+    def serve(self, conn: Connection) -> None:
+        """Serve one request on this thread; a connection kept alive goes back to the doorman."""
+        kept = False
+        try:
+            handler = Handler(conn, conn.address, self)  # type: ignore[arg-type]  # see Handler.setup
+            if not handler.close_connection:
+                conn.buffer = handler.rfile.buffer
+                kept = True
+        except Exception:
+            self.handle_error(conn.sock, conn.address)
+        finally:
+            if kept:
+                self.doorman.take(conn)
+            else:
+                conn.sock.close()
+            self.doorman.done()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that left is none of our errors; anything else is one line (--debug: a traceback)."""
@@ -214,8 +440,24 @@ class PicGoServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
+        self.doorman.stop()
         for folder in list(self.spools):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def raise_open_files() -> None:
+    """Let this process hold MAX_OPEN connections: raise its soft limit of open files (often 1024)
+    toward the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = MAX_OPEN + 256  # spool files, pipes to the pipeline's processes, the ledger
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY
+                                                        else min(wanted, hard), hard))
+    except (ImportError, ValueError, OSError):  # no such limit here, or not ours to raise
+        pass
 
 
 def sweep_spools() -> None:
@@ -234,10 +476,57 @@ def sweep_spools() -> None:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
+class Reader:
+    """A connection's incoming bytes for http.server (readline) and Body (read1), starting with
+    what the doorman read already; what is left over after a request stays in `buffer` for the
+    next one on the connection."""
+
+    def __init__(self, sock: socket.socket, buffer: bytearray) -> None:
+        self.sock, self.buffer = sock, buffer
+
+    def _more(self) -> bool:
+        data = self.sock.recv(CHUNK)  # TimeoutError after BODY_TIMEOUT seconds of silence
+        self.buffer += data
+        return bool(data)
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        while (end := self.buffer.find(b"\n")) < 0 and (limit < 0 or len(self.buffer) < limit) and self._more():
+            pass
+        size = end + 1 if end >= 0 else len(self.buffer)
+        return self._take(size if limit < 0 else min(size, limit))
+
+    def read1(self, size: int) -> bytes:
+        if not self.buffer:
+            self._more()
+        return self._take(size)
+
+    def close(self) -> None:
+        """The socket is the server's to close (or to keep for the next request)."""
+
+
+class Writer(io.BufferedIOBase):
+    """The answer, each write sent whole (a socket's send may take part of it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        return len(memoryview(data))
+
+
 class Body:
     """A request body read in chunks, never past its Content-Length; a client that stops short left."""
 
-    def __init__(self, stream: BufferedIOBase, length: int) -> None:
+    def __init__(self, stream: Reader, length: int) -> None:
         self.stream, self.left = stream, length
 
     def read(self, size: int = CHUNK) -> bytes:
@@ -265,11 +554,26 @@ class Body:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One request on a connection whose head the doorman read (`request` is its Connection)."""
+
     server: PicGoServer
+    rfile: Reader  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     server_version = "picpipe"
     sys_version = ""
-    timeout = 60  # seconds a client may keep a connection silent (a body promised, never sent)
+    timeout = BODY_TIMEOUT  # seconds a client may keep a connection silent (a body promised, never sent)
+
+    def setup(self) -> None:
+        conn: Connection = self.request
+        self.connection = self.request = conn.sock
+        self.connection.settimeout(self.timeout)
+        self.rfile = Reader(conn.sock, conn.buffer)
+        self.wfile = Writer(conn.sock)
+
+    def handle(self) -> None:
+        """One request: a connection kept alive waits for the next with the doorman, not here."""
+        self.close_connection = True
+        self.handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         """http.server's own lines would show query strings (a ?secret=): `answer` writes ours."""
@@ -382,7 +686,7 @@ class Handler(BaseHTTPRequestHandler):
         if content_type.lower().startswith("multipart/form-data"):
             body = self.body(MAX_BODY, "images")
             boundary = multipart_boundary(content_type)
-            with self.server.spool() as folder:
+            with self.server.disk.hold(body.left, wait=0), self.server.spool() as folder:
                 with self.server.memory.hold(2 * CHUNK + MAX_PART_HEADERS):
                     files = receive_files(body, boundary, folder)
                 self.body_read = True
@@ -420,6 +724,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
                 self.send_header("Access-Control-Allow-Headers", "Authorization, X-PicGo-Secret, Content-Type")
                 self.send_header("Access-Control-Max-Age", "600")
+        if status == 503:
+            self.send_header("Retry-After", "1")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -278,3 +279,131 @@ def test_large_bodies_at_once_are_streamed_not_held_in_memory(server, tmp_path):
     # The bodies (240 MB) never are in memory; the pipeline's publish check reads one whole file
     # per worker (2 x 30 MB), the rest is slack. Holding the bodies took 1.6 GB for 8 x 95 MB.
     assert peak < before + 120, (before, peak)
+
+
+# -- connections held without a thread, the caps (review finding 9) --------------------------------
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def connect(port: int, data: bytes = b"") -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(data)
+    return conn
+
+
+def answer_of(conn: socket.socket) -> tuple[bytes, dict]:
+    """The head and JSON body of the answer on `conn`, read to the server's close."""
+    reply = conn.makefile("rb").read()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+def upload_head(length: int) -> bytes:
+    return (f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {length}\r\n\r\n--b\r\n").encode()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="threads are counted in /proc (Linux)")
+def test_300_idle_and_slow_clients_hold_no_thread_and_are_dropped_after_the_head_timeout(server, tmp_path):
+    from picpipe.editor_server import HEAD_TIMEOUT
+
+    before = threads(server.proc.pid)
+    opened = time.monotonic()
+    idle = [connect(server.port) for _ in range(150)]  # connected, silent
+    slow = [connect(server.port, b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\n") for _ in range(150)]  # slowloris
+    started = time.monotonic()
+    assert post(server.port, "/heartbeat", timeout=5) == (200, {"success": True, "result": "alive"})
+    status, answer = post(server.port, "/upload", *form("through.png", png((7, 8, 9))), timeout=30)
+    assert status == 200 and answer["result"][0].startswith(BASE)
+    answered = time.monotonic() - started
+    held = threads(server.proc.pid)
+    assert held <= before + 4, (before, held)  # not one per connection: 303 before the doorman
+
+    for conn in slow:  # a byte now and then does not buy more time: the head is due in HEAD_TIMEOUT
+        conn.sendall(b"X-Slow: 1\r\n")
+    for conn in idle + slow:
+        conn.settimeout(max(1.0, opened + HEAD_TIMEOUT + 10 - time.monotonic()))
+    assert [conn.recv(100) for conn in idle + slow] == [b""] * 300  # dropped, no answer
+    dropped = time.monotonic() - opened
+    for conn in idle + slow:
+        conn.close()
+    assert HEAD_TIMEOUT - 1 <= dropped <= HEAD_TIMEOUT + 10
+    status, stderr = server.stop()
+    assert status == 0 and "Traceback" not in stderr and "Error" not in stderr, stderr
+    print(f"\n300 idle connections: heartbeat and upload answered in {answered:.2f} s, threads {before} → {held}, "
+          f"dropped after {dropped:.1f} s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="threads are counted in /proc (Linux)")
+def test_requests_beyond_the_cap_get_503_without_a_thread_and_the_server_recovers(server, tmp_path):
+    from picpipe.editor_server import MAX_CONNECTIONS, QUEUE_WAIT
+
+    before = threads(server.proc.pid)
+    # Each sends its head and part of its body, then stalls: a request being served, on a thread.
+    clients = [connect(server.port, upload_head(10_000)) for _ in range(MAX_CONNECTIONS + 44)]
+    time.sleep(QUEUE_WAIT + 2)
+    held = threads(server.proc.pid)
+    assert held <= before + MAX_CONNECTIONS, (before, held)
+    refused = []
+    for conn in clients:
+        conn.setblocking(False)
+        try:
+            if conn.recv(1, socket.MSG_PEEK):
+                refused.append(conn)
+        except BlockingIOError:
+            pass
+    assert len(refused) == 44
+    for conn in refused:
+        conn.setblocking(True)
+        head, answer = answer_of(conn)
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Connection: close" in head and b"Retry-After: 1" in head
+        assert answer == {"success": False, "result": [],
+                          "message": f"pp-server is serving {MAX_CONNECTIONS} requests: try again in a moment"}
+    for conn in clients:
+        conn.close()
+    deadline = time.monotonic() + 10  # the stalled requests end as their clients leave
+    while (spooled(tmp_path) or threads(server.proc.pid) > before + 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert post(server.port, "/heartbeat", timeout=5) == (200, {"success": True, "result": "alive"})
+    status, answer = post(server.port, "/upload", *form("after.png", png((3, 4, 5))))
+    assert status == 200 and answer["success"] is True
+    assert spooled(tmp_path) == []
+    status, stderr = server.stop()
+    assert status == 0 and "Traceback" not in stderr, stderr
+    told = re.findall(rf"(\d+) connections? answered 503: pp-server is serving {MAX_CONNECTIONS} requests", stderr)
+    assert sum(map(int, told)) == 44, stderr
+    print(f"\n{len(clients)} stalled uploads: threads {before} → {held}, {len(refused)} answered 503")
+
+
+def test_uploads_past_the_spool_limit_are_503_to_retry(server, tmp_path):
+    from picpipe.editor_server import MAX_BODY, SPOOL_LIMIT
+
+    # Disk is reserved by Content-Length: 10 requests of 100 MB fill all but 24 of the 1024 MB.
+    holding = [connect(server.port, upload_head(MAX_BODY)) for _ in range(SPOOL_LIMIT // MAX_BODY)]
+    deadline = time.monotonic() + 10
+    while len(spooled(tmp_path)) < len(holding) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(spooled(tmp_path)) == len(holding)
+    with connect(server.port, upload_head(30 * 1024 * 1024)) as over:
+        head, answer = answer_of(over)
+    assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head and b"Connection: close" in head
+    assert answer["success"] is False and "busy" in answer["message"] and "try again" in answer["message"]
+    status, answer = post(server.port, "/upload", *form("small.png", png((6, 6, 6))))  # 24 MB are left
+    assert status == 200 and answer["success"] is True
+    holding.pop().close()
+    deadline = time.monotonic() + 10
+    while len(spooled(tmp_path)) >= len(holding) + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with connect(server.port, upload_head(30 * 1024 * 1024)) as now_fits:
+        now_fits.settimeout(1)
+        with pytest.raises(TimeoutError):  # taken: the server waits for its body
+            now_fits.recv(1)
+    for conn in holding:
+        conn.close()
+    status, stderr = server.stop()
+    assert status == 0 and "Traceback" not in stderr, stderr
