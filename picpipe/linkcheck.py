@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from picpipe import net
 from picpipe.concurrency import KeyedSlots, ordered_map
 from picpipe.errors import PicpipeError
-from picpipe.net import chain, failure_kind, in_chain, may_retry, new_session, reason
+from picpipe.net import chain, failure_kind, in_chain, may_retry, new_session, quotable, reason
 from picpipe.redact import redact_text
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
                                          "the file is gone: restore it from a backup copy: " + RESTORE_RECIPE))
     problem = url_problem(url)
     if problem is not None:
-        return result(None, None, masked_error("bad_url", f"{problem}: {url}",
+        return result(None, None, masked_error("bad_url", f"{quotable(url)} is not a usable URL: {problem}",
                                          "fix the url field of the record: only http(s) and file: URLs can be "
                                          "checked"))
     method = "HEAD"
@@ -227,17 +228,9 @@ def masked_error(type: str, message: str, hint: str) -> PicpipeError:
 
 
 def url_problem(url: str) -> str | None:
-    """Why `url` cannot be requested at all, or None when it can."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL ({parts.scheme}:)" if parts.scheme else "no http:// or https:// in the URL"
-    if not parts.hostname:
-        return "no host in the URL"
-    return None
+    """Why a record's `url` cannot be requested at all (net.url_problem: the one rule), or None when it
+    can; a space in its path is fine, requests escapes it."""
+    return net.url_problem(url, spaces=True)
 
 
 def host_of(url: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import re
 import socket
@@ -93,7 +94,10 @@ class Client:
         """
         import requests
 
-        attempt = 0
+        attempt, started, retries = 0, time.monotonic(), self.retries
+        # Decided once, when the request starts: one under way keeps its retries whatever the others meet.
+        # After a request that got no answer in time, a timeout is not tried again: each took the whole timeout.
+        timeout_retries = 0 if self.breaker is not None and self.breaker.silent else min(retries, TIMEOUT_RETRIES)
         while True:
             if self.breaker is not None:
                 self.breaker.check()  # also between tries: another worker's request may have opened it
@@ -102,8 +106,6 @@ class Client:
                 sign(prepared)
             if self.pace is not None:
                 self.pace()
-            # A server that has just failed a request through all its retries gets one try per request.
-            retries = 0 if self.breaker is not None and self.breaker.suspect else self.retries
             try:
                 # A write is never redirected: requests would resend its body (and signed form
                 # fields) to wherever the Location points, and a signature is void there anyway.
@@ -112,37 +114,37 @@ class Client:
                                              **{**self.settings(prepared.url or url), "stream": stream})
             except requests.RequestException as exc:
                 why = failure_kind(exc)
-                if why == "timeout":
-                    retries = min(retries, TIMEOUT_RETRIES)
-                if attempt >= retries or not may_retry(exc, idempotent):
+                tries = (timeout_retries if why == "timeout" else retries) + 1
+                if attempt + 1 >= tries or not may_retry(exc, idempotent):
                     error = network_error(exc, self.who, self.timeout)
                     if self.breaker is not None and error.type in FAILURE_KINDS:
-                        self.breaker.failed(url, error.message.removeprefix(f"{self.who}: "))
+                        self.breaker.failed(url, error.message.removeprefix(f"{self.who}: "), started,
+                                            silent=why == "timeout")
                     raise error from None
                 delay = backoff(attempt)
             else:
                 status = response.status_code
                 is_final = status in RETRY_STATUSES and final is not None and final(response)
-                delay, why = retry_after(response) or backoff(attempt), f"HTTP {status}"
+                delay, why, tries = retry_after(response) or backoff(attempt), f"HTTP {status}", retries + 1
                 if status not in RETRY_STATUSES or attempt >= retries or (
                         not idempotent and status not in NOT_ACTED_ON) or is_final or delay > MAX_RETRY_AFTER:
                     # Past MAX_RETRY_AFTER the caller reports it: waiting that long is the user's call.
-                    self.answered(url, response, is_final)
+                    self.answered(url, response, is_final, started, stream)
                     return response
                 response.close()
             attempt += 1
-            console.say(f"{self.who}: {why}, try {attempt + 1} of {retries + 1} in {delay:.1f} s")
+            console.say(f"{self.who}: {why}, try {attempt + 1} of {tries} in {delay:.1f} s")
             time.sleep(delay)
 
-    def answered(self, url: str, response: requests.Response, final: bool) -> None:
-        """Tell the breaker how a request ended: a 5xx (but 501, which only says a method is not
-        there, and an answer the caller calls final) is the server failing, 429 says nothing of its
-        health, any other answer is the server working."""
+    def answered(self, url: str, response: requests.Response, final: bool, started: float, stream: bool) -> None:
+        """Tell the breaker how a request ended: a 5xx is the server failing, but 501 (a method is not
+        there), an answer the caller calls final and throttling (`throttled`), which say nothing of
+        its health; any other answer is the server working."""
         status = response.status_code
-        if self.breaker is None or status == 429:
+        if self.breaker is None or final or status == 501 or throttled(response, stream):
             return
-        if status >= 500 and status != 501 and not final:
-            self.breaker.failed(url, f"HTTP {status} {response.reason or ''}".strip())
+        if status >= 500:
+            self.breaker.failed(url, f"HTTP {status} {response.reason or ''}".strip(), started)
         else:
             self.breaker.answered()
 
@@ -171,48 +173,94 @@ _HOST = re.compile(r"(?:[\w-]+\.)*[\w-]+\.?")  # labels of letters (any script),
 
 def url_problem(text: str, schemes: Collection[str] = ("http", "https"), spaces: bool = False) -> str | None:
     """What makes `text` no URL a request can go to, in a few words; None when nothing does.
-    `spaces`: a space in the path is fine (the WebDAV url is escaped as typed)."""
+    `spaces`: a space in the path is fine (the WebDAV url is escaped as typed; requests escapes it).
+
+    Nothing from before the last '@' is ever quoted: it may be a password, and one holding an
+    unescaped '/', '#' or '?' would otherwise come back as a "host" or a "port"."""
     import urllib.parse
 
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         return "it holds a control character (a pasted line break or tab?)"
-    if "://" not in text:
+    scheme = _SCHEME.match(text)
+    if scheme is None:
         return f"it has no scheme: it must start with {' or '.join(s + '://' for s in schemes)}"
+    if scheme[1].lower() not in schemes:
+        return f"it starts with {scheme[0]}: only {' or '.join(s + '://' for s in schemes)} will do"
+    rest = text[scheme.end():]
+    netloc = re.split(r"[/?#]", rest)[0]  # what urlsplit takes for the authority
+    # A '@' after a '/', '#' or '?' is in a path, or ends a password holding one of them: then what
+    # urlsplit calls the host and the port may be pieces of that password, and are never quoted.
+    unsure = "@" in rest and "@" not in netloc
+    host_port = netloc.rpartition("@")[2]
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError:  # a port that is no number or out of 0-65535, a broken [IPv6] address
-        host_port = re.split(r"[/?#]", text.partition("://")[2])[0].rpartition("@")[2]
+        if unsure:
+            return _UNSURE
         if host_port.startswith("[") and "]" not in host_port:
             return f"the host {host_port!r} is not a valid [IPv6] address"
         return f"the port {host_port.rpartition(']')[2].rpartition(':')[2]!r} is not a number from 1 to 65535"
-    if parts.scheme.lower() not in schemes:
-        return f"it starts with {parts.scheme}://: only {' or '.join(s + '://' for s in schemes)} will do"
-    host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if port is not None else parts.netloc.rpartition("@")[2]
-    if parts.scheme.lower() != "file":
+    host = host_port.rpartition(":")[0] if port is not None else host_port
+    if scheme[1].lower() != "file":
+        problem = None
         if not parts.hostname:
-            return "it has no host name after the scheme"
-        if any(c.isspace() for c in host):
-            return f"the host name {host!r} has a space in it"
-        if not host.startswith("[") and not _HOST.fullmatch(host):
-            return f"the host name {host!r} holds characters no host name has"
-        if port == 0:
-            return "the port '0' is not a number from 1 to 65535"
+            problem = "it has no host name after the scheme"
+        elif any(c.isspace() for c in host):
+            problem = f"the host name {host!r} has a space in it"
+        elif not host.startswith("[") and not _HOST.fullmatch(host):
+            problem = f"the host name {host!r} holds characters no host name has"
+        elif port == 0:
+            problem = "the port '0' is not a number from 1 to 65535"
+        if problem is not None:
+            return _UNSURE if unsure else problem
     if not spaces and any(c.isspace() for c in text):
         return "it has a space in it (write a space in a path as %20)"
     return None
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_UNSURE = ("what comes before '@' is no host[:port]: if it is user:password, write '/', '#' and '?' in the "
+           "password as %2F, %23 and %3F (or give the password apart from the URL)")
+
+
+def quotable(text: str) -> str:
+    """`text` (a URL) as a message may quote it: whatever comes before its last '@' (a user:password,
+    however it is written) replaced by ***."""
+    if "@" not in text:
+        return text
+    scheme = _SCHEME.match(text)
+    return f"{scheme[0] if scheme else ''}***@{text.rpartition('@')[2]}"
+
+
+def register_password(text: str) -> None:
+    """Register the password of a well-formed user:password@ in `text` (as written and unescaped) with
+    picpipe.redact, so that no later message can show it."""
+    import urllib.parse
+
+    from picpipe import redact
+
+    try:
+        password = urllib.parse.urlsplit(text).password
+    except ValueError:
+        return
+    if password:
+        redact.register(password)
+        redact.register(urllib.parse.unquote(password))
+
+
 def check_url(value: object, what: str, hint: str, *, schemes: Collection[str] = ("http", "https"),
               default_scheme: str | None = None, spaces: bool = False) -> str:
     """`value` (a flag's or profile's URL) stripped, with `default_scheme` put in front when it has
-    none; a UsageError naming `what` and the value, with `hint`, when no request could go there."""
+    none; a UsageError naming `what`, the value (its user:password@ never) and the problem, with
+    `hint`, when no request could go there."""
     text = str(value).strip()
+    register_password(text)
     if default_scheme and text and "://" not in text:
         text = f"{default_scheme}://{text}"
     problem = url_problem(text, schemes, spaces) if text else "it is empty"
     if problem is not None:
-        raise UsageError(f"{what} {str(value)!r} is not a usable URL: {problem}", hint)
+        raise UsageError(f"{what} {quotable(str(value).strip())!r} is not a usable URL: {problem}", hint)
     return text
 
 
@@ -223,6 +271,14 @@ def url_hint(profile: str, key: str, flag: str = "") -> str:
     flag = flag or {"endpoint": "--endpoint", "base_url": "--base-url"}.get(key, "")
     return (f"write it as https://host[:port]/path in [profiles.{profile}] {key}, {env_name(profile, key)}"
             + (f" or {flag}" if flag else ""))
+
+
+def throttled(response: requests.Response, stream: bool = False) -> bool:
+    """A server asking to slow down, not failing: 429, a 503 with Retry-After, S3's 503 SlowDown (read
+    from a body already downloaded only: a streamed one is the caller's to read and cap)."""
+    status = response.status_code
+    return status == 429 or status == 503 and ("Retry-After" in response.headers or (
+        not stream and b"<Code>SlowDown</Code>" in response.content[:4096]))
 
 
 def backoff(attempt: int) -> float:
@@ -347,15 +403,19 @@ STATUS_HINTS: dict[int, tuple[str, str]] = {
 }
 SERVER_HINT = ("server_error", "the host's server failed: re-run later (what was uploaded is not sent twice)")
 _XML_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
+#: Numeric profile settings: (lowest, highest, whole number only). Seconds per request; extra tries;
+#: failed requests in a row that open the circuit (0: never); requests per 30 minutes (0: no pacing).
+RANGES: dict[str, tuple[float, float, bool]] = {"timeout": (0.1, 3600.0, False), "retries": (0, 10, True),
+                                                "breaker": (0, 1000, True), "pace": (0, 100_000, True)}
 
 
 class Service:
     """One server of a profile spoken over HTTP: the retrying client, and the server's refusals
     turned into error records with the server's own code, message, request id and a hint.
 
-    Profiles may set `timeout` (seconds per request, default 30), `retries` (default 4) and `breaker`
-    (failed requests in a row after which the rest of the run sends nothing to this server,
-    default 3; 0 never stops).
+    Profiles may set `timeout` (seconds per request, 0.1-3600, default 30), `retries` (0-10, default
+    4) and `breaker` (failed requests in a row, over picpipe.breaker.SPAN seconds, after which the
+    rest of the run sends nothing to this server: 0-1000, default 3; 0 never stops); see RANGES.
     """
 
     #: The host's own error codes (or statuses) that deserve a better hint than STATUS_HINTS.
@@ -375,16 +435,19 @@ class Service:
                              jobs=16, purpose=purpose, pace=pace, breaker=breaker)
 
     def number(self, key: str, default: float) -> float:
-        """A numeric profile setting; a typo in it is a usage error, not a crash."""
+        """A numeric profile setting within its RANGES; a typo, "inf" or "nan" in it is a usage error
+        naming the profile and the key, not a crash."""
         value = self.profile.get(key)
         if value in (None, ""):
             return default
+        low, high, whole = RANGES.get(key, (0.0, 1e9, False))
         try:
             number = float(value)
         except (TypeError, ValueError):
-            number = -1.0
-        if number < 0:
-            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not a number of 0 or more",
+            number = math.nan
+        if not low <= number <= high or whole and not number.is_integer():  # also refuses nan and inf
+            what = "a whole number" if whole else "a number"
+            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not {what} from {low:g} to {high:g}",
                              f"fix {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
         return number
 

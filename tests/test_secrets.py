@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import SENTINEL, jsonl
-from httpfixture import running
+from httpfixture import closed_port, running
 from picpipe import redact
 
 ENV_SECRET = "EnvSecret-7c1e-never-print"
@@ -132,3 +132,34 @@ def test_secret_keys_short_url_passwords_env_refs_templates_and_merge(run, env, 
     texts = [linked.stdout, linked.stderr, ledger.read_text()]
     for secret in ("hunt3r2", "realpassword42", 'pa\\"ss', SENTINEL):
         assert not [t for t in texts if secret in t], secret
+
+
+TAIL = "Tail-9c2e-never-print"
+
+
+@pytest.mark.parametrize("url", [f"https://me:{SENTINEL}/{TAIL}@dav.example.com:99999/",
+                                 f"https://me:{SENTINEL}#{TAIL}@dav.example.com:99999/",
+                                 f"https://me:{SENTINEL}@x:{TAIL}@dav.example.com:99999/"])
+def test_no_piece_of_a_url_password_in_a_bad_url_message(run, tmp_path, url):
+    """Review finding 1: a password holding '/', '#' or '@' came back as the "port" or half-masked."""
+    from test_upload import image
+
+    png = str(image(tmp_path / "a.png", (1, 2, 3)))
+    results = [run("pp-backup", "--to", "nas", "--ledger", str(tmp_path / "l.jsonl"), png,
+                   extra_env={"PICPIPE_NAS_TYPE": "webdav", "PICPIPE_NAS_URL": url}),
+               run("pp-upload", "--host", "webdav", png, extra_env={"PICPIPE_WEBDAV_URL": url}),
+               run("pp-davtest", "--url", url)]
+    for result in results:
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "is not a usable URL: " in result.stderr and "'https://***@dav.example.com:99999/'" in result.stderr
+        assert SENTINEL not in result.stdout + result.stderr and TAIL not in result.stdout + result.stderr
+    said = results[0].stderr
+    assert ("the port '99999'" in said) if "@x:" in url else ("write '/', '#' and '?' in the password" in said)
+
+
+def test_a_url_password_with_an_at_sign_is_never_shown(run):
+    """A well-formed url whose password holds '@' and ':' is used; no piece of it reaches the output."""
+    url = f"http://me:{SENTINEL}@x:{TAIL}@127.0.0.1:{closed_port()}/dav/"
+    result = run("pp-davtest", "--url", url)
+    assert result.returncode == 1 and "connection_refused" in result.stdout and "Traceback" not in result.stderr
+    assert SENTINEL not in result.stdout + result.stderr and TAIL not in result.stdout + result.stderr
