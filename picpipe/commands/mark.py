@@ -106,7 +106,7 @@ class TeeCommand(StreamCommand, LedgerCommand):
         if self.unrecorded:
             assert self.out is not None
             self.out.errors += self.unrecorded
-            console.error(f"{self.unrecorded} records were not recorded in the ledger")
+            console.error(f"{console.counted(self.unrecorded, 'record')} not recorded in the ledger")
 
 
 class FindCommand(LedgerCommand):
