@@ -408,7 +408,12 @@ class LedgerIndex:
         return db
 
     def close(self) -> None:
+        self._end_read()
         self.db.close()
+
+    def _end_read(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
 
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
@@ -430,6 +435,7 @@ class LedgerIndex:
         if self._unchanged(fd):
             return
         # Someone else moved on: forget our unwritten rows, their lines are read again below.
+        self._end_read()
         self._pending.clear()
         self._lines = 0
         self._seen = None
@@ -477,6 +483,7 @@ class LedgerIndex:
         """Write our pending rows and the position after our last line into the database. When
         the ledger or the index moved on meanwhile (another file, format or writer), our rows are
         dropped: the lines are in the ledger, whoever looks next reads them."""
+        self._end_read()
         if self._pending and self._unchanged(fd):
             info = os.fstat(fd)
             self.db.execute("BEGIN IMMEDIATE")
@@ -546,6 +553,10 @@ class LedgerIndex:
     def _row(self, key: bytes) -> Row | None:
         if key in self._pending:
             return self._pending[key]
+        if not self.db.in_transaction:
+            # One read transaction across our lines (ended by the next write or slow look):
+            # starting one per SELECT costs more than the SELECT. WAL lets others write meanwhile.
+            self.db.execute("BEGIN")
         row = self.db.execute("SELECT says, time, copies FROM image WHERE id = ?", (key,)).fetchone()
         return (row[0], row[1], _split(row[2])) if row is not None else None
 
