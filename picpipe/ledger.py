@@ -365,9 +365,10 @@ class LedgerIndex:
     index every FLUSH_EVERY lines and at close, and the checks are skipped while the ledger is
     as we left it (same file, size and time). The stored position lags behind our unwritten
     lines, so whoever looks next (another process, or the next run after a crash) reads them
-    from the ledger, which stays the truth; no transaction is held between lines. Another
-    process that commits meanwhile without appending only read the same lines, into the same
-    rows; `flush` still checks that the index is of our file and format before writing to it.
+    from the ledger, which stays the truth; no write transaction is held between lines (a read
+    one is, see `_row`: WAL lets others write). Another process that commits meanwhile without
+    appending only read the same lines into the same rows; `flush` still checks that the index
+    is of our file and format before writing to it.
     """
 
     #: Bytes before the read position kept as a digest to recognise the same file.
@@ -459,7 +460,7 @@ class LedgerIndex:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-        if offset == info.st_size:  # a torn line at the end: looked at again next time
+        if offset == info.st_size:  # else a torn line at the end: looked at again next time
             self._seen = self._look(info)
 
     def _store_position(self, fd: int, info: os.stat_result, offset: int) -> None:
