@@ -18,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -461,6 +462,29 @@ def test_concurrent_writers_of_the_same_records_leave_one_line_each(env, tmp_pat
         assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
     assert sorted(r["url"] for r in parse_jsonl(ledger.read_text())) == sorted(
         f"https://x.example/{i}.png" for i in range(200))
+
+
+
+def test_a_pp_mark_killed_mid_run_leaves_an_index_the_next_run_repairs(env, tmp_path):
+    """pp-mark writes its own lines into the index in batches: killed between two, the index is
+    behind the ledger, and the next run reads the lines it missed rather than repeating them."""
+    ledger = tmp_path / "L.jsonl"
+    records = [{"url": f"https://x.example/{i}.png", "sha256": hashlib.sha256(str(i).encode()).hexdigest()}
+               for i in range(5000)]
+    proc = subprocess.Popen([command_path("pp-mark"), "--ledger", str(ledger)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdin and proc.stdout
+    feed = threading.Thread(target=proc.stdin.write, args=(jsonl(records[:1500]).encode(),), daemon=True)
+    feed.start()  # the stdin pipe fills while we read stdout
+    for _ in range(1500):  # every record written downstream is in the ledger already
+        proc.stdout.readline()
+    proc.kill()
+    proc.wait()
+    assert len(ledger.read_text().splitlines()) == 1500
+    again = subprocess.run([command_path("pp-mark"), "--ledger", str(ledger)], input=jsonl(records).encode(),
+                           capture_output=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["url"] for r in parse_jsonl(ledger.read_text())) == sorted(r["url"] for r in records)
 
 
 # -- 7. pp-compress's exit with a truncated JPEG among the images ---------------------------------
