@@ -59,6 +59,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/ledger_bench.py
 	$(MAKE) bench-compress
 
 # pp-compress against sharp, pngquant and cwebp; judged by SSIMULACRA2 (PyPI, or libjxl's C++ tool named
