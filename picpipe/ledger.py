@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +124,34 @@ def _split(blob: bytes | None) -> set[bytes]:
     return {blob[i:i + _COPY] for i in range(0, len(blob), _COPY)} if blob else set()
 
 
+#: A line's rows for the index's lookup tables: (sha, off, len), (url, off, len),
+#: (host, key, off, len), (copy sha, off, len), each list appended to.
+Spans = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _new_spans() -> Spans:
+    return [], [], [], []
+
+
+def _add_spans(spans: Spans, entry: Mapping[str, Any], off: int, length: int) -> None:
+    """Where the line at `off` (`length` bytes, without its newline) is found: by its image's
+    sha256 (as `identity` spells it), its URL (always for an image known by URL alone), its
+    (host, key) and the sha256 of each backup copy it names."""
+    sha = str(entry.get("sha256") or "")
+    key = entry.get("key")
+    if sha:
+        spans[0].append((sha, off, length))
+    url = entry.get("url")
+    if url or not (sha or key):
+        spans[1].append((str(url or ""), off, length))
+    if key:
+        spans[2].append((str(entry.get("host") or ""), str(key), off, length))
+    backups = entry.get("backups")
+    if isinstance(backups, list):
+        for copy in {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")}:
+            spans[3].append((copy, off, length))
+
+
 class Ledger:
     """One ledger file. Reading never fails on bad lines; writing never rewrites old lines."""
 
@@ -132,6 +161,7 @@ class Ledger:
         self._end = -1  # file size right after our last append
         self._index: LedgerIndex | None = None
         self._index_failed = False
+        self._guard = threading.RLock()  # one thread at a time in the index (lookups run in workers)
 
     # -- writing ---------------------------------------------------------------------------
     def open(self) -> Ledger:
@@ -146,8 +176,9 @@ class Ledger:
             import sqlite3
 
             try:
-                with self._locked() as fd:
-                    self._index.flush(fd)
+                if self._fd is not None:  # only our own appends leave rows to write
+                    with self._locked() as fd:
+                        self._index.flush(fd)
             except sqlite3.Error:
                 pass  # the lines are in the ledger: the next look at it indexes them
             self._index.close()
@@ -219,7 +250,7 @@ class Ledger:
         import sqlite3
 
         line = encode_line(entry)
-        with self._locked() as fd:
+        with self._guard, self._locked() as fd:
             index = self._open_index(fd)
             if index is None:
                 self._write_data(fd, line)
@@ -228,12 +259,13 @@ class Ledger:
             try:
                 index.catch_up(fd)
                 # What the line says once written (secrets masked): what a later look reads back.
-                change = index.change(mask_data(entry))
+                masked = mask_data(entry)
+                change = index.change(masked)
                 if change is None:
                     return False
                 start = self._write_data(fd, line)
                 written = True
-                index.add(fd, *change, start)
+                index.add(fd, *change, start, masked, len(line) - 1)
                 return True
             except sqlite3.Error as exc:
                 self._index_broken(exc)
@@ -274,12 +306,99 @@ class Ledger:
         return self._index
 
     def _index_broken(self, exc: Exception) -> None:
-        """Go on without the index, appending every entry: a cache never stops the ledger."""
+        """Go on without the index, appending every entry and reading the whole file for a
+        lookup: a cache never stops the ledger."""
         if self._index is not None:
             self._index.close()
             self._index = None
         self._index_failed = True
-        console.warn(f"the ledger's index cannot be used ({exc}): repeated entries are appended again")
+        console.warn(f"the ledger's index cannot be used ({exc}): the whole ledger is read instead")
+
+    # -- lookups through the index ---------------------------------------------------------
+    def _lookup(self, find: Callable[[LedgerIndex, int], list[Record]]) -> list[Record] | None:
+        """`find(index, fd)` on an index brought up to date under the ledger's lock (so a line
+        appended before this call is never missed); None when there is no usable index (the
+        caller reads the whole file). No ledger yet: nothing to find."""
+        import fcntl
+        import sqlite3
+
+        with self._guard:
+            if self._index_failed:
+                return None
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return []
+            except OSError:
+                return None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                fcntl.flock(fd, fcntl.LOCK_EX)  # the lock that serialises the index's writers
+                index = self._open_index(fd)
+                if index is None:
+                    return None
+                try:
+                    index.flush(fd)
+                    index.catch_up(fd)
+                    return find(index, fd)
+                except sqlite3.Error as exc:
+                    self._index_broken(exc)
+                    return None
+                finally:
+                    if self._index is not None:
+                        self._index.end_read()
+            finally:
+                os.close(fd)  # releases the lock
+
+    def states_for(self, sha256s: Iterable[str]) -> list[Record]:
+        """The states of the images with these sha256s (any host, key), as `states()` has them,
+        in the same order; through the index, reading only their lines."""
+        wanted = {str(sha) for sha in sha256s if sha}
+
+        def find(index: LedgerIndex, fd: int) -> list[Record]:
+            return resolve(_read_spans(fd, index.spans("line", "sha", wanted)))
+
+        found = self._lookup(find) if wanted else []
+        if found is None:
+            found = resolve(entry for _, entry in self.lines())
+        return [state for state in found if identity(state)[0] == "image" and identity(state)[1] in wanted]
+
+    def states_with_copies(self, sha256s: Iterable[str]) -> list[Record]:
+        """The states (as `states()` has them, in the same order) of the images whose lines name
+        a backup copy with one of these sha256s: the copy of an original has the original's hash,
+        not the image's, so its lines are found by the copy and then whole images by identity."""
+        wanted = {str(sha) for sha in sha256s if sha}
+
+        def find(index: LedgerIndex, fd: int) -> list[Record]:
+            idents = {identity(entry) for entry in _read_spans(fd, index.spans("copy", "sha", wanted))}
+            spans: set[tuple[int, int]] = set()
+            for ident in idents:
+                if ident[0] == "url":
+                    spans |= index.spans("url", "url", [ident[1]])
+                elif ident[1]:
+                    spans |= index.spans("line", "sha", [ident[1]])
+                else:
+                    spans |= index.spans_host_key(ident[2], ident[3])
+            return [state for state in resolve(_read_spans(fd, spans)) if identity(state) in idents]
+
+        found = self._lookup(find) if wanted else []
+        if found is None:
+            found = resolve(entry for _, entry in self.lines())
+        return [state for state in found if wanted & {str(b.get("sha256")) for b in state.get("backups") or ()
+                                                      if isinstance(b, dict) and b.get("sha256")}]
+
+    def states_by_sha256_prefix(self, prefix: str, on_bad_line: BadLine | None = None) -> list[Record]:
+        """The states of the images whose sha256 starts with `prefix` (a superset of them without
+        an index: the caller filters with `matches`), in the order of `states()`."""
+        if not prefix:
+            return self.states(on_bad_line)
+
+        def find(index: LedgerIndex, fd: int) -> list[Record]:
+            return resolve(_read_spans(fd, index.spans_prefix(prefix)))
+
+        found = self._lookup(find)
+        return self.states(on_bad_line) if found is None else found
 
     def add_new(self, entries: Iterable[Record], on_bad_line: BadLine | None = None) -> tuple[int, int]:
         """Append only entries whose content the ledger does not hold yet: (added, already there).
@@ -330,6 +449,18 @@ class Ledger:
         return resolve(entry for _, entry in self.lines(on_bad_line))
 
 
+def _read_spans(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
+    """The records of the lines at these (offset, length), in the ledger's order."""
+    decode = json.JSONDecoder().decode
+    for off, length in sorted(set(spans)):
+        try:
+            value = decode(os.pread(fd, length, off).decode("utf-8").strip())
+        except ValueError:  # the index covers whole good lines only: a file changed under it
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
 class _Moved(Exception):
     """The index was remade for another ledger file or format while we held rows for it."""
 
@@ -375,9 +506,11 @@ class LedgerIndex:
     TAIL = 4096
     #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
     SAY_ABOVE = 64 << 20
-    VERSION = "1"
+    VERSION = "2"
     #: Our own lines kept in memory at most before they are written into the index.
     FLUSH_EVERY = 1000
+    #: The lookup tables and their key columns, in the order of `Spans`.
+    TABLES = {"line": "sha", "url": "url", "hostkey": "host, key", "copy": "sha"}
 
     def __init__(self, ledger: Path) -> None:
         import sqlite3
@@ -394,18 +527,23 @@ class LedgerIndex:
             self.db = self._connect(sqlite3)
         #: Rows of the images our own appended lines changed, not yet in the database.
         self._pending: dict[bytes, Row] = {}
+        self._pending_spans = _new_spans()
         self._lines = 0  # our lines behind `_pending`
         #: The ledger's (device, inode, size, mtime) when the index (with `_pending`) covered it
         #: to its end, as of our last look or append; None when that must be checked again.
         self._seen: tuple[int, ...] | None = None
 
     def _connect(self, sqlite3: Any) -> sqlite3.Connection:
-        db = sqlite3.connect(self.file, isolation_level=None)
+        db = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # a cache: a power cut costs a rebuild at worst
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT, copies BLOB)"
                    " WITHOUT ROWID")
+        # Where each line is (byte offset, length without the newline), by what lookups ask for.
+        for table, columns in self.TABLES.items():
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, off INTEGER, len INTEGER,"
+                       f" PRIMARY KEY ({columns}, off)) WITHOUT ROWID")
         return db
 
     def close(self) -> None:
@@ -415,6 +553,29 @@ class LedgerIndex:
     def _end_read(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
+
+    end_read = _end_read
+
+    def _store_spans(self, spans: Spans) -> None:
+        for (table, columns), rows in zip(self.TABLES.items(), spans):
+            if rows:
+                marks = ", ".join("?" * (columns.count(",") + 3))
+                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+
+    def spans(self, table: str, column: str, values: Iterable[str]) -> set[tuple[int, int]]:
+        """(offset, length) of the lines whose `column` in `table` is one of `values`."""
+        found: set[tuple[int, int]] = set()
+        for value in values:
+            found.update(self.db.execute(f"SELECT off, len FROM {table} WHERE {column} = ?", (value,)).fetchall())
+        return found
+
+    def spans_host_key(self, host: str, key: str) -> set[tuple[int, int]]:
+        return set(self.db.execute("SELECT off, len FROM hostkey WHERE host = ? AND key = ?", (host, key)).fetchall())
+
+    def spans_prefix(self, prefix: str) -> set[tuple[int, int]]:
+        """Lines of the images whose sha256 starts with `prefix`: a range on the index's key."""
+        above = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # UTF-8 keeps code point order
+        return set(self.db.execute("SELECT off, len FROM line WHERE sha >= ? AND sha < ?", (prefix, above)).fetchall())
 
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
@@ -438,6 +599,7 @@ class LedgerIndex:
         # Someone else moved on: forget our unwritten rows, their lines are read again below.
         self._end_read()
         self._pending.clear()
+        self._pending_spans = _new_spans()
         self._lines = 0
         self._seen = None
         info = os.fstat(fd)
@@ -453,7 +615,8 @@ class LedgerIndex:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 if not same:
-                    self.db.execute("DELETE FROM image")
+                    for table in ("image", *self.TABLES):
+                        self.db.execute(f"DELETE FROM {table}")
                 offset = self._read(fd, offset, info.st_size)
                 self._store_position(fd, info, offset)
                 self.db.execute("COMMIT")
@@ -468,13 +631,14 @@ class LedgerIndex:
             ("version", self.VERSION), ("file", f"{info.st_dev}:{info.st_ino}"), ("offset", str(offset)),
             ("tail", self._tail(fd, offset))])
 
-    def add(self, fd: int, key: bytes, row: Row, start: int) -> None:
+    def add(self, fd: int, key: bytes, row: Row, start: int, entry: Mapping[str, Any], length: int) -> None:
         """Index the line we have just appended at `start` (its image's new row, from `change`)
         from memory rather than by reading it back; written into the database by `flush`."""
         if self._seen is None or start != self._seen[2]:  # others' bytes came before it: read it
             self._seen = None
             return
         self._pending[key] = row
+        _add_spans(self._pending_spans, entry, start, length)
         self._lines += 1
         self._seen = self._look(os.fstat(fd))
         if self._lines >= self.FLUSH_EVERY:
@@ -496,6 +660,7 @@ class LedgerIndex:
                 self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?, ?)",
                                     [(key, says, time, b"".join(sorted(copies)))  # in key order: fewer pages
                                      for key, (says, time, copies) in sorted(self._pending.items())])
+                self._store_spans(self._pending_spans)
                 self._store_position(fd, info, info.st_size)
                 self.db.execute("COMMIT")
             except _Moved:
@@ -505,6 +670,7 @@ class LedgerIndex:
                 self.db.execute("ROLLBACK")
                 raise
         self._pending.clear()
+        self._pending_spans = _new_spans()
         self._lines = 0
 
     def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20) -> int:
@@ -519,21 +685,25 @@ class LedgerIndex:
             data = rest + block
             cut = data.rfind(b"\n") + 1  # 0: one line longer than the chunk, read on
             if cut:
-                self._index_lines(data[:cut].split(b"\n")[:-1])
+                self._index_lines(data[:cut].split(b"\n")[:-1], position - len(data))
             rest = data[cut:]
         return position - len(rest)
 
-    def _index_lines(self, lines: list[bytes]) -> None:
-        """Fold lines into their images' rows: the newer line's says and time win (as in
-        `resolve`), copies accumulate."""
+    def _index_lines(self, lines: list[bytes], base: int) -> None:
+        """Fold lines (the first at offset `base`) into their images' rows: the newer line's says
+        and time win (as in `resolve`), copies accumulate; and note where each line is."""
         batch: dict[bytes, tuple[Record, set[bytes]]] = {}  # image → (winning line, copies)
+        spans = _new_spans()
         decode = json.JSONDecoder().decode
+        position = base
         for raw in lines:
+            off, position = position, position + len(raw) + 1
             try:
                 entry = decode(raw.decode("utf-8"))
             except ValueError:  # torn, corrupt (UnicodeDecodeError too): the readers report it
                 continue
             if isinstance(entry, dict):
+                _add_spans(spans, entry, off, len(raw))
                 key = _image_id(entry)
                 old = batch.get(key)
                 if old is None:
@@ -550,6 +720,7 @@ class LedgerIndex:
                 rows[key] = _fold((says, time, _split(copies)), rows[key])
         self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?, ?)",
                             [(key, says, time, b"".join(sorted(copies))) for key, (says, time, copies) in rows.items()])
+        self._store_spans(spans)
 
     def _row(self, key: bytes) -> Row | None:
         if key in self._pending:

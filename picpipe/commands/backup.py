@@ -6,6 +6,7 @@ The work itself is picpipe.backup's; this module is the command line around it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import threading
 from pathlib import Path
@@ -75,22 +76,25 @@ class CopyCommand(StreamCommand):
         self.template, self.verify, self.any_file = args.path, args.verify, args.any_file
         self.target: Target = open_target(self.config.profile(args.target))
         ledger = Ledger(args.ledger or self.config.ledger())
-        self.known = self.copies_in(ledger)
+        #: sha256 → a copy inside this target: this run's, and the ledger's as looked up per image.
+        self.known: dict[str, dict[str, Any]] = {}
+        self.lookup = ledger
         self.ledger = ledger if args.record else None
         self.counts = {"copied": 0, "on_target": 0, "known": 0}
         self.lock = threading.Lock()
         self.blocked: PicpipeError | None = None
 
-    def copies_in(self, ledger: Ledger) -> dict[str, dict[str, Any]]:
-        """sha256 → a copy inside this target that the ledger already holds."""
+    def copies_in(self, ledger: Ledger, sha256s: set[str]) -> dict[str, dict[str, Any]]:
+        """sha256 → a copy inside this target that the ledger already holds, for these copies'
+        hashes (asked of the ledger's index)."""
         known: dict[str, dict[str, Any]] = {}
-        for state in ledger.states():
+        for state in ledger.states_with_copies(sha256s):
             backups = state.get("backups")
             for entry in backups if isinstance(backups, list) else ():
                 if isinstance(entry, dict) and entry.get("target") == self.target.name and entry.get("sha256") \
                         and self.target.key_of(str(entry.get("location"))) is not None:
                     known[str(entry["sha256"])] = entry
-        return known
+        return {sha: entry for sha, entry in known.items() if sha in sha256s}
 
     def process(self, record: Record) -> Record:
         """Copy, then record the copy in the ledger at once, here in the worker: a copy that was
@@ -103,6 +107,13 @@ class CopyCommand(StreamCommand):
         if not self.any_file:  # a backup target is often a shared or public folder: the rule of pp-upload
             for file, data, _ in copies:
                 check(data, named(file, record), originals=True)
+        with self.lock:
+            asked = {hashlib.sha256(data).hexdigest() for _, data, _ in copies} - set(self.known)
+        if asked:
+            found = self.copies_in(self.lookup, asked)
+            with self.lock:
+                for sha, entry in found.items():
+                    self.known.setdefault(sha, entry)
         try:
             result, how = back_up(record, self.target, self.known, self.template, self.verify, copies)
         except PicpipeError as exc:

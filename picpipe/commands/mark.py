@@ -144,7 +144,10 @@ class FindCommand(LedgerCommand):
                              "records are added by `... | pp-mark`, or `pp-mark import` your PicGo history")
         out = Output(quiet=args.quiet)
         filters = {k: getattr(args, k) for k in ("url", "sha256", "host", "since", "source")}
-        for state in ledger.states(self.bad_line(ledger)):
+        # A sha256 prefix is a range of the ledger's index: only those images' lines are read.
+        states = ledger.states_by_sha256_prefix(args.sha256.lower(), self.bad_line(ledger)) if args.sha256 \
+            else ledger.states(self.bad_line(ledger))
+        for state in states:
             if (args.deleted or not state.get("deleted_at")) and matches(state, **filters):
                 out.record(state)
         self.report_bad_lines()

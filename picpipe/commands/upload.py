@@ -76,20 +76,22 @@ class UploadCommand(StreamCommand):
         self.overwrite, self.deleting, self.any_file = args.overwrite, args.delete, args.any_file
         self.host: Host = open_host(profile)
         self.dedupe = args.dedupe and not args.delete
-        self.known = self.uploaded_before(args) if self.dedupe else {}
+        #: sha256 → this run's uploads (and the ledger's answers): the same bytes twice are sent once.
+        self.known: dict[str, Record] = {}
         self.lock = threading.Lock()
         self.busy = KeyedLocks()
-
-    def uploaded_before(self, args: argparse.Namespace) -> dict[str, Record]:
-        """sha256 → the newest live ledger entry of this host profile."""
         from picpipe.ledger import Ledger
 
-        path = args.ledger or self.config.ledger()
-        known: dict[str, Record] = {}
-        for entry in Ledger(path).states():
+        self.ledger = Ledger(args.ledger or self.config.ledger())
+
+    def uploaded_before(self, sha256: str) -> Record | None:
+        """The newest live ledger entry of these bytes on this host profile, asked of the ledger's
+        index (brought up to date first: a line appended a moment ago counts)."""
+        found = None
+        for entry in self.ledger.states_for([sha256]):
             if entry.get("host") == self.host.name and entry.get("url") and not entry.get("deleted_at"):
-                known[str(entry.get("sha256"))] = entry
-        return known
+                found = entry
+        return found
 
     def process(self, record: Record) -> Record:
         if self.deleting:
@@ -107,6 +109,11 @@ class UploadCommand(StreamCommand):
         with self.busy.hold("sha256:" + sha256):
             with self.lock:
                 seen = self.known.get(sha256)
+            if seen is None and self.dedupe:
+                seen = self.uploaded_before(sha256)
+                if seen is not None:
+                    with self.lock:
+                        self.known.setdefault(sha256, seen)
             # A restored image is here because its URL died, and the ledger's URL for it may be that
             # very one (the same profile moved to a new domain): it is uploaded again.
             if seen is not None and "restored_from" not in record:
@@ -156,6 +163,7 @@ class UploadCommand(StreamCommand):
 
     def finish(self, args: argparse.Namespace) -> None:
         self.host.close()
+        self.ledger.close()
 
 
 def replacing(record: Record, result: Record) -> Record:

@@ -1,0 +1,295 @@
+"""The ledger's index as a lookup: one image's lines by sha256, a sha256 prefix, a backup copy.
+
+Every lookup through the index must give what reading the whole ledger gives (`Ledger.states()`
+restricted to those images), after appends by other processes, a replaced or rewritten file,
+a torn tail, a deleted index, and without an index at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, jsonl, parse_jsonl
+from picpipe.commands.backup import CopyCommand
+from picpipe.ledger import Ledger, identity, matches, resolve
+
+HOSTS = ("qiniu", "github", "local")
+TARGETS = ("nas", "nutstore")
+BACKUP_ROOT = "/backups/nas/"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
+def sha(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def random_ledger(rng: random.Random, lines: int, images: int = 300) -> list[dict[str, Any]]:
+    """Lines as real runs write them, with repeats: uploads to several hosts, re-uploads,
+    tombstones, backups of the image and of its original (another hash), imported entries with
+    a URL only, lines out of time order (merged ledgers) and lines without a time."""
+    out: list[dict[str, Any]] = []
+    for i in range(lines):
+        n = rng.randrange(images)
+        host = rng.choice(HOSTS)
+        entry: dict[str, Any] = {"sha256": sha(n), "host": host, "key": f"{n:08x}{rng.choice(['', '-b'])}.png",
+                                 "source": f"/home/me/shot {n}.png"}
+        entry["url"] = f"https://{host}.example.com/{entry['key']}"
+        kind = rng.random()
+        if kind < 0.12:
+            entry["deleted_at"] = f"2024-06-{rng.randrange(1, 28):02d}T00:00:00Z"
+        elif kind < 0.35:
+            target = rng.choice(TARGETS)
+            where = BACKUP_ROOT if target == "nas" else "https://dav.example.com/dav/"
+            copy = sha(n + 100000) if rng.random() < 0.5 else sha(n)  # the original's hash, or the image's
+            entry["backups"] = [{"target": target, "location": f"{where}{copy[:12]}.png", "sha256": copy,
+                                 "at": "2024-05-01T00:00:00Z"}]
+        elif kind < 0.42:
+            entry = {"url": f"https://old.example.com/{n}.png", "source": f"/home/me/shot {n}.png"}
+            if rng.random() < 0.5:
+                entry["backups"] = [{"target": "nas", "location": f"{BACKUP_ROOT}old-{n}.png",
+                                     "sha256": sha(n + 100000)}]
+        elif kind < 0.46:
+            entry.pop("sha256")  # a host's entry known by (host, key) only
+        if rng.random() < 0.9:
+            entry["marked_at"] = f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 28):02d}T{i % 24:02d}:00:00Z"
+        out.append(entry)
+    return out
+
+
+def write(path: Path, entries: list[dict[str, Any]], mode: str = "a") -> None:
+    with path.open(mode) as handle:
+        handle.write(jsonl(entries))
+
+
+def without_index(path: Path) -> Ledger:
+    ledger = Ledger(path)
+    ledger._index_failed = True  # as when the cache cannot be written: the whole file is read
+    return ledger
+
+
+def uploaded_before_full(ledger: Ledger, host: str) -> dict[str, dict[str, Any]]:
+    """pp-upload's dedupe as it was: all states read at start."""
+    known: dict[str, dict[str, Any]] = {}
+    for entry in ledger.states():
+        if entry.get("host") == host and entry.get("url") and not entry.get("deleted_at"):
+            known[str(entry.get("sha256"))] = entry
+    return known
+
+
+def uploaded_before(ledger: Ledger, host: str, digest: str) -> dict[str, Any] | None:
+    """pp-upload's dedupe now (UploadCommand.uploaded_before)."""
+    from picpipe.commands.upload import UploadCommand
+
+    command = SimpleNamespace(ledger=ledger, host=SimpleNamespace(name=host))
+    return UploadCommand.uploaded_before(command, digest)  # type: ignore[arg-type]
+
+
+class FakeTarget:
+    name = "nas"
+
+    def key_of(self, location: str) -> str | None:
+        return location[len(BACKUP_ROOT):] if location.startswith(BACKUP_ROOT) else None
+
+
+def copies_full(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """pp-backup's known copies as they were: all states read at start."""
+    known: dict[str, dict[str, Any]] = {}
+    for state in ledger.states():
+        for entry in state.get("backups") or ():
+            if entry.get("target") == "nas" and entry.get("sha256") and FakeTarget().key_of(entry["location"]):
+                known[str(entry["sha256"])] = entry
+    return known
+
+
+def copies(ledger: Ledger, digests: set[str]) -> dict[str, dict[str, Any]]:
+    return CopyCommand.copies_in(SimpleNamespace(target=FakeTarget()), ledger, digests)  # type: ignore[arg-type]
+
+
+def find(ledger: Ledger, prefix: str, deleted: bool = False) -> list[dict[str, Any]]:
+    """pp-mark find --sha256 PREFIX (FindCommand.run's filter)."""
+    return [s for s in ledger.states_by_sha256_prefix(prefix.lower())
+            if (deleted or not s.get("deleted_at")) and matches(s, sha256=prefix)]
+
+
+def assert_same(path: Path, rng: random.Random, images: int = 300, samples: int = 60,
+                indexed_expected: bool = True) -> None:
+    """Every lookup through the index equals the same lookup on a full read."""
+    indexed, full = Ledger(path), without_index(path)
+    everything = resolve(entry for _, entry in full.lines())
+    wanted = [sha(rng.randrange(images + 20)) for _ in range(samples)]
+    for digest in wanted:
+        assert indexed.states_for([digest]) == \
+            [s for s in everything if identity(s)[0] == "image" and identity(s)[1] == digest]
+        assert indexed.states_for([digest]) == full.states_for([digest])
+    assert indexed.states_for(wanted) == full.states_for(wanted)
+    for host in HOSTS:
+        before = uploaded_before_full(full, host)
+        for digest in wanted:
+            assert uploaded_before(indexed, host, digest) == before.get(digest), (host, digest)
+    known = copies_full(full)
+    for digest in [*wanted, *(sha(rng.randrange(images) + 100000) for _ in range(samples))]:
+        assert copies(indexed, {digest}) == ({digest: known[digest]} if digest in known else {}), digest
+    for prefix in ("0", "a", "0a", "aa", wanted[0][:3], wanted[0][:20], wanted[1], "f", "FF", "g"):
+        for deleted in (False, True):
+            assert find(indexed, prefix, deleted) == find(full, prefix, deleted), prefix
+    assert (indexed._index is not None) is indexed_expected  # the lookups went through the index
+    indexed.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lookups_through_the_index_equal_a_full_read(tmp_path: Path, seed: int):
+    rng = random.Random(seed)
+    path = tmp_path / "ledger.jsonl"
+    write(path, random_ledger(rng, 3000))
+    assert_same(path, rng)
+    # Lines added since: by another writer (read as the appended tail), and by append_new
+    # (kept in memory and flushed), then a look by a fresh process.
+    write(path, random_ledger(rng, 500))
+    assert_same(path, rng)
+    writer = Ledger(path)
+    for entry in random_ledger(rng, 300):
+        writer.append_new(entry)
+    assert_same(path, rng)
+    writer.close()
+    assert_same(path, rng)
+
+
+APPEND = """
+import json, sys
+from picpipe.ledger import Ledger
+ledger = Ledger(sys.argv[1])
+for line in sys.stdin:
+    ledger.append_new(json.loads(line))
+ledger.close()
+"""
+
+
+def test_appends_by_another_process_are_seen_at_the_next_lookup(tmp_path: Path):
+    rng = random.Random(7)
+    path = tmp_path / "ledger.jsonl"
+    write(path, random_ledger(rng, 1000))
+    ledger = Ledger(path)
+    assert ledger.states_for([sha(5000)]) == []  # the index is built and kept open
+    new = {"sha256": sha(5000), "host": "qiniu", "key": "k.png", "url": "https://q/k.png",
+           "backups": [{"target": "nas", "location": f"{BACKUP_ROOT}k.png", "sha256": sha(5001)}]}
+    subprocess.run([sys.executable, "-c", APPEND, str(path)], input=jsonl([new]), text=True, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert [s["url"] for s in ledger.states_for([sha(5000)])] == ["https://q/k.png"]
+    assert uploaded_before(ledger, "qiniu", sha(5000))["key"] == "k.png"
+    assert copies(ledger, {sha(5001)})[sha(5001)]["location"] == f"{BACKUP_ROOT}k.png"
+    assert [s["key"] for s in find(ledger, sha(5000)[:6])] == ["k.png"]
+    ledger.close()
+    assert_same(path, rng)
+
+
+def test_a_ledger_replaced_by_an_older_copy_is_indexed_again(tmp_path: Path):
+    rng = random.Random(11)
+    path, old = tmp_path / "ledger.jsonl", tmp_path / "old.jsonl"
+    write(path, random_ledger(rng, 1500))
+    shutil.copy(path, old)
+    write(path, random_ledger(rng, 1500))
+    ledger = Ledger(path)
+    assert_same(path, rng)
+    ledger.states_for([sha(1)])
+    # Another file (a sync put the older copy back): another inode.
+    shutil.copy(old, tmp_path / "older.jsonl")
+    os.replace(tmp_path / "older.jsonl", path)
+    assert ledger.states_for([sha(1)]) == without_index(path).states_for([sha(1)])
+    assert_same(path, rng)
+    # The same file rewritten in place: shorter, then the same size with other bytes.
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2].rsplit(b"\n", 1)[0] + b"\n")
+    assert_same(path, rng)
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    rng.shuffle(lines)
+    path.write_bytes(b"".join(lines))
+    assert len(path.read_bytes()) == len(data)
+    assert_same(path, rng)
+    ledger.close()
+
+
+def test_a_torn_tail_is_fenced_and_the_index_stays_right(tmp_path: Path):
+    rng = random.Random(13)
+    path = tmp_path / "ledger.jsonl"
+    write(path, random_ledger(rng, 1000))
+    assert_same(path, rng)
+    data = path.read_bytes()
+    path.write_bytes(data[:-25])  # a writer killed in the middle of its last line
+    assert_same(path, rng)
+    ledger = Ledger(path)
+    ledger.append([{"sha256": sha(7000), "host": "local", "key": "t.png", "url": "https://l/t.png"}])
+    ledger.close()
+    assert [s["key"] for s in Ledger(path).states_for([sha(7000)])] == ["t.png"]
+    assert_same(path, rng)
+
+
+def test_a_deleted_or_unusable_index_changes_nothing(tmp_path: Path, cache: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    rng = random.Random(17)
+    path = tmp_path / "ledger.jsonl"
+    write(path, random_ledger(rng, 1000))
+    assert_same(path, rng)
+    files = list((cache / "picpipe" / "ledger-index").glob("*.sqlite3"))
+    assert len(files) == 1
+    shutil.rmtree(cache)
+    assert_same(path, rng)
+    assert list((cache / "picpipe" / "ledger-index").glob("*.sqlite3"))  # rebuilt
+    # A cache that cannot be written: the lookups read the whole file, with the same answers.
+    shutil.rmtree(cache)
+    cache.write_text("not a folder")
+    assert_same(path, rng, indexed_expected=False)
+    # An index of the old format is rebuilt rather than misread.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    Ledger(path).states_for([sha(1)])
+    index = next((tmp_path / "cache2" / "picpipe" / "ledger-index").glob("*.sqlite3"))
+    import sqlite3
+
+    with sqlite3.connect(index) as db:
+        db.execute("UPDATE meta SET value = '1' WHERE name = 'version'")
+        db.execute("DELETE FROM line")
+    assert_same(path, rng)
+
+
+def test_no_ledger_finds_nothing_and_creates_nothing(tmp_path: Path):
+    path = tmp_path / "none" / "ledger.jsonl"
+    ledger = Ledger(path)
+    assert ledger.states_for([sha(1)]) == [] and ledger.states_with_copies({sha(1)}) == []
+    ledger.close()
+    assert not path.exists()
+
+
+def test_upload_dedupes_through_the_index_across_runs_and_within_one(run, tmp_path: Path, env):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 10), (200, 10, 10)).save(img)
+    ledger = tmp_path / "ledger.jsonl"
+    write(ledger, random_ledger(random.Random(3), 2000))
+    args = ("--host", "local", "--ledger", str(ledger))
+    first = run("pp-upload", *args, str(img), str(img))
+    assert first.returncode == 0, first.stderr
+    records = parse_jsonl(first.stdout)
+    assert [r.get("deduped") for r in records] == [None, True]
+    assert run("pp-mark", "--ledger", str(ledger), input=jsonl(records[:1])).returncode == 0
+    again = parse_jsonl(run("pp-upload", *args, str(img)).stdout)
+    assert again[0]["deduped"] is True and again[0]["url"] == records[0]["url"]
+    found = run("pp-mark", "find", "--ledger", str(ledger), "--sha256", records[0]["sha256"][:8].upper())
+    assert [json.loads(line)["url"] for line in found.stdout.splitlines()] == [records[0]["url"]]
