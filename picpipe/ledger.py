@@ -20,6 +20,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -124,32 +125,64 @@ def _split(blob: bytes | None) -> set[bytes]:
     return {blob[i:i + _COPY] for i in range(0, len(blob), _COPY)} if blob else set()
 
 
-#: A line's rows for the index's lookup tables: (sha, off, len), (url, off, len),
-#: (host, key, off, len), (copy sha, off, len), each list appended to.
-Spans = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+#: A line's rows for the index's lookup tables, (key, offset, length) each: by its image's sha256,
+#: its URL, its (host, key), and the sha256 of each backup copy it names (`_add_spans`).
+Spans = tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], list[tuple[int, int, int]],
+              list[tuple[int, int, int]]]
+
+_HEX = re.compile(r"[0-9a-f]{0,16}")
+_SIGN = 1 << 63
 
 
 def _new_spans() -> Spans:
     return [], [], [], []
 
 
+def sha_key(sha: str) -> int:
+    """A sha256's key in the index: its first 16 hex digits as a (signed) 64-bit number, so
+    that the images whose sha256 starts with a hex prefix are one range of keys (`prefix_keys`).
+    A value that is no hex (an imported entry's) counts by the hex digits it starts with: keys
+    are shared, and lookups keep only the lines that really match."""
+    head16 = sha[:16]
+    if len(head16) == 16 and head16.isalnum():  # the usual case, fast (A-F reads as a-f: a superset)
+        try:
+            return int(head16, 16) - _SIGN
+        except ValueError:
+            pass
+    head = _HEX.match(sha)
+    return int((head.group() if head else "").ljust(16, "0"), 16) - _SIGN
+
+
+def prefix_keys(prefix: str) -> tuple[int, int] | None:
+    """The range of `sha_key` of the sha256s that start with `prefix`; None for no hex prefix."""
+    if not prefix or _HEX.fullmatch(prefix[:16]) is None:
+        return None
+    return int(prefix[:16].ljust(16, "0"), 16) - _SIGN, int(prefix[:16].ljust(16, "f"), 16) - _SIGN
+
+
+def text_key(*parts: str) -> int:
+    """A URL's or a (host, key)'s key in the index: 64 bits of its digest."""
+    digest = hashlib.blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _add_spans(spans: Spans, entry: Mapping[str, Any], off: int, length: int) -> None:
     """Where the line at `off` (`length` bytes, without its newline) is found: by its image's
-    sha256 (as `identity` spells it), its URL (always for an image known by URL alone), its
-    (host, key) and the sha256 of each backup copy it names."""
+    identity (`identity`: sha256, else (host, key), else URL) and by the sha256 of each backup
+    copy it names other than its image's own. Only what lookups need, since building the index
+    of 1M lines must stay within seconds: a URL or a (host, key) is indexed only where it is
+    what identifies the image."""
     sha = str(entry.get("sha256") or "")
-    key = entry.get("key")
     if sha:
-        spans[0].append((sha, off, length))
-    url = entry.get("url")
-    if url or not (sha or key):
-        spans[1].append((str(url or ""), off, length))
-    if key:
-        spans[2].append((str(entry.get("host") or ""), str(key), off, length))
+        spans[0].append((sha_key(sha), off, length))
+    elif entry.get("key"):
+        spans[2].append((text_key(str(entry.get("host") or ""), str(entry["key"])), off, length))
+    else:
+        spans[1].append((text_key(str(entry.get("url") or "")), off, length))
     backups = entry.get("backups")
     if isinstance(backups, list):
-        for copy in {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")}:
-            spans[3].append((copy, off, length))
+        for copy in {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")} - {sha}:
+            spans[3].append((sha_key(copy), off, length))
 
 
 class Ledger:
@@ -357,7 +390,7 @@ class Ledger:
         wanted = {str(sha) for sha in sha256s if sha}
 
         def find(index: LedgerIndex, fd: int) -> list[Record]:
-            return resolve(_read_spans(fd, index.spans("line", "sha", wanted)))
+            return resolve(_read_spans(fd, index.spans("line", map(sha_key, wanted))))
 
         found = self._lookup(find) if wanted else []
         if found is None:
@@ -371,31 +404,33 @@ class Ledger:
         wanted = {str(sha) for sha in sha256s if sha}
 
         def find(index: LedgerIndex, fd: int) -> list[Record]:
-            idents = {identity(entry) for entry in _read_spans(fd, index.spans("copy", "sha", wanted))}
+            keys = [sha_key(sha) for sha in wanted]  # a line's copy of its own image is under its image
+            lines = index.spans("copy", keys) | index.spans("line", keys)
+            idents = {identity(entry) for entry in _read_spans(fd, lines) if wanted & _copy_shas(entry)}
             spans: set[tuple[int, int]] = set()
             for ident in idents:
                 if ident[0] == "url":
-                    spans |= index.spans("url", "url", [ident[1]])
+                    spans |= index.spans("url", [text_key(ident[1])])
                 elif ident[1]:
-                    spans |= index.spans("line", "sha", [ident[1]])
+                    spans |= index.spans("line", [sha_key(ident[1])])
                 else:
-                    spans |= index.spans_host_key(ident[2], ident[3])
+                    spans |= index.spans("hostkey", [text_key(ident[2], ident[3])])
             return [state for state in resolve(_read_spans(fd, spans)) if identity(state) in idents]
 
         found = self._lookup(find) if wanted else []
         if found is None:
             found = resolve(entry for _, entry in self.lines())
-        return [state for state in found if wanted & {str(b.get("sha256")) for b in state.get("backups") or ()
-                                                      if isinstance(b, dict) and b.get("sha256")}]
+        return [state for state in found if wanted & _copy_shas(state)]
 
     def states_by_sha256_prefix(self, prefix: str, on_bad_line: BadLine | None = None) -> list[Record]:
         """The states of the images whose sha256 starts with `prefix` (a superset of them without
         an index: the caller filters with `matches`), in the order of `states()`."""
-        if not prefix:
+        keys = prefix_keys(prefix)
+        if keys is None:  # no hex: the index does not order such prefixes
             return self.states(on_bad_line)
 
         def find(index: LedgerIndex, fd: int) -> list[Record]:
-            return resolve(_read_spans(fd, index.spans_prefix(prefix)))
+            return resolve(_read_spans(fd, index.spans_between("line", *keys)))
 
         found = self._lookup(find)
         return self.states(on_bad_line) if found is None else found
@@ -447,6 +482,12 @@ class Ledger:
     def states(self, on_bad_line: BadLine | None = None) -> list[Record]:
         """The latest state of every image, in order of first appearance."""
         return resolve(entry for _, entry in self.lines(on_bad_line))
+
+
+def _copy_shas(entry: Mapping[str, Any]) -> set[str]:
+    backups = entry.get("backups")
+    return {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")} \
+        if isinstance(backups, list) else set()
 
 
 def _read_spans(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
@@ -510,7 +551,7 @@ class LedgerIndex:
     #: Our own lines kept in memory at most before they are written into the index.
     FLUSH_EVERY = 1000
     #: The lookup tables and their key columns, in the order of `Spans`.
-    TABLES = {"line": "sha", "url": "url", "hostkey": "host, key", "copy": "sha"}
+    TABLES = ("line", "url", "hostkey", "copy")
 
     def __init__(self, ledger: Path) -> None:
         import sqlite3
@@ -541,9 +582,9 @@ class LedgerIndex:
         db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT, copies BLOB)"
                    " WITHOUT ROWID")
         # Where each line is (byte offset, length without the newline), by what lookups ask for.
-        for table, columns in self.TABLES.items():
-            db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, off INTEGER, len INTEGER,"
-                       f" PRIMARY KEY ({columns}, off)) WITHOUT ROWID")
+        for table in self.TABLES:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} (k INTEGER, off INTEGER, len INTEGER,"
+                       " PRIMARY KEY (k, off)) WITHOUT ROWID")
         return db
 
     def close(self) -> None:
@@ -557,25 +598,19 @@ class LedgerIndex:
     end_read = _end_read
 
     def _store_spans(self, spans: Spans) -> None:
-        for (table, columns), rows in zip(self.TABLES.items(), spans):
+        for table, rows in zip(self.TABLES, spans):
             if rows:
-                marks = ", ".join("?" * (columns.count(",") + 3))
-                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", rows)
 
-    def spans(self, table: str, column: str, values: Iterable[str]) -> set[tuple[int, int]]:
-        """(offset, length) of the lines whose `column` in `table` is one of `values`."""
+    def spans(self, table: str, keys: Iterable[int]) -> set[tuple[int, int]]:
+        """(offset, length) of the lines under these keys in `table` (a superset: keys are shared)."""
         found: set[tuple[int, int]] = set()
-        for value in values:
-            found.update(self.db.execute(f"SELECT off, len FROM {table} WHERE {column} = ?", (value,)).fetchall())
+        for key in set(keys):
+            found.update(self.db.execute(f"SELECT off, len FROM {table} WHERE k = ?", (key,)).fetchall())
         return found
 
-    def spans_host_key(self, host: str, key: str) -> set[tuple[int, int]]:
-        return set(self.db.execute("SELECT off, len FROM hostkey WHERE host = ? AND key = ?", (host, key)).fetchall())
-
-    def spans_prefix(self, prefix: str) -> set[tuple[int, int]]:
-        """Lines of the images whose sha256 starts with `prefix`: a range on the index's key."""
-        above = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # UTF-8 keeps code point order
-        return set(self.db.execute("SELECT off, len FROM line WHERE sha >= ? AND sha < ?", (prefix, above)).fetchall())
+    def spans_between(self, table: str, low: int, high: int) -> set[tuple[int, int]]:
+        return set(self.db.execute(f"SELECT off, len FROM {table} WHERE k BETWEEN ? AND ?", (low, high)).fetchall())
 
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
