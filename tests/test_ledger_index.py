@@ -298,3 +298,49 @@ def test_upload_dedupes_through_the_index_across_runs_and_within_one(run, tmp_pa
     assert again[0]["deduped"] is True and again[0]["url"] == records[0]["url"]
     found = run("pp-mark", "find", "--ledger", str(ledger), "--sha256", records[0]["sha256"][:8].upper())
     assert [json.loads(line)["url"] for line in found.stdout.splitlines()] == [records[0]["url"]]
+
+
+WRITER = """
+import sys
+from picpipe.ledger import Ledger
+ledger = Ledger(sys.argv[1])
+for i in range(int(sys.argv[2]), int(sys.argv[2]) + int(sys.argv[3])):
+    ledger.append_new({"sha256": "%064x" % i, "host": "local", "key": "%d.png" % i, "url": "https://l/%d.png" % i})
+ledger.close()
+"""
+
+
+def test_lookups_among_concurrent_appenders_never_miss_a_line_already_written(tmp_path: Path):
+    """Writers in other processes (pp-mark's way: lines kept in memory, indexed by 1000s) and
+    one here; a lookup of a line this writer has finished appending always finds it."""
+    import threading
+
+    path = tmp_path / "ledger.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    others = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(100000 * (w + 1)), "1000"], env=env)
+              for w in range(3)]
+    done = -1
+    misses: list[int] = []
+
+    def look() -> None:
+        reader = Ledger(path)
+        while done < 999:
+            seen = done
+            if seen >= 0 and not reader.states_for([f"{seen:064x}"]):
+                misses.append(seen)
+        reader.close()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    writer = Ledger(path)
+    for i in range(1000):
+        writer.append_new({"sha256": f"{i:064x}", "host": "local", "key": f"{i}.png", "url": f"https://l/{i}.png"})
+        done = i
+    writer.close()
+    thread.join()
+    assert all(proc.wait() == 0 for proc in others)
+    assert misses == []
+    everything = without_index(path).states()
+    assert len(everything) == 4000
+    lookups = Ledger(path)
+    assert all(lookups.states_for([s["sha256"]]) == [s] for s in everything[::37])
