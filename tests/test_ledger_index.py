@@ -344,3 +344,39 @@ def test_lookups_among_concurrent_appenders_never_miss_a_line_already_written(tm
     assert len(everything) == 4000
     lookups = Ledger(path)
     assert all(lookups.states_for([s["sha256"]]) == [s] for s in everything[::37])
+
+
+@pytest.mark.parametrize("seed,warm,torn", [(1, True, False), (2, False, False), (3, True, True)])
+def test_merge_through_the_index_equals_merge_by_reading_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     seed: int, warm: bool, torn: bool):
+    rng = random.Random(seed)
+    base = random_ledger(rng, 600, images=150)
+    other = base[100:400:3] + random_ledger(rng, 400, images=200)  # lines it holds, and new ones
+    odd: list[dict[str, Any]] = [{"url": "", "note": "no identity"}, {"note": "nothing at all"},
+                                 {**base[5], "marked_at": "2030-01-01T00:00:00Z"},  # same image, a new line
+                                 {k: base[7][k] for k in reversed(list(base[7]))}]  # same line, keys reordered
+    other += odd
+    rng.shuffle(other)
+    other += other[:60] + odd  # repeats within what is merged in
+    monkeypatch.setattr(Ledger, "MERGE_BATCH", 37)  # several batches, repeats across them
+    indexed, full = tmp_path / "indexed.jsonl", tmp_path / "full.jsonl"
+    for path in (indexed, full):
+        write(path, base, "w")
+        if torn:
+            with path.open("a") as handle:
+                handle.write('{"url": "https://x.example/torn.png", "mar')
+    if warm:
+        assert Ledger(indexed).states_for([sha(1)]) is not None  # the index covers the ledger already
+    with Ledger(indexed) as ledger:
+        by_index = ledger.add_new(iter(other))
+        assert ledger._index is not None  # it went through the index
+    with without_index(full) as ledger:
+        by_reading = ledger.add_new(other)
+    assert by_index == by_reading and by_index[0] > 0 and by_index[1] > 0
+    assert indexed.read_bytes() == full.read_bytes()  # the same lines, in the same order
+    assert Ledger(indexed).states() == Ledger(full).states()
+    # the index covers the merged lines: lookups and a second merge agree with a full read
+    assert_same(indexed, rng, images=200)
+    with Ledger(indexed) as ledger:
+        assert ledger.add_new(other) == (0, len(other))
+    assert indexed.read_bytes() == full.read_bytes()

@@ -172,19 +172,23 @@ class MergeCommand(LedgerCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         ledger = self.open_ledger(args)
-        entries: list[Record] = []
-        for name in args.files:
-            source = Ledger(name if name != "-" else "/dev/stdin")
+        sources = [Ledger(name if name != "-" else "/dev/stdin") for name in args.files]
+        for name, source in zip(args.files, sources):  # all of them before any line is added
             if name != "-" and not source.path.exists() or source.path.is_dir():
                 raise UsageError(f"{name}: no such ledger file")
-            report = self.bad_line(source)
-            for number, entry in source.lines(report):
-                problem = field_problem(entry)
-                if problem is None:
-                    entries.append(entry)
-                else:  # a wrong-typed field does not enter this ledger from another one either
-                    report(number, f"{problem[0]} is not {problem[1]}")
-        added, present = ledger.add_new(entries, self.bad_line(ledger))
+
+        def entries() -> Iterator[Record]:
+            """The lines to merge, streamed: only those of each batch are held at once."""
+            for source in sources:
+                report = self.bad_line(source)
+                for number, entry in source.lines(report):
+                    problem = field_problem(entry)
+                    if problem is None:
+                        yield entry
+                    else:  # a wrong-typed field does not enter this ledger from another one either
+                        report(number, f"{problem[0]} is not {problem[1]}")
+
+        added, present = ledger.add_new(entries(), self.bad_line(ledger))
         ledger.close()
         self.report_bad_lines()
         if not args.quiet:
