@@ -44,6 +44,15 @@ if TYPE_CHECKING:
     import sqlite3
 
 
+#: The ledgers this process appended to: an automatic sync follows a run that appended.
+_APPENDED: set[Path] = set()
+
+
+def appended() -> set[Path]:
+    """The ledger files this process has appended lines to."""
+    return set(_APPENDED)
+
+
 def default_path(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get("PICPIPE_LEDGER"):
         return Path(environ["PICPIPE_LEDGER"]).expanduser()
@@ -246,9 +255,11 @@ class Ledger:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _write(self, fd: int, entries: list[Record]) -> int:
+    def _write(self, fd: int, entries: list[Record], written: list[tuple[int, int]] | None = None) -> int:
         if entries:
-            self._write_data(fd, b"".join(encode_line(entry) for entry in entries))
+            start = self._write_data(fd, b"".join(encode_line(entry) for entry in entries))
+            if written is not None:
+                written.append((start, self._end))
         return len(entries)
 
     def _write_data(self, fd: int, data: bytes) -> int:
@@ -266,6 +277,7 @@ class Ledger:
             exc.filename = str(self.path)
             raise
         self._end = size + len(data)
+        _APPENDED.add(self.path)
         return start
 
     def append(self, entries: Iterable[Record]) -> int:
@@ -439,7 +451,8 @@ class Ledger:
     #: and what it keeps in memory stays flat however long the merged ledger is.
     MERGE_BATCH = 10_000
 
-    def add_new(self, entries: Iterable[Record], on_bad_line: BadLine | None = None) -> tuple[int, int]:
+    def add_new(self, entries: Iterable[Record], on_bad_line: BadLine | None = None,
+                written: list[tuple[int, int]] | None = None) -> tuple[int, int]:
         """Append only entries whose content the ledger does not hold yet: (added, already there).
 
         Each entry is compared, as it would be stored (secrets masked) and independent of key
@@ -447,7 +460,8 @@ class Ledger:
         lines costs the same at 1k and 1M lines. Entries are taken in batches of MERGE_BATCH,
         each checked and appended under one lock, which makes `merge` and `import` idempotent
         even when two of them run at once. Without a usable index the whole ledger is read
-        under one lock instead (then its bad lines go to `on_bad_line`).
+        under one lock instead (then its bad lines go to `on_bad_line`). The byte ranges
+        (start, end) of the lines it appended go to `written` (a sync skips them when it sends).
         """
         import itertools
         import sqlite3
@@ -474,7 +488,7 @@ class Ledger:
                         if self._index is not None:
                             self._index.end_read()
                 if index is not None:
-                    added += self._write(fd, fresh)
+                    added += self._write(fd, fresh, written)
                     present += len(batch) - len(fresh)
                     if fresh:
                         try:  # index what was appended now, while its lines are in the page cache
@@ -483,10 +497,11 @@ class Ledger:
                             self._index_broken(exc)
                     continue
             # No usable index: the rest of the entries against a full read, as before the index.
-            more, already = self._add_new_by_reading([*batch, *pending], on_bad_line)
+            more, already = self._add_new_by_reading([*batch, *pending], on_bad_line, written)
             return added + more, present + already
 
-    def _add_new_by_reading(self, entries: list[Record], on_bad_line: BadLine | None) -> tuple[int, int]:
+    def _add_new_by_reading(self, entries: list[Record], on_bad_line: BadLine | None,
+                            written: list[tuple[int, int]] | None) -> tuple[int, int]:
         with self._locked() as fd:
             seen = {canonical(entry) for _, entry in self.lines(on_bad_line)}
             fresh: list[Record] = []
@@ -495,7 +510,7 @@ class Ledger:
                 if key not in seen:
                     seen.add(key)
                     fresh.append(entry)
-            return self._write(fd, fresh), len(entries) - len(fresh)
+            return self._write(fd, fresh, written), len(entries) - len(fresh)
 
     # -- reading ---------------------------------------------------------------------------
     def lines(self, on_bad_line: BadLine | None = None) -> Iterator[tuple[int, Record]]:
