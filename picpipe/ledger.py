@@ -23,6 +23,7 @@ import os
 import re
 import stat
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,46 +93,35 @@ def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
     return drop_secret_fields(entry)
 
 
+#: `canonical`'s encoder, made once: json.dumps builds one per call.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
 def canonical(record: Mapping[str, Any]) -> str:
     """A line's content independent of key order: how merge recognises a line it already has."""
-    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL(record)
 
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-#: One encoder for the index's digests (json.dumps would build one per call: a million lines).
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SAID = ("sha256", "host", "key", "url", "source", "replaces")
 
 
-def _image_id(entry: Mapping[str, Any]) -> bytes:
-    return _digest("\0".join(identity(entry)))
+def _says(entry: Mapping[str, Any]) -> str:
+    """What a line says about where its image lives (sha256, host, key, url), its source, what
+    it replaces and whether it is deleted: times and a pipeline's passing facts (path, size) do
+    not count, and copies are counted apart (`_copies`), since they accumulate."""
+    return _CANONICAL([*(entry.get(k) for k in _SAID), bool(entry.get("deleted_at"))])
 
 
-def _says(entry: Mapping[str, Any]) -> bytes:
-    """The digest of what a line says about where its image lives (sha256, host, key, url), its
-    source, what it replaces and whether it is deleted: times and a pipeline's passing facts
-    (path, size) do not count, and copies are counted apart (`_copies`), since they accumulate."""
-    return _digest(_ENCODE([[entry.get(k) for k in _SAID], bool(entry.get("deleted_at"))]))
-
-
-#: Bytes of a copy's digest in the index.
-_COPY = 8
-
-
-def _copies(entry: Mapping[str, Any]) -> set[bytes]:
-    """Digests of a line's backup copies, one per (target, location) as `resolve` unions them."""
+def _copies(entry: Mapping[str, Any]) -> set[str]:
+    """A line's backup copies, one per (target, location) as `resolve` unions them."""
     backups = entry.get("backups")
     if not isinstance(backups, list):
         return set()
-    return {hashlib.blake2b(_ENCODE([b.get("target"), b.get("location")]).encode("utf-8", "surrogatepass"),
-                            digest_size=_COPY).digest() for b in backups if isinstance(b, dict)}
-
-
-def _split(blob: bytes | None) -> set[bytes]:
-    return {blob[i:i + _COPY] for i in range(0, len(blob), _COPY)} if blob else set()
+    return {_CANONICAL([b.get("target"), b.get("location")]) for b in backups if isinstance(b, dict)}
 
 
 #: A line's rows for the index's lookup tables, (key, offset, length) each: by its image's sha256,
@@ -170,24 +160,25 @@ def prefix_keys(prefix: str) -> tuple[int, int] | None:
 
 
 def text_key(*parts: str) -> int:
-    """A URL's or a (host, key)'s key in the index: 64 bits of its digest."""
-    digest = hashlib.blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """A URL's or a (host, key)'s key in the index: 64 bits of two checksums (CRC-32, Adler-32),
+    half the cost of a digest over a million lines; keys that collide only cost a lookup the
+    reading of a line it then leaves out."""
+    data = "\0".join(parts).encode("utf-8", "surrogatepass")
+    return (zlib.crc32(data) << 32 | zlib.adler32(data)) - _SIGN
 
 
 def _add_spans(spans: Spans, entry: Mapping[str, Any], off: int, length: int) -> None:
     """Where the line at `off` (`length` bytes, without its newline) is found: by its image's
-    identity (`identity`: sha256, else (host, key), else URL) and by the sha256 of each backup
-    copy it names other than its image's own. Only what lookups need, since building the index
-    of 1M lines must stay within seconds: a URL or a (host, key) is indexed only where it is
-    what identifies the image (`_where` names that place: keep the two in step)."""
+    sha256, its URL, its (host, key) and the sha256 of each backup copy it names other than its
+    image's own. `_where` names the table that holds every line of an image's identity."""
     sha = str(entry.get("sha256") or "")
     if sha:
         spans[0].append((sha_key(sha), off, length))
-    elif entry.get("key"):
+    url = entry.get("url")
+    if url or not (sha or entry.get("key")):  # a line known by its URL alone: even an empty one
+        spans[1].append((text_key(str(url or "")), off, length))
+    if entry.get("key"):
         spans[2].append((text_key(str(entry.get("host") or ""), str(entry["key"])), off, length))
-    else:
-        spans[1].append((text_key(str(entry.get("url") or "")), off, length))
     backups = entry.get("backups")
     if isinstance(backups, list):
         for copy in {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")} - {sha}:
@@ -305,12 +296,11 @@ class Ledger:
                 index.catch_up(fd)
                 # What the line says once written (secrets masked): what a later look reads back.
                 masked = mask_data(entry)
-                change = index.change(masked)
-                if change is None:
+                if index.holds(fd, masked):
                     return False
                 start = self._write_data(fd, line)
                 written = True
-                index.add(fd, *change, start, masked, len(line) - 1)
+                index.add(fd, start, masked, len(line) - 1)
                 return True
             except sqlite3.Error as exc:
                 self._index_broken(exc)
@@ -595,48 +585,31 @@ class _Moved(Exception):
     """The index was remade for another ledger file or format while we held rows for it."""
 
 
-#: An image's row in the index: what its winning line says (`_says`), that line's time, its copies.
-Row = tuple[bytes, str | None, set[bytes]]
-
-
-def _row(entry: Mapping[str, Any]) -> Row:
-    return _says(entry), _time_of(entry), _copies(entry)
-
-
-def _fold(old: Row | None, new: Row) -> Row:
-    """A later line's row over an image's row so far: its says and time win (as in `resolve`,
-    unless both carry times and the old one's is later), copies accumulate."""
-    if old is None:
-        return new
-    if new[1] and old[1] and new[1] < old[1]:
-        return old[0], old[1], old[2] | new[2]
-    return new[0], new[1], old[2] | new[2]
-
-
 class LedgerIndex:
-    """A cache of one ledger: for each image, what its winning line says (`_says`), that line's
-    time, and every copy any line names (`_copies`). It remembers how far it has read (with a
-    digest of the bytes before that point, so a ledger that was replaced or rewritten is read
-    again from the start) and only ever reads what was added since. Used under the ledger's
-    lock, which is what serialises its writers.
+    """A cache of one ledger: where each line is (byte offset and length), by what lookups ask
+    for (`_add_spans`). It remembers how far it has read (with a digest of the bytes before that
+    point, so a ledger that was replaced or rewritten is read again from the start) and only
+    ever reads what was added since. Used under the ledger's lock, which is what serialises its
+    writers. An image's state is never stored: it is folded from its lines, read back by offset,
+    so the index holds nothing a lookup could find stale, and building it is only parsing.
 
     A bulk pp-mark appends line after line: checking the stored position and the digest, then
     committing each line, cost more than the rest of pp-mark together (100k records: 11 s, not
-    3 s). So the lines we append ourselves are kept in memory (`_pending`) and written into the
-    index every FLUSH_EVERY lines and at close, and the checks are skipped while the ledger is
-    as we left it (same file, size and time). The stored position lags behind our unwritten
-    lines, so whoever looks next (another process, or the next run after a crash) reads them
-    from the ledger, which stays the truth; no write transaction is held between lines (a read
-    one is, see `_row`: WAL lets others write). Another process that commits meanwhile without
-    appending only read the same lines into the same rows; `flush` still checks that the index
-    is of our file and format before writing to it.
+    3 s). So where the lines we append ourselves are is kept in memory (`_pending`) and written
+    into the index every FLUSH_EVERY lines and at close, and the checks are skipped while the
+    ledger is as we left it (same file, size and time). The stored position lags behind our
+    unwritten lines, so whoever looks next (another process, or the next run after a crash)
+    reads them from the ledger, which stays the truth; no write transaction is held between
+    lines (a read one is, see `_select`: WAL lets others write). Another process that commits
+    meanwhile without appending only read the same lines into the same rows; `flush` still
+    checks that the index is of our file and format before writing to it.
     """
 
     #: Bytes before the read position kept as a digest to recognise the same file.
     TAIL = 4096
     #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
     SAY_ABOVE = 64 << 20
-    VERSION = "2"
+    VERSION = "3"
     #: Our own lines kept in memory at most before they are written into the index.
     FLUSH_EVERY = 1000
     #: Reading more than this (bytes) uses a page cache of BIG_CACHE_KB while it builds.
@@ -658,8 +631,8 @@ class LedgerIndex:
         except sqlite3.DatabaseError:  # a damaged cache is no loss: start it again
             self.file.unlink(missing_ok=True)
             self.db = self._connect(sqlite3)
-        #: Rows of the images our own appended lines changed, not yet in the database.
-        self._pending: dict[bytes, Row] = {}
+        #: Where our own appended lines are, not yet in the database: by (table, key), and as rows.
+        self._pending: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self._pending_spans = _new_spans()
         self._lines = 0  # our lines behind `_pending`
         #: The ledger's (device, inode, size, mtime) when the index (with `_pending`) covered it
@@ -671,8 +644,6 @@ class LedgerIndex:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # a cache: a power cut costs a rebuild at worst
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-        db.execute("CREATE TABLE IF NOT EXISTS image (id BLOB PRIMARY KEY, says BLOB, time TEXT, copies BLOB)"
-                   " WITHOUT ROWID")
         # Where each line is (byte offset, length without the newline), by what lookups ask for.
         for table in self.TABLES:
             db.execute(f"CREATE TABLE IF NOT EXISTS {table} (k INTEGER, off INTEGER, len INTEGER,"
@@ -689,17 +660,40 @@ class LedgerIndex:
 
     end_read = _end_read
 
-    def _store_spans(self, spans: Spans) -> None:
+    def _store_spans(self, spans: Spans, staged: bool = False) -> None:
+        """Rows into the lookup tables, or into their staging tables (`_staging`) for a long read."""
         for table, rows in zip(self.TABLES, spans):
             if rows:
-                self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", sorted(rows))
+                into = f"new_{table}" if staged else table
+                self.db.executemany(f"INSERT OR REPLACE INTO {into} VALUES (?, ?, ?)", rows if staged else sorted(rows))
+
+    @contextmanager
+    def _staging(self) -> Iterator[None]:
+        """Rows of a long read go into unsorted temp tables first and into the lookup tables at
+        the end, in key order: inserting millions of random keys into a b-tree directly costs
+        twice as much (1M lines: 6.3 s against 3.1 s)."""
+        for table in self.TABLES:
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS new_{table} (k INTEGER, off INTEGER, len INTEGER)")
+        yield
+        for table in self.TABLES:
+            self.db.execute(f"INSERT OR REPLACE INTO {table} SELECT k, off, len FROM new_{table} ORDER BY k, off")
+            self.db.execute(f"DELETE FROM new_{table}")
 
     def spans(self, table: str, keys: Iterable[int]) -> set[tuple[int, int]]:
-        """(offset, length) of the lines under these keys in `table` (a superset: keys are shared)."""
+        """(offset, length) of the lines under these keys in `table` (a superset: keys are shared),
+        our own lines not yet written into the database included."""
         found: set[tuple[int, int]] = set()
         for key in set(keys):
-            found.update(self.db.execute(f"SELECT off, len FROM {table} WHERE k = ?", (key,)).fetchall())
+            found.update(self._select(f"SELECT off, len FROM {table} WHERE k = ?", (key,)))
+            found.update(self._pending.get((table, key), ()))
         return found
+
+    def _select(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        if not self.db.in_transaction:
+            # One read transaction across many lookups (ended by the next write or slow look):
+            # starting one per SELECT costs more than the SELECT. WAL lets others write meanwhile.
+            self.db.execute("BEGIN")
+        return self.db.execute(sql, args).fetchall()
 
     def spans_between(self, table: str, low: int, high: int) -> set[tuple[int, int]]:
         return set(self.db.execute(f"SELECT off, len FROM {table} WHERE k BETWEEN ? AND ?", (low, high)).fetchall())
@@ -740,14 +734,19 @@ class LedgerIndex:
             if info.st_size - offset > self.SAY_ABOVE:
                 console.say(f"indexing {(info.st_size - offset) >> 20} MB of the ledger {self.ledger} (once)")
             big = info.st_size - offset > self.BIG_READ
-            if big:  # random inserts into trees larger than sqlite's 2 MB page cache: 1M lines 15 s -> 12.5 s
+            if big:  # the final sorted inserts and their trees fit in memory
                 self.db.execute(f"PRAGMA cache_size = -{self.BIG_CACHE_KB}")
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 if not same:
-                    for table in ("image", *self.TABLES):
+                    self.db.execute("DROP TABLE IF EXISTS image")  # version 2's
+                    for table in self.TABLES:
                         self.db.execute(f"DELETE FROM {table}")
-                offset = self._read(fd, offset, info.st_size)
+                if big:
+                    with self._staging():
+                        offset = self._read(fd, offset, info.st_size, staged=True)
+                else:
+                    offset = self._read(fd, offset, info.st_size)
                 self._store_position(fd, info, offset)
                 self.db.execute("COMMIT")
             except BaseException:
@@ -764,14 +763,18 @@ class LedgerIndex:
             ("version", self.VERSION), ("file", f"{info.st_dev}:{info.st_ino}"), ("offset", str(offset)),
             ("tail", self._tail(fd, offset))])
 
-    def add(self, fd: int, key: bytes, row: Row, start: int, entry: Mapping[str, Any], length: int) -> None:
-        """Index the line we have just appended at `start` (its image's new row, from `change`)
-        from memory rather than by reading it back; written into the database by `flush`."""
+    def add(self, fd: int, start: int, entry: Mapping[str, Any], length: int) -> None:
+        """Index the line we have just appended at `start` from memory rather than by reading it
+        back; written into the database by `flush`."""
         if self._seen is None or start != self._seen[2]:  # others' bytes came before it: read it
             self._seen = None
             return
-        self._pending[key] = row
-        _add_spans(self._pending_spans, entry, start, length)
+        spans = _new_spans()
+        _add_spans(spans, entry, start, length)
+        for table, rows in zip(self.TABLES, spans):
+            for key, off, size in rows:
+                self._pending.setdefault((table, key), []).append((off, size))
+            self._pending_spans[self.TABLES.index(table)].extend(rows)
         self._lines += 1
         self._seen = self._look(os.fstat(fd))
         if self._lines >= self.FLUSH_EVERY:
@@ -790,9 +793,6 @@ class LedgerIndex:
                 if (meta.get("version") != self.VERSION or meta.get("file") != f"{info.st_dev}:{info.st_ino}"
                         or int(meta.get("offset") or 0) > info.st_size):
                     raise _Moved
-                self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?, ?)",
-                                    [(key, says, time, b"".join(sorted(copies)))  # in key order: fewer pages
-                                     for key, (says, time, copies) in sorted(self._pending.items())])
                 self._store_spans(self._pending_spans)
                 self._store_position(fd, info, info.st_size)
                 self.db.execute("COMMIT")
@@ -806,7 +806,7 @@ class LedgerIndex:
         self._pending_spans = _new_spans()
         self._lines = 0
 
-    def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20) -> int:
+    def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20, staged: bool = False) -> int:
         """Index the whole lines between offset and end; returns where the last one ended (a
         torn line at the end waits for its fence)."""
         position, rest = offset, b""
@@ -818,61 +818,44 @@ class LedgerIndex:
             data = rest + block
             cut = data.rfind(b"\n") + 1  # 0: one line longer than the chunk, read on
             if cut:
-                self._index_lines(data[:cut].split(b"\n")[:-1], position - len(data))
+                self._index_lines(data[:cut].split(b"\n")[:-1], position - len(data), staged)
             rest = data[cut:]
         return position - len(rest)
 
-    def _index_lines(self, lines: list[bytes], base: int) -> None:
-        """Fold lines (the first at offset `base`) into their images' rows: the newer line's says
-        and time win (as in `resolve`), copies accumulate; and note where each line is."""
-        batch: dict[bytes, tuple[Record, set[bytes]]] = {}  # image → (winning line, copies)
+    def _index_lines(self, lines: list[bytes], base: int, staged: bool = False) -> None:
+        """Note where each line (the first at offset `base`) is, by what lookups ask for."""
         spans = _new_spans()
-        decode = json.JSONDecoder().decode
+        decoder = json.JSONDecoder()
         position = base
         for raw in lines:
             off, position = position, position + len(raw) + 1
             try:
-                entry = decode(raw.decode("utf-8"))
+                text = raw.decode("utf-8")
+                try:  # a line as we write it; `decode` checks for blanks around it (a 10th of the build)
+                    entry, end = decoder.raw_decode(text)
+                    if end != len(text):
+                        raise ValueError
+                except ValueError:
+                    entry = decoder.decode(text)
             except ValueError:  # torn, corrupt (UnicodeDecodeError too): the readers report it
                 continue
             if isinstance(entry, dict):
                 _add_spans(spans, entry, off, len(raw))
-                key = _image_id(entry)
-                old = batch.get(key)
-                if old is None:
-                    batch[key] = (entry, _copies(entry))
-                else:
-                    batch[key] = (entry if _newer(entry, old[0]) else old[0], old[1] | _copies(entry))
-        rows = {key: (_says(line), _time_of(line), copies) for key, (line, copies) in batch.items()}
-        keys = list(batch)
-        for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            marks = ",".join("?" * len(part))
-            found = self.db.execute(f"SELECT id, says, time, copies FROM image WHERE id IN ({marks})", part)
-            for key, says, time, copies in found.fetchall():
-                rows[key] = _fold((says, time, _split(copies)), rows[key])
-        self.db.executemany("INSERT OR REPLACE INTO image VALUES (?, ?, ?, ?)",
-                            [(key, says, time, b"".join(sorted(copies))) for key, (says, time, copies) in rows.items()])
-        self._store_spans(spans)
+        self._store_spans(spans, staged)
 
-    def _row(self, key: bytes) -> Row | None:
-        if key in self._pending:
-            return self._pending[key]
-        if not self.db.in_transaction:
-            # One read transaction across our lines (ended by the next write or slow look):
-            # starting one per SELECT costs more than the SELECT. WAL lets others write meanwhile.
-            self.db.execute("BEGIN")
-        row = self.db.execute("SELECT says, time, copies FROM image WHERE id = ?", (key,)).fetchone()
-        return (row[0], row[1], _split(row[2])) if row is not None else None
-
-    def change(self, entry: Record) -> tuple[bytes, Row] | None:
-        """(image, its row with `entry` folded in), or None when the ledger already says what
-        `entry` says: its image's winning line says the same, and every copy it names is recorded."""
-        key = _image_id(entry)
-        old, new = self._row(key), _row(entry)
-        if old is not None and old[0] == new[0] and new[2] <= old[2]:
-            return None
-        return key, _fold(old, new)
+    def holds(self, fd: int, entry: Record) -> bool:
+        """The ledger already says what `entry` says: the latest of its image's lines says the
+        same of where the image lives (`_says`), and every copy `entry` names is recorded."""
+        ident, (table, key) = identity(entry), _where(entry)
+        lines = [line for line in _read_spans(fd, self.spans(table, [key])) if identity(line) == ident]
+        if not lines:
+            return False
+        latest, copies = lines[0], _copies(lines[0])
+        for line in lines[1:]:
+            copies |= _copies(line)
+            if _newer(line, latest):
+                latest = line
+        return _says(latest) == _says(entry) and _copies(entry) <= copies
 
 
 def _time_of(record: Mapping[str, Any]) -> str | None:
