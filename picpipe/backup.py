@@ -19,7 +19,8 @@ import os
 import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,17 @@ LEDGER_NAME = "picpipe-ledger.jsonl"
 TYPES = ("local", "webdav")
 #: Temp files of a restore, at the top of --out: `files.temp_copy` names them, `files.sweep_temps` removes stale ones.
 RESTORE_TEMP = ".pp-restore-"
+#: Bytes per read of a file streamed from a target.
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One member of a folder on a target: its name, whether it is a folder, its size if known."""
+
+    name: str
+    folder: bool
+    size: int | None
 
 
 class Target(ABC):
@@ -94,6 +106,38 @@ class Target(ABC):
     def replace(self, name: str, data: bytes) -> None:
         """Write a file of picpipe's own atomically: readers see the old one or the new one."""
 
+    # -- files of picpipe's own that are written once and never replaced (the ledger's segments)
+    @abstractmethod
+    def address(self) -> str:
+        """Where this target is (a file:// or WebDAV URL, no credentials): what it holds is known
+        per address, so a profile moved to another folder or server starts afresh."""
+
+    @abstractmethod
+    def list(self, folder: str) -> list[Listed] | None:
+        """The members of `folder` (not the folder itself); None when there is no such folder."""
+
+    @abstractmethod
+    def size(self, name: str) -> int | None:
+        """The size of the file `name`; None when there is none."""
+
+    @abstractmethod
+    def stream(self, name: str) -> Iterator[bytes] | None:
+        """The bytes of `name` in chunks, read as they are consumed; None when there is no such file."""
+
+    @abstractmethod
+    def write_new(self, name: str, data: bytes, temp: str) -> bool:
+        """Write `data` under the temp name `temp` (in the same folder), then rename it to `name`
+        unless that name is taken: False then, and nothing was replaced. A reader never sees half a
+        file; the folders on the way are made as needed; a failed write removes the temp file."""
+
+    @abstractmethod
+    def remove(self, name: str) -> None:
+        """Remove the file `name` if it is there (a temp file a killed write left)."""
+
+    def counting(self) -> Callable[[], int]:
+        """Start counting the requests sent from now on: a function that says how many so far."""
+        return lambda: 0
+
     def close(self) -> None:  # noqa: B027 - a folder has nothing to release
         """Release connections."""
 
@@ -136,6 +180,62 @@ class FolderTarget(Target):
         self.root.mkdir(parents=True, exist_ok=True)
         with temp_copy(self.root, data, f".{name}.") as temp:
             os.replace(temp, self.root / name)
+
+    def address(self) -> str:
+        return self.root.resolve().as_uri()
+
+    def list(self, folder: str) -> list[Listed] | None:
+        try:
+            with os.scandir(self.root / folder) as members:
+                return [Listed(m.name, m.is_dir(follow_symlinks=False),
+                               None if m.is_dir(follow_symlinks=False) else m.stat(follow_symlinks=False).st_size)
+                        for m in members]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def size(self, name: str) -> int | None:
+        try:
+            info = (self.root / name).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return info.st_size if not os.path.isdir(self.root / name) else None
+
+    def stream(self, name: str) -> Iterator[bytes] | None:
+        try:
+            handle = open(self.root / name, "rb")  # noqa: SIM115 - closed by the generator
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while chunk := handle.read(CHUNK):
+                    yield chunk
+
+        return chunks()
+
+    def write_new(self, name: str, data: bytes, temp: str) -> bool:
+        path, temp_path = self.root / name, self.root / temp
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temp_path, path)  # atomic, and fails when the name is taken
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links (FAT, some network file systems): a rename, as nobody else writes here
+                if path.exists():
+                    return False
+                os.replace(temp_path, path)
+            return True
+        finally:
+            temp_path.unlink(missing_ok=True)
+
+    def remove(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
 
 
 class DavTarget(Target):
@@ -180,6 +280,78 @@ class DavTarget(Target):
         except PicpipeError:
             self.dav.delete(temp)
             raise
+
+
+    def address(self) -> str:
+        return self.dav.root
+
+    def list(self, folder: str) -> list[Listed] | None:
+        """One PROPFIND Depth 1 (never HEAD or GET on a folder: Nutstore answers 403)."""
+        entries = self.dav.propfind(folder, depth=1)
+        if entries is None:
+            return None
+        return [Listed(e.name, e.folder, e.size) for e in entries if e.path != folder.strip("/")]
+
+    def size(self, name: str) -> int | None:
+        """One PROPFIND Depth 0."""
+        entries = self.dav.propfind(name, depth=0)
+        found = [e for e in entries or () if e.path == name and not e.folder]
+        return found[0].size if found and found[0].size is not None else (0 if found else None)
+
+    def stream(self, name: str) -> Iterator[bytes] | None:
+        """One GET, its body read as the chunks are consumed (a segment or an old whole ledger
+        is never held in memory at once)."""
+        import requests
+
+        response = self.dav.send("GET", name, ok=(200, 404, 409), stream=True)  # Nutstore: 409, no folder
+        if response.status_code != 200:
+            response.close()
+            return None
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.iter_content(CHUNK)
+            except requests.RequestException as exc:
+                from picpipe.net import network_error
+
+                raise network_error(exc, self.name, self.dav.client.timeout) from None
+            finally:
+                response.close()
+
+        return chunks()
+
+    def write_new(self, name: str, data: bytes, temp: str) -> bool:
+        """PUT the temp file (the folders made only if missing), then MOVE it with Overwrite: F: two
+        requests. A taken name answers 412."""
+        self.dav.put(temp, data, "application/x-ndjson")
+        try:
+            self.dav.move(temp, name, overwrite=False)
+        except PicpipeError as exc:
+            try:
+                self.dav.delete(temp)
+            except PicpipeError:
+                pass  # readers skip temp names; the next sync deletes it
+            if exc.extra.get("status") == 412:
+                return False
+            raise
+        return True
+
+    def remove(self, name: str) -> None:
+        try:
+            self.dav.delete(name)
+        except PicpipeError as exc:
+            if exc.extra.get("status") != 409:  # Nutstore: the folder is not there either
+                raise
+
+    def counting(self) -> Callable[[], int]:
+        """Counted at the session: retries and a Digest challenge are requests too."""
+        answers = [0]
+
+        def count(response: object, *args: object, **kwargs: object) -> None:
+            answers[0] += 1
+
+        self.dav.client.session.hooks["response"].append(count)
+        return lambda: answers[0]
 
     def close(self) -> None:
         self.host.close()

@@ -41,6 +41,8 @@ class Command:
     examples = ""
     #: Default for -j/--jobs; None means the command takes no -j.
     default_jobs: int | None = None
+    #: After a run that added lines to the ledger, start the automatic sync ([ledger] sync).
+    auto_sync = True
     config: Config
 
     # -- to override -------------------------------------------------------------------
@@ -79,7 +81,9 @@ class Command:
         try:
             if config_error is not None:
                 raise config_error
-            return self.run(args)
+            status = self.run(args)
+            self.after_run()
+            return status
         except UsageError as exc:
             console.error(exc.message, exc.hint)
             return EXIT_USAGE
@@ -115,6 +119,24 @@ class Command:
 
     def on_interrupt(self) -> None:
         """After Ctrl-C: a chance to write what was already finished."""
+
+    def after_run(self) -> None:
+        """With [ledger] sync configured: say when the last automatic sync failed, and start one
+        in the background when this run added lines to the ledger. Never fails the command."""
+        if not self.auto_sync:
+            return
+        try:
+            if self.config.ledger_sync()[0] is None:
+                return
+            ledger = sys.modules.get("picpipe.ledger")  # not imported: nothing was appended
+            from picpipe import ledgersync
+
+            ledgersync.after_command(self.config, ledger.appended() if ledger is not None else set())
+        except Exception as exc:  # the pipeline's work is done and said: a sync never changes that
+            if console.debug:
+                console.traceback(exc)
+            message = exc.message if isinstance(exc, (PicpipeError, UsageError)) else f"{type(exc).__name__}: {exc}"
+            console.warn(f"the automatic ledger sync could not start: {message}")
 
 
 class Parser(argparse.ArgumentParser):

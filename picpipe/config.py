@@ -4,7 +4,12 @@ Precedence, lowest first: the file, `PICPIPE_*` environment variables, command-l
 A value written `env:NAME` is read from the environment when the profile is used, so the file
 itself can hold no secret. Every secret value seen is registered with `picpipe.redact`.
 
-    ledger = "~/notes/picpipe-ledger.jsonl"     # optional
+    ledger = "~/notes/picpipe-ledger.jsonl"     # optional; or a [ledger] table:
+
+    [ledger]
+    path = "~/notes/picpipe-ledger.jsonl"       # optional
+    sync = "nutstore"                           # after a run that added lines: pp-backup ledger --to nutstore
+    sync_every = 60                             # seconds at least between two automatic syncs
 
     [link]                                      # pp-link defaults
     format = "md"
@@ -17,7 +22,8 @@ itself can hold no secret. Every secret value seen is registered with `picpipe.r
     password = "env:NUTSTORE_APP_PASSWORD"
 
 Environment: `PICPIPE_<PROFILE>_<KEY>` (`PICPIPE_NUTSTORE_PASSWORD`), `PICPIPE_LINK_<KEY>`,
-`PICPIPE_LEDGER`, `PICPIPE_CONFIG` (the file itself).
+`PICPIPE_LEDGER` (the path), `PICPIPE_LEDGER_SYNC` (a profile, or off), `PICPIPE_LEDGER_SYNC_EVERY`,
+`PICPIPE_CONFIG` (the file itself).
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ SECTIONS = {
     "pipeline": ("host", "compress", "backup", "path"),
     "server": ("host", "port", "secret"),
 }
+#: The [ledger] table; a plain `ledger = "path"` is its path alone.
+LEDGER_KEYS = ("path", "sync", "sync_every")
+#: Seconds at least between two automatic syncs of the ledger, unless [ledger] sync_every says.
+SYNC_EVERY = 60.0
 TOP_LEVEL_KEYS = ("ledger", "profiles", *SECTIONS)
 RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles", "pipeline", "server"}
 
@@ -109,10 +119,30 @@ class Config:
         env = {key: self.environ[var] for key, var in names.items() if self.environ.get(var)}  # empty = unset
         return env, dict(self.data.get(name, {}))
 
+    def ledger_table(self) -> dict[str, Any]:
+        """The file's [ledger] settings; `ledger = "path"` is {"path": path}."""
+        value = self.data.get("ledger")
+        return dict(value) if isinstance(value, dict) else {} if value is None else {"path": value}
+
     def ledger(self) -> str | None:
-        """The ledger path from PICPIPE_LEDGER or the file's `ledger` key, if either is set."""
-        value = self.environ.get("PICPIPE_LEDGER") or self.resolve("ledger", "ledger", self.data.get("ledger"))
+        """The ledger path from PICPIPE_LEDGER or the file's `ledger` (or [ledger] path), if either is set."""
+        value = self.environ.get("PICPIPE_LEDGER") or self.resolve("[ledger]", "path", self.ledger_table().get("path"))
         return os.path.expanduser(value) if value else None
+
+    def ledger_sync(self) -> tuple[str | None, float]:
+        """(the profile the ledger is synced to after a run that added lines to it, or None; the
+        least seconds between two such syncs), from PICPIPE_LEDGER_SYNC[_EVERY] or [ledger]."""
+        table = self.ledger_table()
+        name = self.environ.get("PICPIPE_LEDGER_SYNC") or self.resolve("[ledger]", "sync", table.get("sync"))
+        every = self.environ.get("PICPIPE_LEDGER_SYNC_EVERY") or self.resolve("[ledger]", "sync_every",
+                                                                               table.get("sync_every"))
+        if name is not None and truth(name) is False:  # PICPIPE_LEDGER_SYNC=off for one run
+            name = None
+        if name is not None and not (isinstance(name, str) and _NAME.match(name)):
+            raise UsageError(f"[ledger] sync = {name!r} is no profile name",
+                             "give the name of a backup target profile (type local or webdav), e.g. sync = "
+                             "\"nutstore\", or PICPIPE_LEDGER_SYNC=off")
+        return name, SYNC_EVERY if every in (None, "") else _seconds(every)
 
     def profile(self, name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The settings of profile `name`: file < PICPIPE_<NAME>_<KEY> < overrides (flags).
@@ -160,6 +190,20 @@ class Config:
         return value
 
 
+def _seconds(value: Any) -> float:
+    """[ledger] sync_every: a number of seconds, 0 or more."""
+    import math
+
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 <= number < math.inf:
+        raise UsageError(f"[ledger] sync_every = {value!r} is not a number of seconds (0 or more)",
+                         "e.g. sync_every = 60 in [ledger], or PICPIPE_LEDGER_SYNC_EVERY=60")
+    return number
+
+
 def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] = os.environ) -> Config:
     """Read the configuration file if there is one; a missing default file is an empty config."""
     _register_environment_secrets(environ)
@@ -192,7 +236,10 @@ def _register_environment_secrets(environ: Mapping[str, str]) -> None:
 
 #: Expected shapes of the settings outside [profiles]: (python types, how to say it).
 SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "ledger": ((str,), "a file path string"),
+    "ledger": ((str, dict), "a file path string or a [ledger] table"),
+    "ledger.path": ((str,), "a file path string"),
+    "ledger.sync": ((str,), "a profile name (a backup target of type local or webdav)"),
+    "ledger.sync_every": ((int, float), "a number of seconds"),
     "link.format": ((str,), "a string: md, html, url or bbcode"),
     "link.template": ((str,), "a template string"),
     "link.rewrite": ((str, list), 'a string "OLD=NEW" or a list of them'),
@@ -246,6 +293,12 @@ def _check(config: Config) -> None:
             console.warn(f"{where}: unknown top-level key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
     if "ledger" in data:
         _check_type(where, "ledger", data["ledger"])
+        for key, value in config.ledger_table().items() if isinstance(data["ledger"], dict) else ():
+            if key not in LEDGER_KEYS:
+                console.warn(f"{where}: [ledger] has unknown key {key!r} (known: {', '.join(LEDGER_KEYS)})")
+            else:
+                _check_type(where, f"ledger.{key}", value)
+        config.ledger_sync()  # a profile name and a number of seconds, said now rather than after a run
     for section, keys in SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):

@@ -220,17 +220,21 @@ def test_ledger_follows_the_user_across_machines(run, tmp_path):
     laptop.write_text(jsonl([{"url": "https://cdn.example.com/a.png", "sha256": "aa", "host": "q", "key": "a"}]))
     desktop.write_text(jsonl([{"url": "https://cdn.example.com/b.png", "sha256": "bb", "host": "q", "key": "b"}]))
     with wsgidav(root) as dav:
-        env = dav_env(dav.url)
+        env = {**dav_env(dav.url), "XDG_STATE_HOME": str(tmp_path / "state")}
         push = run("pp-backup", "ledger", "--to", "nas", "--ledger", str(laptop), extra_env=env)
         assert push.returncode == 0, push.stderr
-        assert ("MOVE", "/backup/.picpipe-ledger.jsonl.") == (dav.requests[-1][0], dav.requests[-1][1][:30])
+        assert "sent 1 line " in push.stderr
+        # one new file under a temp name, then renamed: a reader never sees half of it
+        moves = [path for method, path in dav.requests if method == "MOVE"]
+        assert len(moves) == 1 and moves[0].startswith("/backup/picpipe-ledger/") and moves[0].endswith(".tmp")
         both = run("pp-backup", "ledger", "--to", "nas", "--ledger", str(desktop), extra_env=env)
-        assert both.returncode == 0 and "1 entries added" in both.stderr
+        assert both.returncode == 0 and "1 added to the ledger" in both.stderr
         pull = run("pp-backup", "ledger", "--from", "nas", "--ledger", str(laptop), extra_env=env)
-        assert pull.returncode == 0 and "1 entries added" in pull.stderr
+        assert pull.returncode == 0 and "1 added to the ledger" in pull.stderr
     assert {json.loads(line)["sha256"] for line in laptop.read_text().splitlines()} == {"aa", "bb"}
-    assert sorted(p.name for p in (root / "backup").iterdir()) == ["picpipe-ledger.jsonl"]  # no temp left
-    remote = (root / "backup" / "picpipe-ledger.jsonl").read_text()
+    segments = sorted((root / "backup").rglob("*"))
+    assert [p.name for p in segments if p.is_file()] == ["00000001.jsonl", "00000001.jsonl"]  # no temp left
+    remote = "".join(p.read_text() for p in segments if p.is_file())
     assert {json.loads(line)["sha256"] for line in remote.splitlines()} == {"aa", "bb"}
 
 
@@ -362,12 +366,13 @@ def test_ledger_sync_with_a_nutstore_folder_not_made_yet(run, tmp_path, ledger):
     root.mkdir()
     with nutstore_like(root) as dav:
         env = dav_env(dav.url, "nut", vendor="nutstore", pace="1000")
-        env["PICPIPE_NUT_URL"] = dav.url + "picpipe/"
+        env.update(PICPIPE_NUT_URL=dav.url + "picpipe/", XDG_STATE_HOME=str(tmp_path / "state"))
         pull = run("pp-backup", "ledger", "--from", "nut", "--ledger", str(ledger), extra_env=env)
         push = run("pp-backup", "ledger", "--to", "nut", "--ledger", str(ledger), extra_env=env)
-    assert pull.returncode == 0 and "0 entries added" in pull.stderr
+    assert pull.returncode == 0 and "nothing new to receive" in pull.stderr
     assert push.returncode == 0, push.stderr
-    assert (root / "picpipe" / "picpipe-ledger.jsonl").read_text() == ledger.read_text()
+    [segment] = (root / "picpipe" / "picpipe-ledger").glob("*/00000001.jsonl")
+    assert segment.read_text() == ledger.read_text()
 
 
 def test_restore_of_colliding_names_in_parallel_keeps_each_records_bytes(run, tmp_path, ledger):

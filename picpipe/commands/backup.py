@@ -148,11 +148,16 @@ class CopyCommand(StreamCommand):
 
 class LedgerSyncCommand(Command):
     prog = "pp-backup ledger"
+    auto_sync = False  # it is the sync: what its pull adds must not start another one
     description = (
         "Keep the ledger on a backup target, so the upload history survives a reinstall and\n"
-        "follows you across machines. --from merges the target's ledger into the local one;\n"
-        "--to does the same and then uploads the union (a temp name, then a rename: a reader never\n"
-        "sees half a ledger). Entries are only ever added, never lost."
+        "follows you across machines. --to sends the lines added since the last sync as one new\n"
+        "file, picpipe-ledger/<machine>/<n>.jsonl (a temp name, then a rename: a reader never sees\n"
+        "half of one), then merges the other machines' files not merged yet; --from only merges.\n"
+        "Nothing already on the target is sent again, and a file there is never rewritten. The\n"
+        "picpipe-ledger.jsonl of earlier versions is merged too. Entries are only ever added.\n"
+        "With [ledger] sync = \"PROFILE\" in the configuration, a run that adds lines to the ledger\n"
+        "starts --to PROFILE --auto in the background."
     )
     examples = """\
   pp-backup ledger --to nutstore
@@ -161,39 +166,37 @@ class LedgerSyncCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         way = parser.add_mutually_exclusive_group(required=True)
-        way.add_argument("--to", metavar="PROFILE", help="merge the target's ledger in, then upload the union there")
+        way.add_argument("--to", metavar="PROFILE",
+                         help="send the new lines there, then merge the other machines' new lines here")
         way.add_argument("--from", dest="source", metavar="PROFILE",
-                         help="merge the target's ledger into the local one")
+                         help="merge the lines on the target that are not merged yet into the local ledger")
+        parser.add_argument("--auto", action="store_true",
+                            help="as the automatic sync runs: one at a time per ledger, at least [ledger] "
+                            "sync_every seconds apart, again while new lines come; failures go to its log and "
+                            "the next command says so")
         ledger_argument(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        from picpipe.backup import LEDGER_NAME, open_target, read_temp
-        from picpipe.ledger import Ledger
+        from picpipe import ledgersync
+        from picpipe.backup import open_target
+        from picpipe.ledger import default_path
 
+        ledger = Path(args.ledger or self.config.ledger() or default_path())
+        if args.auto:
+            if not args.to:
+                raise UsageError("--auto goes with --to", "pp-backup ledger --to PROFILE --auto")
+            _, every = self.config.ledger_sync()
+            return ledgersync.auto_sync(self.config, args.to, ledger, every)
         target = open_target(self.config.profile(args.to or args.source))
-        ledger = Ledger(args.ledger or self.config.ledger())
         try:
-            remote = target.read(LEDGER_NAME)
-            added = 0
-            if remote:
-                temp = read_temp(remote)
-                try:
-                    added, _ = ledger.add_new(entry for _, entry in Ledger(temp).lines())
-                finally:
-                    temp.unlink()
-                    ledger.close()
-            if not args.quiet:
-                console.say(f"{ledger.path}: {added} entries added from {target.name}")
-            if args.to:
-                data = ledger.path.read_bytes() if ledger.path.exists() else b""
-                target.replace(LEDGER_NAME, data)
-                if not args.quiet:
-                    console.say(f"{target.name}: {LEDGER_NAME} uploaded ({len(data)} bytes)")
+            report = ledgersync.sync(target, ledger, push=bool(args.to), legacy=not args.to)
         except PicpipeError as exc:
             console.error(exc.message, exc.hint)
             return 1
         finally:
             target.close()
+        if not args.quiet:
+            console.say(report.summary(target.name, push=bool(args.to)))
         return 0
 
 
