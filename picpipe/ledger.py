@@ -327,6 +327,29 @@ class Ledger:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def index_file(self) -> Path | None:
+        """The index's database file, once a look at the ledger opened it; else None."""
+        return self._index.file if self._index is not None else None
+
+    def rebuild_index(self) -> Path | None:
+        """Read the whole ledger into its index again (after the ledger was edited in place by
+        hand: an edit that keeps the file and its last 4 KB is not noticed otherwise); returns
+        the index's file, None when the ledger cannot have one. Other processes keep using
+        the same database, which they find rebuilt."""
+        import sqlite3
+
+        with self._guard, self._locked() as fd:
+            index = self._open_index(fd)
+            if index is None:
+                return None
+            try:
+                index.forget()
+                index.catch_up(fd)
+            except sqlite3.Error as exc:
+                self._index_broken(exc)
+                return None
+            return index.file
+
     def _open_index(self, fd: int) -> LedgerIndex | None:
         import sqlite3
 
@@ -408,16 +431,8 @@ class Ledger:
         def find(index: LedgerIndex, fd: int) -> list[Record]:
             keys = [sha_key(sha) for sha in wanted]  # a line's copy of its own image is under its image
             lines = index.spans("copy", keys) | index.spans("line", keys)
-            idents = {identity(entry) for entry in _read_spans(fd, lines) if wanted & _copy_shas(entry)}
-            spans: set[tuple[int, int]] = set()
-            for ident in idents:
-                if ident[0] == "url":
-                    spans |= index.spans("url", [text_key(ident[1])])
-                elif ident[1]:
-                    spans |= index.spans("line", [sha_key(ident[1])])
-                else:
-                    spans |= index.spans("hostkey", [text_key(ident[2], ident[3])])
-            return [state for state in resolve(_read_spans(fd, spans)) if identity(state) in idents]
+            return _states_of(index, fd, {identity(entry) for entry in _read_spans(fd, lines)
+                                          if wanted & _copy_shas(entry)})
 
         found = self._lookup(find) if wanted else []
         if found is None:
@@ -436,6 +451,84 @@ class Ledger:
 
         found = self._lookup(find)
         return self.states(on_bad_line) if found is None else found
+
+    def states_by_url(self, url: str, on_bad_line: BadLine | None = None) -> list[Record]:
+        """The states of the images that any line shows at this very URL (a superset of those
+        whose state has it: the caller filters with `matches`), in the order of `states()`."""
+        def find(index: LedgerIndex, fd: int) -> list[Record]:
+            lines = _read_spans(fd, index.spans("url", [text_key(url)]))
+            return _states_of(index, fd, {identity(line) for line in lines if line.get("url") == url})
+
+        found = self._lookup(find)
+        return self.states(on_bad_line) if found is None else found
+
+    def iter_states(self, on_bad_line: BadLine | None = None) -> Iterator[Record]:
+        """Every image's state, as `states()` has them and in their order, one at a time: what it
+        holds stays flat however long the ledger (`states()` holds them all: 1M lines, 2 GB).
+
+        Each image's state is folded where its first line stands, from its lines found through
+        the index. The ledger is locked only while the index catches up; then the lines it
+        covers are read in one snapshot of the index (others append meanwhile, and what they
+        append is left for the next look). Without a usable index: `states()`.
+        """
+        import sqlite3
+
+        snapshot = self._snapshot()
+        if snapshot is None:
+            yield from self.states(on_bad_line)
+            return
+        index, fd, end = snapshot
+        try:
+            chunk: list[tuple[int, Record]] = []
+            for _, off, entry in self._scan(on_bad_line, end):
+                chunk.append((off, entry))
+                if len(chunk) >= self.STATES_CHUNK:
+                    yield from _first_states(index, fd, chunk)
+                    chunk = []
+            yield from _first_states(index, fd, chunk)
+        except sqlite3.Error as exc:  # the snapshot was taken: cannot happen but on a broken disk
+            raise OSError(f"the ledger's index cannot be read: {exc}") from exc
+        finally:
+            os.close(fd)
+            with self._guard:
+                if self._index is not None:
+                    self._index.end_read()
+
+    #: Lines `iter_states` looks up at once.
+    STATES_CHUNK = 5000
+
+    def _snapshot(self) -> tuple[LedgerIndex, int, int] | None:
+        """(index, open ledger, end): the index brought up to date under the lock, then a read
+        transaction opened on it (a snapshot for as long as the caller reads), the lock released;
+        `end` is where the index's lines end. None without a usable index or ledger file."""
+        import fcntl
+        import sqlite3
+
+        with self._guard:
+            if self._index_failed:
+                return None
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    index = self._open_index(fd)
+                    if index is not None:
+                        try:
+                            index.flush(fd)
+                            index.catch_up(fd)
+                            end = index.covered()  # starts the read transaction
+                            fcntl.flock(fd, fcntl.LOCK_UN)
+                            return index, fd, end
+                        except sqlite3.Error as exc:
+                            self._index_broken(exc)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            return None
 
     #: Entries `add_new` takes per lock through the index: other writers wait one batch at most,
     #: and what it keeps in memory stays flat however long the merged ledger is.
@@ -505,20 +598,31 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
     def lines(self, on_bad_line: BadLine | None = None) -> Iterator[tuple[int, Record]]:
         """(line number, record) for every good line; bad ones go to `on_bad_line`."""
+        for number, _, record in self._scan(on_bad_line):
+            yield number, record
+
+    def _scan(self, on_bad_line: BadLine | None = None, end: int | None = None) -> Iterator[tuple[int, int, Record]]:
+        """(line number, byte offset, record) for every good line (up to byte `end`: a line
+        beyond it was added later, only reported when it is bad, as a torn last line is)."""
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
             return
         with handle:
+            offset = 0
             for number, raw in enumerate(handle, 1):
+                at, offset = offset, offset + len(raw)
+                later = end is not None and offset > end
                 problem = None
                 try:
                     text = raw.decode("utf-8").strip()
                     if not text:
                         continue
                     value = json.loads(text)
+                    if later:
+                        return
                     if isinstance(value, dict):
-                        yield number, value
+                        yield number, at, value
                         continue
                     problem = "not a JSON object"
                 except UnicodeDecodeError:
@@ -528,6 +632,12 @@ class Ledger:
                     problem = "incomplete line (a writer was interrupted)" if torn else f"invalid JSON ({exc.msg})"
                 if on_bad_line is not None:
                     on_bad_line(number, problem)
+                if later:
+                    return
+
+    def replaced(self, on_bad_line: BadLine | None = None) -> set[str]:
+        """The URLs any line says were replaced (`replaces`: a dead link's image uploaded again)."""
+        return {entry["replaces"] for _, entry in self.lines(on_bad_line) if isinstance(entry.get("replaces"), str)}
 
     def states(self, on_bad_line: BadLine | None = None) -> list[Record]:
         """The latest state of every image, in order of first appearance."""
@@ -542,6 +652,11 @@ def _copy_shas(entry: Mapping[str, Any]) -> set[str]:
 
 def _read_spans(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
     """The records of the lines at these (offset, length), in the ledger's order."""
+    return (record for _, record in _read_at(fd, spans))
+
+
+def _read_at(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[tuple[int, Record]]:
+    """(offset, record) of the lines at these (offset, length), in the ledger's order."""
     decode = json.JSONDecoder().decode
     for off, length in sorted(set(spans)):
         try:
@@ -549,7 +664,42 @@ def _read_spans(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
         except ValueError:  # the index covers whole good lines only: a file changed under it
             continue
         if isinstance(value, dict):
-            yield value
+            yield off, value
+
+
+def _states_of(index: LedgerIndex, fd: int, idents: set[tuple[str, ...]]) -> list[Record]:
+    """The states of these identities (`identity`), from their lines found through the index."""
+    spans: set[tuple[int, int]] = set()
+    for ident in idents:
+        if ident[0] == "url":
+            spans |= index.spans("url", [text_key(ident[1])])
+        elif ident[1]:
+            spans |= index.spans("line", [sha_key(ident[1])])
+        else:
+            spans |= index.spans("hostkey", [text_key(ident[2], ident[3])])
+    return [state for state in resolve(_read_spans(fd, spans)) if identity(state) in idents]
+
+
+def _first_states(index: LedgerIndex, fd: int, chunk: list[tuple[int, Record]]) -> Iterator[Record]:
+    """The states of the images whose first line is among `chunk` ((offset, line) in the
+    ledger's order), in that order: each folded from all its lines, found through the index
+    (those in `chunk` are not read again)."""
+    here = dict(chunk)
+    found: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for off, entry in chunk:
+        where = _where(entry)
+        spans = found.get(where)
+        if spans is None:
+            spans = found[where] = sorted(index.spans(where[0], [where[1]]))
+        if len(spans) <= 1:  # its image's only line (or one the index does not know: a new file)
+            yield entry
+            continue
+        ident = identity(entry)
+        lines = [(at, here[at]) for at, _ in spans if at in here]
+        lines += _read_at(fd, [span for span in spans if span[0] not in here])
+        lines = sorted(line for line in lines if identity(line[1]) == ident)
+        if lines and lines[0][0] == off:
+            yield resolve(line for _, line in lines)[0]
 
 
 def _where(entry: Mapping[str, Any]) -> tuple[str, int]:
@@ -698,6 +848,18 @@ class LedgerIndex:
     def spans_between(self, table: str, low: int, high: int) -> set[tuple[int, int]]:
         return set(self.db.execute(f"SELECT off, len FROM {table} WHERE k BETWEEN ? AND ?", (low, high)).fetchall())
 
+    def forget(self) -> None:
+        """Empty the index: the next `catch_up` reads the ledger from its start."""
+        self._drop_pending()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM meta")
+        self.db.execute("COMMIT")
+
+    def covered(self) -> int:
+        """Where the lines the index holds end, in a read transaction left open: a snapshot."""
+        offset = self._select("SELECT value FROM meta WHERE name = 'offset'", ())
+        return int(offset[0][0]) if offset else 0
+
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
 
@@ -718,11 +880,7 @@ class LedgerIndex:
         if self._unchanged(fd):
             return
         # Someone else moved on: forget our unwritten rows, their lines are read again below.
-        self._end_read()
-        self._pending.clear()
-        self._pending_spans = _new_spans()
-        self._lines = 0
-        self._seen = None
+        self._drop_pending()
         info = os.fstat(fd)
         meta = self._meta()
         same = (meta.get("version") == self.VERSION and meta.get("file") == f"{info.st_dev}:{info.st_ino}"
@@ -805,6 +963,15 @@ class LedgerIndex:
         self._pending.clear()
         self._pending_spans = _new_spans()
         self._lines = 0
+
+    def _drop_pending(self) -> None:
+        """Forget where our unwritten lines are, and that we saw the ledger's end: the lines are
+        read from the ledger again."""
+        self._end_read()
+        self._pending.clear()
+        self._pending_spans = _new_spans()
+        self._lines = 0
+        self._seen = None
 
     def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20, staged: bool = False) -> int:
         """Index the whole lines between offset and end; returns where the last one ended (a

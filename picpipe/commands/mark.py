@@ -24,7 +24,7 @@ from picpipe.stream import Item, Output, Record, field_problem, no_interrupt, re
 if TYPE_CHECKING:
     from picpipe.linkcheck import Probe
 
-SUBCOMMANDS = ("tee", "find", "merge", "import", "check")
+SUBCOMMANDS = ("tee", "find", "merge", "import", "check", "index")
 
 
 class LedgerCommand(Command):
@@ -61,7 +61,7 @@ class TeeCommand(StreamCommand, LedgerCommand):
     description = (
         "Pass records through unchanged and append every record that has a url or backups to\n"
         "the ledger, so you can always find which bytes went to which URL and where the copies are.\n"
-        "Subcommands: find, merge, import, check (pp-mark SUBCOMMAND --help)."
+        "Subcommands: find, merge, import, check, index (pp-mark SUBCOMMAND --help)."
     )
     examples = """\
   ls *.png | pp-upload --host qiniu | pp-mark | pp-link --md
@@ -144,9 +144,15 @@ class FindCommand(LedgerCommand):
                              "records are added by `... | pp-mark`, or `pp-mark import` your PicGo history")
         out = Output(quiet=args.quiet)
         filters = {k: getattr(args, k) for k in ("url", "sha256", "host", "since", "source")}
-        # A sha256 prefix is a range of the ledger's index: only those images' lines are read.
-        states = ledger.states_by_sha256_prefix(args.sha256.lower(), self.bad_line(ledger)) if args.sha256 \
-            else ledger.states(self.bad_line(ledger))
+        # A sha256 prefix or a whole URL is looked up in the ledger's index: only those images'
+        # lines are read. Any other filter reads every image, one at a time.
+        report = self.bad_line(ledger)
+        if args.sha256:
+            states: Iterable[Record] = ledger.states_by_sha256_prefix(args.sha256.lower(), report)
+        elif args.url and not any(c in args.url for c in "*?["):
+            states = ledger.states_by_url(args.url, report)
+        else:
+            states = ledger.iter_states(report)
         for state in states:
             if (args.deleted or not state.get("deleted_at")) and matches(state, **filters):
                 out.record(state)
@@ -280,8 +286,8 @@ class CheckCommand(LedgerCommand):
         ledger = self.open_ledger(args)
         if not ledger.path.exists():
             raise UsageError(f"no ledger at {ledger.path} yet", "check links of records on stdin with: pp-mark check -")
-        states = ledger.states(self.bad_line(ledger))
-        replaced = {s["replaces"] for s in states if isinstance(s.get("replaces"), str)}
+        replaced = ledger.replaced(self.bad_line(ledger))
+        states = ledger.iter_states()  # its bad lines were reported by the first pass
         return (Item(f"ledger entry {n}", s) for n, s in enumerate(states, 1)
                 if not s.get("deleted_at") and s.get("url") not in replaced)
 
@@ -341,8 +347,49 @@ class CheckCommand(LedgerCommand):
             self.emit(item, probe)
 
 
+class IndexCommand(LedgerCommand):
+    prog = "pp-mark index"
+    description = (
+        "Bring the ledger's index up to date now (every command does so by itself, reading only\n"
+        "the lines added since), or --rebuild it from the whole ledger after you edited the ledger\n"
+        "in place by hand. The index is a cache under $XDG_CACHE_HOME/picpipe/ledger-index/:\n"
+        "deleting it loses nothing, the next command builds it again."
+    )
+    examples = """\
+  pp-mark index                 # say where the index is and how much of the ledger it covers
+  pp-mark index --rebuild       # after editing the ledger by hand
+"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--rebuild", action="store_true", help="read the whole ledger again")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import time
+
+        ledger = self.open_ledger(args)
+        if not ledger.path.exists():
+            raise UsageError(f"no ledger at {ledger.path} yet", "records are added by `... | pp-mark`")
+        started = time.monotonic()
+        with ledger:
+            if args.rebuild:
+                file = ledger.rebuild_index()
+            else:
+                ledger.catch_up_index()
+                file = ledger.index_file()
+        if file is None:
+            console.error(f"{ledger.path} has no index", "the ledger is no regular file, or the cache folder "
+                          "cannot be written (see the warning above): lookups read the whole ledger")
+            return 1
+        if not args.quiet:
+            console.say(f"{ledger.path} ({ledger.path.stat().st_size >> 20} MB) is indexed in {file} "
+                        f"({file.stat().st_size >> 20} MB), in {time.monotonic() - started:.1f} s")
+        return 0
+
+
 COMMAND_CLASSES: dict[str, type[Command]] = {
     "tee": TeeCommand, "find": FindCommand, "merge": MergeCommand, "import": ImportCommand, "check": CheckCommand,
+    "index": IndexCommand,
 }
 
 
