@@ -276,7 +276,11 @@ class Sync:
             name = f"{ts['seq']:08d}.jsonl"
             ts["temp"] = f"{folder}/.{name}.{os.urandom(6).hex()}.tmp"
             self.state.save()  # the temp name first: a killed push's temp file is removed next time
-            written = self.target.write_new(f"{folder}/{name}", data, ts["temp"])  # failed: the temp stays named
+            try:
+                written = self.target.write_new(f"{folder}/{name}", data, ts["temp"])
+            except BaseException:
+                ts["seq"] -= 1  # no segment was made (or, if its answer was lost, the next try meets it)
+                raise  # the temp name stays in the state: the next push removes what may be there
             ts["temp"] = None
             if written:
                 break
