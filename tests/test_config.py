@@ -152,3 +152,39 @@ def test_a_literal_server_secret_in_a_readable_file_is_warned_about(tmp_path, ca
     assert "chmod 600" in capsys.readouterr().err
     config.load(write(tmp_path, '[server]\nsecret = "env:PP_SECRET"\n', mode=0o644), {"PP_SECRET": "x" * 9})
     assert "chmod 600" not in capsys.readouterr().err
+
+
+def test_the_ledger_table_path_sync_and_sync_every(tmp_path, capsys):
+    cfg = config.load(write(tmp_path, '[ledger]\npath = "~/l.jsonl"\nsync = "nutstore"\nsync_every = 30\n'), {})
+    assert cfg.ledger() == os.path.expanduser("~/l.jsonl")
+    assert cfg.ledger_sync() == ("nutstore", 30.0)
+    # the environment beats the file; "off" turns the automatic sync off for one run
+    env = {"PICPIPE_LEDGER": "/x.jsonl", "PICPIPE_LEDGER_SYNC": "nas", "PICPIPE_LEDGER_SYNC_EVERY": "0.5"}
+    assert config.Config(cfg.path, cfg.data, env).ledger() == "/x.jsonl"
+    assert config.Config(cfg.path, cfg.data, env).ledger_sync() == ("nas", 0.5)
+    assert config.Config(cfg.path, cfg.data, {"PICPIPE_LEDGER_SYNC": "off"}).ledger_sync() == (None, 30.0)
+    # a plain `ledger = "path"` still works, with no sync and the default interval
+    plain = config.load(write(tmp_path, 'ledger = "~/p.jsonl"\n'), {})
+    assert (plain.ledger(), plain.ledger_sync()) == (os.path.expanduser("~/p.jsonl"), (None, 60.0))
+    assert capsys.readouterr().err == ""
+    config.load(write(tmp_path, '[ledger]\nsnyc = "nas"\n'), {})
+    assert "[ledger] has unknown key 'snyc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[ledger]\npath = 5\n", "ledger.path must be a file path string"),
+        ("[ledger]\nsync = 5\n", "ledger.sync must be a profile name"),
+        ('[ledger]\nsync = ["a", "b"]\n', "ledger.sync must be a profile name"),
+        ('[ledger]\nsync = "my nas"\n', "is no profile name"),
+        ('[ledger]\nsync_every = "often"\n', "ledger.sync_every must be a number of seconds"),
+        ("[ledger]\nsync_every = -1\n", "is not a number of seconds"),
+        ("[ledger]\nsync_every = true\n", "is not a number of seconds"),
+        ("ledger = [1]\n", "must be a file path string or a \\[ledger\\] table"),
+    ],
+)
+def test_a_wrong_ledger_table_is_a_usage_error_with_a_hint(tmp_path, text, message):
+    with pytest.raises(UsageError, match=message) as info:
+        config.load(write(tmp_path, text), {})
+    assert info.value.hint
