@@ -204,6 +204,7 @@ class Sync:
         self.ts = state.target(target)
         self.report = Report(remote=not isinstance(target, FolderTarget))
         self._ledger: Ledger | None = None
+        self.saved = time.monotonic()
 
     def run(self, push: bool = True, legacy: bool = False) -> Report:
         """Pull the old whole-file ledger (once per target, or when `legacy`), push, then pull segments."""
@@ -342,16 +343,17 @@ class Sync:
 
         try:
             added, _ = self.ledger.add_new(_records(chunks, counts, tee), on_bad_line=bad, written=written)
-        finally:
+        finally:  # run() saves the state at its end, whatever happens
             self.ts["pulled"] = _coalesce([*map(tuple, self.ts["pulled"]), *written])
             self.report.received_bytes += counts.size
             self.report.received_lines += counts.lines
             self.report.bad_lines += counts.bad
-            self.state.save()
         self.ts["merged"][key] = counts.size
         self.report.added += added
         self.report.segments_received += 1
-        self.state.save()
+        if time.monotonic() - self.saved > 1.0:  # a kill loses a second's work at most (merged again: a union)
+            self.state.save()
+            self.saved = time.monotonic()
         return counts.size
 
     def pending(self) -> int:
