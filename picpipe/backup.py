@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 
 #: The key of a copy whose record has no upload key: the full hash, so names never collide.
 DEFAULT_TEMPLATE = "{year}/{month}/{sha256}{ext}"
-#: The ledger's name on a target (pp-backup ledger --to / --from).
+#: The single ledger file that earlier versions' `pp-backup ledger --to` wrote on a target: now only merged.
 LEDGER_NAME = "picpipe-ledger.jsonl"
 TYPES = ("local", "webdav")
 #: Temp files of a restore, at the top of --out: `files.temp_copy` names them, `files.sweep_temps` removes stale ones.
@@ -97,14 +96,6 @@ class Target(ABC):
     @abstractmethod
     def fetch(self, key: str) -> bytes:
         """The bytes of the copy at `key`."""
-
-    @abstractmethod
-    def read(self, name: str) -> bytes | None:
-        """A file of picpipe's own (the ledger); None when there is none."""
-
-    @abstractmethod
-    def replace(self, name: str, data: bytes) -> None:
-        """Write a file of picpipe's own atomically: readers see the old one or the new one."""
 
     # -- files of picpipe's own that are written once and never replaced (the ledger's segments)
     @abstractmethod
@@ -167,19 +158,6 @@ class FolderTarget(Target):
         from picpipe.files import read_source
 
         return read_source(str(self.host.path(key)))
-
-    def read(self, name: str) -> bytes | None:
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def replace(self, name: str, data: bytes) -> None:
-        from picpipe.files import temp_copy
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        with temp_copy(self.root, data, f".{name}.") as temp:
-            os.replace(temp, self.root / name)
 
     def address(self) -> str:
         return self.root.resolve().as_uri()
@@ -261,26 +239,6 @@ class DavTarget(Target):
 
     def fetch(self, key: str) -> bytes:
         return self.dav.get(key)
-
-    def read(self, name: str) -> bytes | None:
-        try:
-            return self.dav.get(name)
-        except PicpipeError as exc:
-            if exc.extra.get("status") in (404, 409):  # Nutstore: 409 when the folder is not there yet
-                return None
-            raise
-
-    def replace(self, name: str, data: bytes) -> None:
-        import uuid
-
-        temp = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-        self.dav.put(temp, data, "application/x-ndjson")
-        try:
-            self.dav.move(temp, name, overwrite=True)
-        except PicpipeError:
-            self.dav.delete(temp)
-            raise
-
 
     def address(self) -> str:
         return self.dav.root
@@ -617,11 +575,3 @@ class TargetFinder:
         for target in self.open.values():
             if target is not None:
                 target.close()
-
-
-def read_temp(data: bytes) -> Path:
-    """`data` in a private temp file (a fetched ledger, read by picpipe.ledger.Ledger)."""
-    fd, name = tempfile.mkstemp(prefix="pp-ledger-", suffix=".jsonl")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    return Path(name)
