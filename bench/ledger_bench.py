@@ -8,7 +8,9 @@ from a real run at start-up, about 630 bytes a line), for each size in BENCH_LED
 largest process, from ru_maxrss of the waited-for children) of BENCH_REPEAT runs (default 3) of:
 pp-upload --host local of 1 new PNG, the same image again (a dedupe hit), pp-backup of 1 image
 to a folder, pp-typora of 1 image with a [pipeline] (local host + local backup), pp-mark find
---sha256 PREFIX, pp-mark merge of a 1k-line ledger; and the index: `pp-mark < /dev/null` (which
+--sha256 PREFIX, pp-mark merge of a 1k-line ledger, pp-mark find --url URL, pp-mark find --source
+GLOB (which reads every image's state, one at a time), python3 -c pass (start-up alone, for the
+stretch target of `xargs -n1 pp-upload`); and the index: `pp-mark < /dev/null` (which
 brings it up to date) when warm, from nothing (a fresh XDG_CACHE_HOME) and 1k lines behind.
 
 Before every run the ledger (same path, same inode, same mtime), the index cache (a snapshot
@@ -95,6 +97,7 @@ class Bench:
         self.lines = shape.read_bytes().splitlines(keepends=True)
         assert len(self.lines) == 2 and b'"backups"' in self.lines[1], self.lines
         self.sha = json.loads(self.lines[0])["sha256"]
+        self.url = json.loads(self.lines[0])["url"]
         self.path = json.loads(self.lines[0])["path"].encode()
         self.merge, self.tail = work / "other.jsonl", work / "tail.jsonl"
         self.write_ledger(self.merge, OTHER, first=10**9, known=False)
@@ -166,6 +169,9 @@ class Bench:
                  [str(BIN / "pp-typora"), "-q", "--ledger", live, new], expect="file://"),
             Case("find", "pp-mark find --sha256 PREFIX", [*mark, "find", "--sha256", self.sha[:12]], expect=self.sha),
             Case("merge", f"pp-mark merge of a {label(OTHER)}-line ledger", [*mark, "merge", str(self.merge)]),
+            Case("url", "pp-mark find --url URL", [*mark, "find", "--url", self.url], expect=self.sha),
+            Case("scan", "pp-mark find --source GLOB (every state)", [*mark, "find", "--source", "nothing-*.png"]),
+            Case("python", "python3 -c pass (start-up alone)", [sys.executable, "-c", "pass"]),
             Case("warm", "index: warm, nothing to read", look),
             Case("build", "index: first build (fresh cache)", look, warm=False),
             Case("catchup", f"index: catch up on {label(OTHER)} appended lines", look, behind=True),
@@ -209,6 +215,9 @@ def verdicts(results: dict[int, dict[str, tuple[float, float]]]) -> list[tuple[s
                 catchup <= 0.1))
     for key, goal in (("dedupe", 0.1), ("find", 0.1), ("merge", 1.0)):
         out.append(("target", f"{key}: {at[key][0]:.3f} s <= {goal} s", at[key][0] <= goal))
+    start = base["python"][0]
+    out.append(("stretch", f"upload of 1 new PNG ({label(small)}): {base['upload'][0]:.3f} s <= 2 x python3 -c pass "
+                           f"({start:.3f} s) + the upload's own time", base["upload"][0] <= 2 * start))
     return out
 
 
