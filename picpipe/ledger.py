@@ -975,7 +975,8 @@ class LedgerIndex:
 
     def _read(self, fd: int, offset: int, end: int, chunk: int = 1 << 20, staged: bool = False) -> int:
         """Index the whole lines between offset and end; returns where the last one ended (a
-        torn line at the end waits for its fence)."""
+        torn line at the end waits for its fence). A last line without its newline that reads
+        as a record (a file edited by hand) is one: the readers (`_scan`) take it too."""
         position, rest = offset, b""
         while position < end:
             block = os.pread(fd, min(chunk, end - position), position)
@@ -987,13 +988,16 @@ class LedgerIndex:
             if cut:
                 self._index_lines(data[:cut].split(b"\n")[:-1], position - len(data), staged)
             rest = data[cut:]
+        if rest and position == end and self._index_lines([rest], position - len(rest), staged):
+            rest = b""  # the next writer fences it off with a newline, which reads as a blank line
         return position - len(rest)
 
-    def _index_lines(self, lines: list[bytes], base: int, staged: bool = False) -> None:
-        """Note where each line (the first at offset `base`) is, by what lookups ask for."""
+    def _index_lines(self, lines: list[bytes], base: int, staged: bool = False) -> int:
+        """Note where each line (the first at offset `base`) is, by what lookups ask for; returns
+        how many lines were records."""
         spans = _new_spans()
         decoder = json.JSONDecoder()
-        position = base
+        position, records = base, 0
         for raw in lines:
             off, position = position, position + len(raw) + 1
             try:
@@ -1003,12 +1007,14 @@ class LedgerIndex:
                     if end != len(text):
                         raise ValueError
                 except ValueError:
-                    entry = decoder.decode(text)
+                    entry = decoder.decode(text.strip())  # as `_scan` strips: \f, \v, no-break spaces too
             except ValueError:  # torn, corrupt (UnicodeDecodeError too): the readers report it
                 continue
             if isinstance(entry, dict):
                 _add_spans(spans, entry, off, len(raw))
+                records += 1
         self._store_spans(spans, staged)
+        return records
 
     def holds(self, fd: int, entry: Record) -> bool:
         """The ledger already says what `entry` says: the latest of its image's lines says the

@@ -249,6 +249,28 @@ def test_a_torn_tail_is_fenced_and_the_index_stays_right(tmp_path: Path):
     assert_same(path, rng)
 
 
+def test_a_hand_edited_last_line_without_its_newline_and_odd_blanks_are_lines(tmp_path: Path):
+    """What a full read takes as a line the index has too: a last line an editor saved without
+    its newline (else pp-upload would upload its image again), a line with blanks JSON does not
+    know around it (a form feed, a no-break space); then the next append fences the last line."""
+    rng = random.Random(41)
+    path = tmp_path / "ledger.jsonl"
+    write(path, random_ledger(rng, 300))
+    with path.open("a") as handle:
+        handle.write("\f" + json.dumps({"sha256": sha(8000), "host": "local", "key": "f.png", "url": "https://l/f.png"})
+                     + "\u00a0\n")
+        handle.write(json.dumps({"sha256": sha(8001), "host": "local", "key": "e.png", "url": "https://l/e.png"}))
+    assert_same(path, rng)
+    for digest, key in ((sha(8000), "f.png"), (sha(8001), "e.png")):
+        assert uploaded_before(Ledger(path), "local", digest)["key"] == key
+    with Ledger(path) as ledger:
+        assert not ledger.append_new({"sha256": sha(8001), "host": "local", "key": "e.png", "url": "https://l/e.png"})
+        assert ledger.append_new({"sha256": sha(8002), "host": "local", "key": "g.png", "url": "https://l/g.png"})
+    assert path.read_text().endswith('"url": "https://l/e.png"}\n' + json.dumps(
+        {"sha256": sha(8002), "host": "local", "key": "g.png", "url": "https://l/g.png"}, separators=(",", ":")) + "\n")
+    assert_same(path, rng)
+
+
 def test_a_deleted_or_unusable_index_changes_nothing(tmp_path: Path, cache: Path,
                                                      monkeypatch: pytest.MonkeyPatch):
     rng = random.Random(17)
