@@ -546,7 +546,11 @@ def auto_sync(config: Config, name: str, ledger: Path, every: float, environ: An
                 if not mine:
                     return 0  # the one holding it takes these lines too
                 if target is None:
-                    target = open_target(config.profile(name))
+                    try:
+                        target = open_target(config.profile(name))
+                    except UsageError as exc:  # a profile that is no backup target: said by the next command too
+                        _failed(state, name, _reason(exc))
+                        return 2
                 status = _auto_round(state, target, every)
                 if status:
                     return status
@@ -581,28 +585,34 @@ def _auto_round(state: SyncState, target: Target, every: float) -> int:
                 state.load()
                 report = Sync(target, state).run()
         except PicpipeError as exc:
-            _failed(state, target, exc.message + (f" ({exc.hint})" if exc.hint else ""),
-                    exc.extra.get("resume_after"))
+            _failed(state, target.name, _reason(exc), exc.extra.get("resume_after"), target)
             return 1
         except OSError as exc:
             from picpipe.files import os_error
 
-            _failed(state, target, os_error(exc).message, None)
+            _failed(state, target.name, os_error(exc).message)
             return 1
         log(report.summary(target.name, push=True))
         for stale in (state.failed_path, state.failed_path.with_suffix(".told")):
             stale.unlink(missing_ok=True)
 
 
-def _failed(state: SyncState, target: Target, reason: str, resume_after: str | None) -> None:
-    log(f"sync to {target.name} failed: {reason}")
-    if resume_after:
+def _reason(exc: PicpipeError | UsageError) -> str:
+    return exc.message + (f" ({exc.hint})" if exc.hint else "")
+
+
+def _failed(state: SyncState, name: str, reason: str, resume_after: str | None = None,
+            target: Target | None = None) -> None:
+    """Log a failed sync to the profile `name`, and leave it for the next command to say; a
+    server's block (`resume_after`) holds the next syncs to `target` back until it ends."""
+    log(f"sync to {name} failed: {reason}")
+    if resume_after and target is not None:
         from picpipe.timeutil import parse_time
 
         state.load()
         state.target(target)["blocked_until"] = parse_time(resume_after).timestamp()
         state.save()
-    failure = {"target": target.name, "at": now_iso(), "reason": reason, "log": str(state.log_path)}
+    failure = {"target": name, "at": now_iso(), "reason": reason, "log": str(state.log_path)}
     temp = state.failed_path.with_name(state.failed_path.name + f".{os.getpid()}.tmp")
     temp.write_text(json.dumps(failure) + "\n")
     os.replace(temp, state.failed_path)

@@ -346,3 +346,16 @@ def test_no_automatic_sync_without_the_setting_or_without_new_lines(run, tmp_pat
     time.sleep(0.5)
     assert dav_place.dav is not None and dav_place.dav.requests == []
     assert not (tmp_path / "s").exists()
+
+
+def test_an_automatic_sync_to_a_profile_that_is_no_backup_target_is_said_by_the_next_command(run, tmp_path,
+                                                                                             dav_place):
+    env = auto_env(tmp_path, dav_place, every=0, PICPIPE_NAS_TYPE="github")  # an image host, not a target
+    marked = run("pp-mark", input=jsonl(records("a", 2)), extra_env=env)
+    assert marked.returncode == 0 and "ledger" not in marked.stderr
+    state = tmp_path / "state" / "picpipe" / "ledger-sync"
+    wait_for(lambda: list(state.glob("*.failed")))
+    idle(tmp_path)
+    warnings = [line for line in run("pp-mark", "find", extra_env=env).stderr.splitlines() if "ledger sync" in line]
+    assert len(warnings) == 1 and "is of type 'github': backups go to a folder or WebDAV" in warnings[0]
+    assert dav_place.dav is not None and dav_place.dav.requests == []
