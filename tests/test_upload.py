@@ -42,7 +42,9 @@ def test_key_placeholders():
     digest = hashlib.sha256(data).hexdigest()
     key = make_key("{year}-{month}-{day}/{name}-{sha256:8}-{md5:6}{ext}", "shots/截图 1.PNG", data, now=0)
     assert key == f"1970-01-01/截图 1-{digest[:8]}-{hashlib.md5(data).hexdigest()[:6]}.png"
-    assert make_key("{timestamp}{ext}", "a.jpg", data, now=1700000000.5) == "1700000000.jpg"
+    # {timestamp} counts milliseconds, as PicList's does; {timestampS} seconds
+    assert make_key("{timestamp}{ext}", "a.jpg", data, now=1700000000.5) == "1700000000500.jpg"
+    assert make_key("{timestampS}{ext}", "a.jpg", data, now=1700000000.5) == "1700000000.jpg"
     assert make_key("{name}/{uuid}", "../../a.jpg", data) .startswith("a/")  # a file name cannot climb either
 
 
