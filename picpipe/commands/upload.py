@@ -120,7 +120,7 @@ class UploadCommand(StreamCommand):
                 return replacing(record, {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
                                           "uploaded_at": seen.get("uploaded_at"), "deduped": True})
             name = record.get("source") if isinstance(record.get("source"), str) else path
-            key = make_key(self.template, _named_like(str(name), path), data, sha256)
+            key = make_key(self.template, _named_like(str(name), path), data, sha256, source=str(name))
             with self.busy.hold("key:" + key):
                 stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"),
                                        self.overwrite)
