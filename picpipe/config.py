@@ -15,13 +15,16 @@ itself can hold no secret. Every secret value seen is registered with `picpipe.r
     format = "md"
     rewrite = ["https://old-cdn.example.com/=https://cdn.example.com/"]
 
+    [compress]                                  # pp-compress defaults (also in pp-typora/pp-server)
+    watermark = "© me"                          # or watermark_image = "logo.png" (beside this file)
+
     [profiles.nutstore]
     type = "webdav"
     url = "https://dav.jianguoyun.com/dav/picpipe/"
     user = "me@example.com"
     password = "env:NUTSTORE_APP_PASSWORD"
 
-Environment: `PICPIPE_<PROFILE>_<KEY>` (`PICPIPE_NUTSTORE_PASSWORD`), `PICPIPE_LINK_<KEY>`,
+Environment: `PICPIPE_<PROFILE>_<KEY>` (`PICPIPE_NUTSTORE_PASSWORD`), `PICPIPE_LINK_<KEY>`, `PICPIPE_COMPRESS_<KEY>`,
 `PICPIPE_LEDGER` (the path), `PICPIPE_LEDGER_SYNC` (a profile, or off), `PICPIPE_LEDGER_SYNC_EVERY`,
 `PICPIPE_CONFIG` (the file itself).
 """
@@ -60,13 +63,16 @@ SECTIONS = {
     # What pp-typora and pp-server run on each image: [pp-compress |] pp-upload | pp-mark [| pp-backup].
     "pipeline": ("host", "compress", "backup", "path"),
     "server": ("host", "port", "secret"),
+    # pp-compress defaults, so that pp-typora and pp-server mark what they publish.
+    "compress": ("watermark", "watermark_image", "watermark_position", "watermark_opacity", "watermark_size",
+                 "watermark_min", "watermark_margin", "watermark_font"),
 }
 #: The [ledger] table; a plain `ledger = "path"` is its path alone.
 LEDGER_KEYS = ("path", "sync", "sync_every")
 #: Seconds at least between two automatic syncs of the ledger, unless [ledger] sync_every says.
 SYNC_EVERY = 60.0
 TOP_LEVEL_KEYS = ("ledger", "profiles", *SECTIONS)
-RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles", "pipeline", "server"}
+RESERVED_NAMES = {"link", "ledger", "config", "debug", "profiles", "pipeline", "server", "compress"}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -250,6 +256,14 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "server.host": ((str,), "an address to listen on, e.g. 127.0.0.1"),
     "server.port": ((int,), "a port number"),
     "server.secret": ((str,), "a string clients send as Authorization: Bearer ..."),
+    "compress.watermark": ((str,), "the watermark text"),
+    "compress.watermark_image": ((str,), "the path of the watermark image (PNG with transparency)"),
+    "compress.watermark_position": ((str,), "a position such as bottom-right"),
+    "compress.watermark_opacity": ((int, float), "a number above 0, at most 1"),
+    "compress.watermark_size": ((int, float, str), 'a share of the image such as 0.15 or "15%"'),
+    "compress.watermark_min": ((int,), "a number of pixels"),
+    "compress.watermark_margin": ((int, float, str), 'pixels such as 16, or "2%" of the shorter side'),
+    "compress.watermark_font": ((str,), "the path of a font file"),
 }
 
 

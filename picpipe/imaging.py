@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from picpipe.codecs import Codec
     from picpipe.quality import Sample
+    from picpipe.watermark import Spec
 
 #: Images with more pixels are refused as decompression bombs (settable with --max-pixels).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -57,6 +58,7 @@ class Options:
     max_height: int | None = None
     keep_metadata: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    watermark: Spec | None = None  # drawn on the upright pixels before they are judged and encoded
 
 
 def facts(data: bytes) -> dict[str, Any]:
@@ -137,11 +139,11 @@ def prepare(image: pyvips.Image, data: bytes | None, name: str, options: Options
     `data` is the file libvips read `image` from (None when Pillow did)."""
     pyvips = _vips()
     try:
-        if options.keep_metadata or _orientation(image) == 1:
+        if not _turns(image, options):
             # Nothing to turn: decode top to bottom straight into the copy, not into a second buffer first.
             if data is not None:
                 image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="truncated")
-        elif not options.keep_metadata:
+        else:
             image = image.autorot()
         image = _eight_bit(image)
         scale = min((options.max_width or image.width) / image.width,
@@ -156,6 +158,12 @@ def prepare(image: pyvips.Image, data: bytes | None, name: str, options: Options
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise PicpipeError("corrupt_image", f"{name} is damaged or truncated ({detail})",
                            "re-export or re-download the original") from None
+
+
+def _turns(image: pyvips.Image, options: Options) -> bool:
+    """Whether the EXIF orientation is applied to the pixels: when the EXIF goes, and when a
+    watermark must land where the viewer sees the corner (libvips then drops the tag)."""
+    return _orientation(image) != 1 and (not options.keep_metadata or options.watermark is not None)
 
 
 def _eight_bit(image: pyvips.Image) -> pyvips.Image:
@@ -270,8 +278,12 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
     """(new bytes, the record's `compress` object) for one image's bytes."""
     image, source_format = load(data, name, options.max_pixels)
     if source_format.startswith("animated"):
-        return data, {"method": "kept", "reason": f"{source_format}: frames are kept as they are"}
+        kept = {"method": "kept", "reason": f"{source_format}: frames are kept as they are"}
+        return data, {**kept, "watermark": {"skipped": f"{source_format}: frames are not marked"}} \
+            if options.watermark is not None else kept
     target_format = source_format if options.format in (None, "keep") else options.format
+    if target_format not in (*FORMATS, "auto") and options.watermark is not None:
+        target_format = "jpeg" if source_format == "heic" else "png"  # marked pixels must be written
     if target_format not in (*FORMATS, "auto"):
         return data, {"method": "kept",
                       "reason": f"{source_format.upper()} is kept as it is; choose --format to convert it"}
@@ -279,9 +291,12 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
     formats = _auto_formats(image.hasalpha()) if target_format == "auto" else [target_format]
     # A baseline JPEG decodes again in a stream; a progressive one holds all its coefficients meanwhile.
     streams = source_format == "jpeg" and "interlaced" not in image.get_fields()
-    judge = Judge(prepare(image, file, name, options),
-                  (lambda: prepare(image, file, name, options, memory=False)) if streams else None,
-                  "all" if options.keep_metadata else "icc", local="png" not in formats)
+    pixels, marked = _mark(prepare(image, file, name, options), options)
+    box = marked.get("box")
+    # The mark is cut out once: a stream decoded again cannot be read bottom first to draw it again.
+    patch = pixels.crop(*box).copy_memory() if box and streams else None
+    judge = Judge(pixels, (lambda: _insert(prepare(image, file, name, options, memory=False), patch, box))
+                  if streams else None, "all" if options.keep_metadata else "icc", local="png" not in formats)
     target, standard = _target(judge, options, source_format if source_format in formats else formats[0])
     candidates: list[Candidate] = [standard] if standard is not None else []
     for fmt in formats:
@@ -293,8 +308,8 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
                 candidates.append(found)
                 start = found.quality
     judge.searched()
-    pixels_as_they_are = judge.width == image.width and judge.height == image.height and (
-        options.keep_metadata or _orientation(image) == 1)
+    pixels_as_they_are = judge.width == image.width and judge.height == image.height and not _turns(
+        image, options) and box is None
     fit = [c for c in candidates if c.passes(target) or options.quality is not None]
     if "png" in formats and not [c for c in fit if c.format == "png"]:  # no palette keeps the target
         fit.append(_lossless_png(judge.pixels(), judge.keep))
@@ -304,13 +319,26 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
     best = _choose(judge, fit or candidates)
     info: dict[str, Any] = {"before": len(data), "after": len(best.data), "method": best.method,
                             "quality": best.quality, "ssimulacra2": round(best.score, 2),
-                            "target": round(target, 2)}
+                            "target": round(target, 2), **({"watermark": marked} if marked else {})}
     # The original bytes may only stay when they are what the user would get anyway.
     may_keep = (target_format == source_format and pixels_as_they_are
                 and (options.keep_metadata or not _has_private_metadata(data)))
     if may_keep and len(best.data) >= len(data):
         return data, {**info, "after": len(data), "method": "kept", "reason": "no encoding was smaller"}
     return best.data, info
+
+
+def _mark(image: pyvips.Image, options: Options) -> tuple[pyvips.Image, dict[str, Any]]:
+    """The prepared pixels with the watermark, if one is asked for, and what was done."""
+    if options.watermark is None:
+        return image, {}
+    from picpipe import watermark
+
+    return watermark.mark(image, options.watermark)
+
+
+def _insert(image: pyvips.Image, patch: pyvips.Image | None, box: list[int] | None) -> pyvips.Image:
+    return image if patch is None or box is None else image.insert(patch, box[0], box[1])
 
 
 def _target(judge: Judge, options: Options, fmt: str) -> tuple[float, Candidate | None]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from picpipe.concurrency import Submitter
     from picpipe.imaging import Options
+    from picpipe.watermark import Spec
 
 FORMAT_CHOICES = ("jpeg", "png", "webp", "avif", "auto")
 
@@ -42,6 +43,25 @@ def quality(text: str) -> int:
     if value > 100:
         raise argparse.ArgumentTypeError(f"quality is 1 to 100, not {text}")
     return value
+
+
+#: The watermark's settings: flags --watermark-KEY, PICPIPE_COMPRESS_<KEY>, [compress] KEY.
+WATERMARK_KEYS = ("watermark", "watermark_image", "watermark_position", "watermark_opacity", "watermark_size",
+                  "watermark_min", "watermark_margin", "watermark_font")
+#: Settings naming files: relative to the configuration file's folder when written there.
+WATERMARK_FILES = ("watermark_image", "watermark_font")
+
+
+def checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type that checks a value with a picpipe.watermark parser and keeps its text
+    (watermark.spec parses it, as it does the config's)."""
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return check
 
 
 #: What one worker may need at most (the bench: 260-310 MB on 15-24 megapixel images), with room.
@@ -76,6 +96,8 @@ class CompressCommand(StreamCommand):
   pp-compress --max-width 1600 photo.jpg | jq '.compress'
   pp-compress --target 90 screenshot.png        # visually lossless, whatever it costs
   find posts -name '*.jpg' | pp-compress --format webp --out build/img | jq -r .path
+  pp-compress --watermark '© example.com' --watermark-position bottom-right photo.jpg
+  pp-compress --watermark-image logo.png --watermark-size 0.2 --watermark-opacity 0.8 shot.png
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -100,6 +122,34 @@ class CompressCommand(StreamCommand):
                            "(default: a content-addressed cache under $XDG_CACHE_HOME/picpipe)")
         place.add_argument("--in-place", action="store_true",
                            help="replace the originals (atomically) when the result is smaller")
+        self.add_watermark_arguments(parser)
+
+    def add_watermark_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from picpipe import watermark as wm
+
+        group = parser.add_argument_group(
+            "watermark", "drawn on the upright pixels before they are judged and encoded; defaults from "
+            "[compress] watermark_* in the config (PICPIPE_COMPRESS_WATERMARK_* ...)")
+        which = group.add_mutually_exclusive_group()
+        which.add_argument("--watermark", metavar="TEXT", help="write TEXT, white with a dark outline")
+        which.add_argument("--watermark-image", metavar="FILE", help="draw this image (a PNG with transparency)")
+        which.add_argument("--no-watermark", action="store_true", help="no watermark, whatever the config says")
+        group.add_argument("--watermark-position", type=checked(wm.parse_position), metavar="WHERE",
+                           help=f"one of {', '.join(wm.POSITIONS)} (default {wm.DEFAULT_POSITION})")
+        group.add_argument("--watermark-opacity", type=checked(wm.parse_opacity), metavar="0-1",
+                           help=f"1 is opaque (default {wm.DEFAULT_OPACITY})")
+        group.add_argument("--watermark-size", type=checked(wm.parse_size), metavar="SHARE",
+                           help="the mark fits in SHARE of the image's width and of its height, e.g. 0.15 or "
+                           f"15%% (default {wm.DEFAULT_SIZE}, PicList's)")
+        group.add_argument("--watermark-min", type=checked(wm.parse_min_side), metavar="PX",
+                           help="leave images whose shorter side is below PX unmarked "
+                           f"(default {wm.DEFAULT_MIN_SIDE})")
+        group.add_argument("--watermark-margin", type=checked(wm.parse_margin), metavar="MARGIN",
+                           help=f"distance from the edges, pixels or %% of the shorter side (default "
+                           f"{wm.DEFAULT_MARGIN.replace('%', '%%')})")
+        group.add_argument("--watermark-font", metavar="FILE",
+                           help="a .ttf/.otf/.ttc font for the text (default: Pillow's, else a font on this "
+                           "machine that has every character, e.g. a CJK font for 中文)")
 
     def start(self, args: argparse.Namespace) -> None:
         from picpipe.imaging import Options
@@ -108,7 +158,8 @@ class CompressCommand(StreamCommand):
             raise UsageError("--in-place cannot change the format", "write the converted files with --out DIR")
         self.options = Options(target=args.target, quality=args.quality, format=args.format,
                                max_width=args.max_width, max_height=args.max_height,
-                               keep_metadata=args.keep_metadata, max_pixels=args.max_pixels)
+                               keep_metadata=args.keep_metadata, max_pixels=args.max_pixels,
+                               watermark=self.watermark(args))
         self.out_dir = (None if args.in_place else Path(args.out) if args.out
                         else xdg_home("XDG_CACHE_HOME", ".cache") / "compressed")
         if self.out_dir is not None:
@@ -117,6 +168,48 @@ class CompressCommand(StreamCommand):
             except OSError as exc:
                 raise UsageError(f"cannot create the output folder {self.out_dir}: {exc.strerror}") from None
         self.named = args.out is not None
+
+    def watermark(self, args: argparse.Namespace) -> Spec | None:
+        """The checked watermark from the flags over PICPIPE_COMPRESS_* over [compress]; text or
+        image is one choice, taken whole from the strongest layer that makes it."""
+        from picpipe import watermark as wm
+
+        if args.no_watermark:
+            return None
+        env, file = self.config.section_layers("compress")
+        folder = self.config.path.parent if self.config.path is not None else Path.cwd()
+        for key in WATERMARK_FILES:
+            if isinstance(file.get(key), str):
+                file[key] = str(folder / os.path.expanduser(self.config.resolve("[compress]", key, file[key])))
+        flags = {key: getattr(args, key) for key in WATERMARK_KEYS if getattr(args, key) is not None}
+        parsers: dict[str, Callable[[Any], Any]] = {
+            "watermark_position": wm.parse_position, "watermark_opacity": wm.parse_opacity,
+            "watermark_size": wm.parse_size, "watermark_min": wm.parse_min_side, "watermark_margin": wm.parse_margin}
+        values: dict[str, Any] = {}
+        for where, layer in ((f"[compress] in {self.config.path}", file), ("PICPIPE_COMPRESS_*", env),
+                             ("", flags)):
+            if where:  # flags were parsed by argparse; the others are checked here, saying where
+                for key, value in list(layer.items()):
+                    value = layer[key] = self.config.resolve("[compress]", key, value)
+                    if key in parsers:
+                        try:
+                            parsers[key](value)
+                        except ValueError as exc:
+                            raise UsageError(f"{where}: {key}: {exc}", "see pp-compress --help") from None
+            if "watermark" in layer or "watermark_image" in layer:
+                values.pop("watermark", None)
+                values.pop("watermark_image", None)
+            values.update(layer)
+        if values.get("watermark") is None and values.get("watermark_image") is None:
+            return None
+        return wm.spec(
+            text=values.get("watermark"), image_file=values.get("watermark_image"),
+            position=values.get("watermark_position", wm.DEFAULT_POSITION),
+            opacity=values.get("watermark_opacity", wm.DEFAULT_OPACITY),
+            size=values.get("watermark_size", wm.DEFAULT_SIZE),
+            min_side=values.get("watermark_min", wm.DEFAULT_MIN_SIDE),
+            margin=values.get("watermark_margin", wm.DEFAULT_MARGIN),
+            font=values.get("watermark_font"))
 
     def worker(self) -> Callable[[Record], Record]:
         return partial(compress_record, self.options, self.out_dir, self.named)
