@@ -35,6 +35,7 @@ PICLIST_PLACEHOLDERS = ("Y", "y", "m", "d", "h", "i", "s", "ms", "timestamp", "t
 MAX_RANDOM = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DRIVE = re.compile(r"^([A-Za-z]):")
+_DRIVE_LIKE = re.compile(r"^([^/]):")  # Windows takes any character before a colon for a drive
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _DIGEST = re.compile(r"(sha256|sha1|md5)(?:[:-](\d+))?", re.IGNORECASE)
 _RANDOM = re.compile(r"str-(\d+)", re.IGNORECASE)
@@ -165,7 +166,7 @@ def local_folders(source: str, count: int) -> str:
     if not text.startswith("/") and not _DRIVE.match(text):
         text = os.getcwd().replace("\\", "/").rstrip("/") + "/" + text
     folders = [part.replace(":", "") for part in posixpath.normpath(text).split("/")[:-1]]
-    return "/".join(part for part in folders[-count:] if part)
+    return "/".join(part for part in folders[-max(1, count):] if part)
 
 
 def sanitize(key: str) -> str:
@@ -173,8 +174,10 @@ def sanitize(key: str) -> str:
     cleaned = _CONTROL.sub("", key).replace("\\", "/")
     parts = [part.strip() for part in cleaned.split("/")]
     safe = [part for part in parts if part and part not in (".", "..")]
+    while safe and _DRIVE_LIKE.match(safe[0]):  # Windows reads `C:x` as a path on drive C
+        first = _DRIVE_LIKE.sub(r"\1", safe[0])
+        safe[:1] = [first] if first not in (".", "..") else []
     if not safe:
         raise PicpipeError("bad_key", f"the key {key!r} is empty once made safe",
                            "check the --path template and the file name")
-    safe[0] = _DRIVE.sub(r"\1", safe[0])  # Windows reads `C:x` as a path on drive C
     return "/".join(safe)
