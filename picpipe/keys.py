@@ -19,6 +19,7 @@ import posixpath
 import re
 import secrets
 import string
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ _ALPHANUMERIC = string.ascii_letters + string.digits
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: {auto}: PicList numbers the files of a batch rename 1, 2, 3 ...; here, the keys this process made.
 _AUTO = itertools.count(1)
+_AUTO_LOCK = threading.Lock()  # pp-upload makes keys in several threads
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ def _once(kind: str, stem: str, ext: str, epoch_ms: int) -> str:
     if kind == "ulid":
         return ulid(epoch_ms)
     if kind == "auto":
-        return str(next(_AUTO))
+        with _AUTO_LOCK:
+            return str(next(_AUTO))
     if kind in ("year", "month", "day"):  # picpipe's: UTC
         utc = time.gmtime(epoch_ms // 1000)
         return {"year": f"{utc.tm_year:04d}", "month": f"{utc.tm_mon:02d}", "day": f"{utc.tm_mday:02d}"}[kind]

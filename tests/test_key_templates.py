@@ -91,6 +91,14 @@ def test_random_and_once_per_key_placeholders():
     assert len({key("{str-10}") for _ in range(200)}) == 200
 
 
+def test_auto_counts_without_gaps_or_repeats_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = sorted(pool.map(lambda _: int(key("{auto}").removesuffix(".png")), range(800)))
+    assert numbers == list(range(numbers[0], numbers[0] + 800))
+
+
 def test_ulid_time_order_length_and_alphabet():
     def time_of(value: str) -> int:
         return sum(CROCKFORD.index(c) << 5 * (9 - i) for i, c in enumerate(value[:10]))
