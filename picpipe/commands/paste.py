@@ -48,8 +48,9 @@ class PasteCommand(Command):
                             help="folder for pasted images (default $PICPIPE_PASTE_OUT, else "
                                  "~/.local/share/picpipe/pasted: under $XDG_DATA_HOME, beside the ledger)")
         parser.add_argument("--name", default=DEFAULT_NAME, metavar="TEMPLATE",
-                            help=f"file name under DIR (default {DEFAULT_NAME}); placeholders {{ext}} "
-                                 "{sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}; / makes subfolders")
+                            help=f"file name under DIR (default {DEFAULT_NAME}): the placeholders of pp-upload "
+                                 "--path ({ext} {sha256:N} {year} {month} {day} {uuid}, PicList's {Y} {m} {str-N} "
+                                 "...); / makes subfolders")
 
     def run(self, args: argparse.Namespace) -> int:
         from picpipe import clipboard
@@ -67,7 +68,7 @@ class PasteCommand(Command):
         except PicpipeError as exc:
             if exc.type == "no_clipboard_tool":  # nothing can be pasted on this machine as it is
                 raise UsageError(exc.message, exc.hint) from None
-            return self.emit(out, "clipboard", fail_record({}, "paste", exc))
+            return self.emit(out, "the clipboard", fail_record({}, "paste", exc))
         pasted = {"tool": clip.tool, "type": clip.type, "at": now_iso()}
         if clip.data is not None:
             record: Record = {"pasted": pasted}
@@ -75,7 +76,7 @@ class PasteCommand(Command):
                 record = {**self.store(clip.data, clipboard.describe(clip), folder, args.name), **record}
             except (PicpipeError, OSError) as exc:
                 record = fail_record(record, "paste", exc)
-            return self.emit(out, "clipboard", record)
+            return self.emit(out, "the clipboard", record)
         for path in clip.files:
             record = {"path": path, "source": path, "pasted": pasted}
             try:
@@ -109,7 +110,7 @@ class PasteCommand(Command):
         facts = check_image(data, name)
         sha256 = hashlib.sha256(data).hexdigest()
         ext = _EXT.get(facts["format"], "." + facts["format"])
-        relative = make_key(template, "clipboard" + ext, data, sha256)
+        relative = make_key(template, "clipboard" + ext, data, sha256, source=str(folder / ("clipboard" + ext)))
         stem, suffix = os.path.splitext(relative)
         for candidate in (relative, f"{stem}-{sha256[:12]}{suffix}", f"{stem}-{sha256}{suffix}"):
             target = folder / candidate
