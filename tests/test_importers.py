@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +76,7 @@ def test_picgo_db_gzip_gives_one_record_per_item(tmp_path: Path) -> None:
     assert records[0] == {
         "url": "https://i.example.com/shot1.png",
         "host": "smms",
+        "source": "shot1.png",
         "width": 800,
         "height": 600,
         "uploaded_at": "2023-11-14T22:13:20.001Z",
@@ -245,7 +252,8 @@ def test_data_json_uploaded_items(tmp_path: Path) -> None:
     reader, records = read(data)
     assert reader.format == "picgo-data-json"
     assert [(r["host"], r["import"]["from"]) for r in records] == [("github", "picgo"), ("imgur", "picgo")]
-    assert all(set(r) <= {"url", "host", "width", "height", "uploaded_at", "marked_at", "import"} for r in records)
+    named = {"url", "host", "source", "width", "height", "uploaded_at", "marked_at", "import"}
+    assert all(set(r) <= named for r in records)
 
 
 @pytest.mark.parametrize("content", [
@@ -385,3 +393,328 @@ def test_error_dict_is_user_facing(tmp_path: Path) -> None:
     error = error_of(path).to_dict("import")
     assert error["stage"] == "import" and error["type"] == "corrupt_file"
     assert "Traceback" not in json.dumps(error)
+
+
+# --- file names: a gallery item's filePath / fileName become the record's source ---------------------
+
+
+def test_absolute_file_path_is_the_source(tmp_path: Path) -> None:
+    """PicGo-Core >= 1.6.1 (transformer/path.ts) stores the uploaded file's absolute filePath."""
+    original = str(tmp_path / "shots" / "a.png")
+    db = write_gz(tmp_path / "picgo.db", gallery([item(1, fileName="renamed.png", filePath=original)]))
+    (record,) = read_history(db)
+    assert record["source"] == original
+    assert record["import"]["file_name"] == "renamed.png"
+    assert "file_path" not in record["import"]
+
+
+def test_file_name_alone_is_a_bare_source(tmp_path: Path) -> None:
+    """PicList and PicGo before Core 1.6.1 store only fileName; a folder in it is no local folder."""
+    db = write_gz(tmp_path / "piclist.db", gallery([
+        item(1, fileName="b.png"), item(2, fileName="2024/05/c d.png"), item(3, fileName="..\\e.png"),
+    ]))
+    assert [r["source"] for r in read_history(db)] == ["b.png", "c d.png", "e.png"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a Windows path is local there")
+def test_a_path_that_is_not_absolute_here_is_kept_aside(tmp_path: Path) -> None:
+    windows = "C:\\Users\\me\\Pictures\\w.png"
+    db = write_gz(tmp_path / "picgo.db", gallery([
+        item(1, fileName="w.png", filePath=windows),
+        item(2, filePath="relative/r.png"),
+        item(3, fileName=None, filePath=windows),
+    ]))
+    first, second, third = read_history(db)
+    assert first["source"] == "w.png" and first["import"]["file_path"] == windows
+    assert second["source"] == "shot2.png" and second["import"]["file_path"] == "relative/r.png"
+    assert third["source"] == "w.png"
+
+
+def test_no_name_no_source_and_url_file_paths_are_ignored(tmp_path: Path) -> None:
+    nameless = item(1)
+    del nameless["fileName"]
+    from_url = item(2, fileName="", filePath=f"https://user:{SENTINEL}@example.com/x.png")
+    db = write_gz(tmp_path / "picgo.db", gallery([nameless, from_url, item(3, fileName="", filePath="")]))
+    records = list(read_history(db))
+    assert all("source" not in r and "file_path" not in r["import"] for r in records)
+    assert SENTINEL not in json.dumps(records)
+
+
+def test_secret_query_parameters_are_dropped_from_urls(tmp_path: Path) -> None:
+    signed = ("https://b.s3.amazonaws.com/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1"
+              f"&X-Amz-Date=20240501T000000Z&X-Amz-Security-Token={SENTINEL}&X-Amz-Signature={SENTINEL}&w=100#top")
+    db = write_gz(tmp_path / "picgo.db", gallery([
+        item(1, imgUrl=signed),
+        item(2, imgUrl=f"https://i.example.com/2.png?e=1700000000&token=AK:{SENTINEL}"),
+        item(3, imgUrl=f"https://i.example.com/3.png?OSSAccessKeyId=AK&Signature={SENTINEL}&Expires=1"),
+        item(4, imgUrl="https://i.example.com/4.png?v=2&keyword=cat"),
+    ]))
+    urls = [r["url"] for r in read_history(db)]
+    assert urls == [
+        "https://b.s3.amazonaws.com/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20240501T000000Z&w=100#top",
+        "https://i.example.com/2.png?e=1700000000",
+        "https://i.example.com/3.png?Expires=1",
+        "https://i.example.com/4.png?v=2&keyword=cat",
+    ]
+
+
+def test_imported_names_work_with_find_and_link(run, tmp_path: Path) -> None:
+    """End to end: pp-mark import, then pp-mark find --source and pp-link --md as a user runs them."""
+    original = str(tmp_path / "shots" / "a.png")
+    db = write_gz(tmp_path / "picgo.db", gallery([
+        item(1, "smms", fileName="a.png", filePath=original, imgUrl="https://s2.loli.net/2024/05/01/aBcD3fGh.png"),
+        item(2, "github", fileName="b.png", imgUrl="https://raw.githubusercontent.com/me/p/main/9f86d081884c.png"),
+        item(3, "github", fileName="notes.jpg", imgUrl="https://raw.githubusercontent.com/me/p/main/notes.jpg"),
+    ]))
+    ledger = str(tmp_path / "ledger.jsonl")
+    imported = run("pp-mark", "--ledger", ledger, "import", str(db))
+    assert imported.returncode == 0, imported.stderr
+
+    def find(pattern: str) -> list[str]:
+        found = run("pp-mark", "--ledger", ledger, "find", "--source", pattern)
+        assert found.returncode == 0, found.stderr
+        return [json.loads(line)["url"] for line in found.stdout.splitlines()]
+
+    assert find("a.png") == ["https://s2.loli.net/2024/05/01/aBcD3fGh.png"]
+    assert find("b.png") == ["https://raw.githubusercontent.com/me/p/main/9f86d081884c.png"]
+    assert len(find("*.png")) == 2 and len(find("*")) == 3
+    assert find("shots/a.png") == find(original) == ["https://s2.loli.net/2024/05/01/aBcD3fGh.png"]
+    assert find("shots/b.png") == []  # a bare name says nothing of its folder
+    everything = run("pp-mark", "--ledger", ledger, "find")
+    links = run("pp-link", "--md", input=everything.stdout)
+    assert links.returncode == 0, links.stderr
+    assert links.stdout.splitlines() == [
+        "![a](https://s2.loli.net/2024/05/01/aBcD3fGh.png)",
+        "![b](https://raw.githubusercontent.com/me/p/main/9f86d081884c.png)",
+        "![notes](https://raw.githubusercontent.com/me/p/main/notes.jpg)",
+    ]
+
+
+def test_a_ledger_imported_before_names_gets_them_on_a_new_import(run, tmp_path: Path) -> None:
+    """An old import (name only under import.file_name) is followed by a line with the source."""
+    db = write_gz(tmp_path / "picgo.db", gallery([item(1, fileName="old.png")]))
+    (record,) = read_history(db)
+    old = {k: v for k, v in record.items() if k != "source"}
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text(json.dumps(old) + "\n", encoding="utf-8")
+    again = run("pp-mark", "--ledger", str(ledger), "import", str(db))
+    assert "1 lines added, 0 already there" in again.stderr
+    found = run("pp-mark", "--ledger", str(ledger), "find", "--source", "old.png")
+    assert [json.loads(line)["url"] for line in found.stdout.splitlines()] == ["https://i.example.com/shot1.png"]
+
+
+# --- picgo.log: PicGo-Core's CLI keeps no gallery, only its log -------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LOG_SECRET = "S3NT1NEL-log-secret"
+
+
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Asia/Shanghai (UTC+8, no DST) as the local zone: the log's times are local times."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_picgo_log_uploads_become_records(local_zone: None) -> None:
+    """tests/fixtures/picgo.log follows PicGo-Core's src/lib/Logger.ts (handleWriteLog: local time
+    `YYYY-MM-DD HH:mm:ss [PicGo LEVEL] `, each message part followed by a space) and the upload
+    flow of src/core/Lifecycle.ts: INFO "Uploading... Current uploader is [NAME]" in doUpload,
+    then afterUpload's `ctx.log.success(`\\n${urls joined by \\n}`)`, or on failure WARN "failed"
+    and an ERROR entry with the stack (start's catch)."""
+    log = FIXTURES / "picgo.log"
+    reader, records = read(log)
+    assert reader.format == "picgo-log"
+    assert reader.skipped == []
+    assert records[0] == {
+        "url": "https://s2.loli.net/2024/05/01/aBcDeFgHiJkLmNo.png",
+        "host": "smms",
+        "uploaded_at": "2024-05-01T02:00:00.000Z",
+        "marked_at": "2024-05-01T02:00:00.000Z",
+        "import": {"from": "picgo", "file": str(log), "line": 7, "type": "smms"},
+    }
+    assert [(r["url"], r["host"], r["import"]["line"]) for r in records[1:]] == [
+        ("https://raw.githubusercontent.com/me/pics/main/img/shot-1.png", "github", 16),
+        ("https://raw.githubusercontent.com/me/pics/main/img/diagram.svg", "github", 17),
+        ("https://raw.githubusercontent.com/me/pics/main/img/%E6%88%AA%E5%9B%BE.png", "github", 18),
+        ("https://pics.example.com/2024/05/photo.jpg?v=2", "s3", 39),
+    ]
+    assert {r["uploaded_at"] for r in records[1:4]} == {"2024-05-01T02:05:03.000Z"}
+    assert all("source" not in r for r in records)  # the log names no local file
+    dumped = json.dumps(records)
+    # The failed tcyun upload (its stack names a URL) and the Welcome entry's avatar are no uploads.
+    assert "myqcloud" not in dumped and "avatars" not in dumped and "tencent" not in dumped
+    assert LOG_SECRET not in dumped and "AKIA" not in dumped
+
+
+def test_log_without_trailing_spaces_or_with_crlf_reads_the_same(tmp_path: Path, local_zone: None) -> None:
+    text = (FIXTURES / "picgo.log").read_text(encoding="utf-8")
+    urls = [r["url"] for r in read_history(FIXTURES / "picgo.log")]
+    stripped = tmp_path / "stripped.log"
+    stripped.write_text("\n".join(line.rstrip() for line in text.splitlines()) + "\n", encoding="utf-8")
+    crlf = tmp_path / "crlf.log"
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    archived = tmp_path / "picgo.log.1.gz"
+    archived.write_bytes(gzip.compress(text.encode()))
+    for path in (stripped, crlf, archived):
+        assert [r["url"] for r in read_history(path)] == urls
+
+
+def test_piclist_log_and_text_that_is_no_url(tmp_path: Path, local_zone: None) -> None:
+    log = tmp_path / "piclist.log"
+    log.write_text(
+        "2024-06-01 08:00:00 [PicList INFO] Uploading... Current uploader is [webdavplist] \n"
+        "2024-06-01 08:00:01 [PicList SUCCESS] \n"
+        "https://dav.example.com/pics/one.png\n"
+        "file:///home/me/pics/two.png\n"
+        "/pics/three.png \n"
+        "2024-06-01 08:00:02 [PicList SUCCESS] Configure config successfully! \n",
+        encoding="utf-8",
+    )
+    reader, records = read(log)
+    assert [(r["url"], r["host"], r["import"]["from"]) for r in records] == [
+        ("https://dav.example.com/pics/one.png", "webdav", "piclist")]
+    assert reader.skipped == ["line 4: not an http(s) URL in the upload's output",
+                              "line 5: not an http(s) URL in the upload's output"]
+
+
+def test_upload_that_recreated_the_log_is_read(tmp_path: Path) -> None:
+    """Logger.handleLog puts its "too large" warning before the message of the entry that finds
+    the log over settings.logFileSizeLimit (10 MB), in the new file it starts."""
+    log = tmp_path / "picgo.log"
+    log.write_text("2024-05-01 10:00:00 [PicGo SUCCESS] Log file is too large (> 10 MB), recreate log file \n"
+                   "https://i.example.com/a.png\nhttps://i.example.com/b.png \n")
+    assert [r["url"] for r in read_history(log)] == ["https://i.example.com/a.png", "https://i.example.com/b.png"]
+
+
+def test_log_without_uploads_and_empty_log_are_zero_records(tmp_path: Path) -> None:
+    quiet = tmp_path / "picgo.log"
+    quiet.write_text("2024-05-01 10:00:00 [PicGo INFO] [PicGo Server] Listening at http://127.0.0.1:36677 \n"
+                     "2024-05-01 10:00:05 [PicGo SUCCESS] PicGo has already installed picgo-plugin-s3 \n")
+    empty = tmp_path / "empty" / "picgo.log"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    for path in (quiet, empty):
+        reader, records = read(path)
+        assert reader.format == "picgo-log" and records == [] and reader.skipped == []
+
+
+def test_log_without_uploader_line_has_no_host(tmp_path: Path) -> None:
+    """settings.logLevel = ["success"] keeps only the SUCCESS entries."""
+    log = tmp_path / "picgo.log"
+    log.write_text("2024-05-01 10:00:00 [PicGo SUCCESS] \nhttps://i.example.com/a.png \n")
+    (record,) = read_history(log)
+    assert "host" not in record and "type" not in record["import"]
+
+
+@pytest.mark.parametrize("text", ["hello, this is not a history\n", "url: https://i.example.com/a.png\n",
+                                  "[PicGo SUCCESS]: \nhttps://i.example.com/a.png\n"])
+def test_other_text_says_what_the_cli_keeps(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text(text, encoding="utf-8")
+    err = error_of(path)
+    assert err.type == "unknown_format"
+    assert "plain text" in err.message and "corrupt" not in err.message
+    assert err.hint is not None
+    assert "CLI keeps no gallery" in err.hint and "pp-mark import ~/.picgo/picgo.log" in err.hint
+    assert "close PicGo" not in err.hint
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\xfe\xfd binary \x01\x02 no zero byte \xff"])
+def test_binary_garbage_is_still_an_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "picgo.log"
+    path.write_bytes(content)
+    assert error_of(path).type == "corrupt_file"
+
+
+def test_log_import_twice_adds_nothing(run, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.jsonl")
+    log = str(FIXTURES / "picgo.log")
+    first = run("pp-mark", "--ledger", ledger, "import", log, extra_env={"TZ": "Asia/Shanghai"})
+    assert first.returncode == 0, first.stderr
+    assert "5 records (picgo-log), 0 skipped" in first.stderr and "5 lines added" in first.stderr
+    again = run("pp-mark", "--ledger", ledger, "import", log, extra_env={"TZ": "Asia/Shanghai"})
+    assert "0 lines added, 5 already there" in again.stderr
+    found = run("pp-mark", "--ledger", ledger, "find", "--host", "github", "--since", "2024-05-01T02:05:00Z")
+    assert len(found.stdout.splitlines()) == 3
+    links = run("pp-link", "--md", input=found.stdout)
+    assert links.stdout.splitlines()[0] == "![shot-1](https://raw.githubusercontent.com/me/pics/main/img/shot-1.png)"
+    for text in (first.stdout, first.stderr, Path(ledger).read_text()):
+        assert LOG_SECRET not in text
+
+
+# --- a real gallery written by @picgo/store (the library PicGo and PicList keep picgo.db with) -------
+
+STORE_VERSION = "2.2.2"  # PicGo 2.4 / 3.x depend on ^2.2.2, PicList on ^2.1.0
+
+
+@pytest.fixture(scope="session")
+def picgo_store() -> Path:
+    """node_modules holding @picgo/store, installed once into the user's cache folder; skipped
+    without node and npm, or when npm cannot get the package (offline on the first run)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed to write a real PicGo gallery")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "picpipe-tests" / "picgo-store"
+    marker = cache / "node_modules" / "@picgo" / "store" / "package.json"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            try:
+                done = subprocess.run(
+                    [npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefer-offline",
+                     "--prefix", str(cache), f"@picgo/store@{STORE_VERSION}"],
+                    capture_output=True, text=True, timeout=180, cwd=cache)
+            except subprocess.TimeoutExpired:
+                pytest.skip("npm install @picgo/store took over 180 s (offline?)")
+            if done.returncode != 0 or not marker.exists():
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                pytest.skip(f"npm could not install @picgo/store (offline?): {last}")
+    return cache / "node_modules"
+
+
+WRITE_GALLERY = """
+const { DBStore } = require('@picgo/store')
+const [dbPath, itemsJson] = process.argv.slice(1)  // node -e: no script path in argv
+const db = new DBStore(dbPath, 'gallery')  // the collection name PicGo's and PicList's GalleryDB use
+;(async () => {
+  const items = JSON.parse(itemsJson)
+  await db.insert(items[0])
+  await db.insertMany(items.slice(1))
+  const { data } = await db.get()
+  await db.removeById(data[data.length - 1].id)
+})().catch((e) => { console.error(e); process.exit(1) })
+"""
+
+
+def test_real_gallery_written_by_picgo_store(picgo_store: Path, run, tmp_path: Path) -> None:
+    original = str(tmp_path / "shots" / "real.png")
+    items = [
+        # PicGo with PicGo-Core >= 1.6.1: filePath and mimeType; PicList: config with the uploader's secrets
+        {"fileName": "real.png", "width": 640, "height": 480, "extname": ".png", "filePath": original,
+         "mimeType": "image/png", "imgUrl": "https://s2.loli.net/2024/05/01/XyZ.png", "type": "smms"},
+        {"fileName": "list.png", "width": 10, "height": 10, "extname": ".png", "type": "aws-s3-plist",
+         "imgUrl": "https://pics.example.com/list.png", "config": {"secretAccessKey": SENTINEL}},
+        {"fileName": "gone.png", "imgUrl": "https://i.example.com/gone.png", "type": "smms"},
+    ]
+    db = tmp_path / "picgo.db"
+    wrote = subprocess.run(["node", "-e", WRITE_GALLERY, str(db), json.dumps(items)], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "NODE_PATH": str(picgo_store)})
+    assert wrote.returncode == 0, wrote.stderr
+    assert db.read_bytes()[:2] == b"\x1f\x8b"
+    reader, records = read(db)
+    assert reader.format == "picgo-gallery" and reader.skipped == []
+    assert [(r["url"], r["source"], r["host"]) for r in records] == [
+        ("https://s2.loli.net/2024/05/01/XyZ.png", original, "smms"),
+        ("https://pics.example.com/list.png", "list.png", "s3"),
+    ]
+    assert all(r["import"]["id"] and r["uploaded_at"].endswith("Z") for r in records)
+    assert SENTINEL not in json.dumps(records)
+    ledger = str(tmp_path / "ledger.jsonl")
+    assert run("pp-mark", "--ledger", ledger, "import", str(db)).returncode == 0
+    found = run("pp-mark", "--ledger", ledger, "find", "--source", "real.png")
+    assert run("pp-link", "--md", input=found.stdout).stdout == "![real](https://s2.loli.net/2024/05/01/XyZ.png)\n"
