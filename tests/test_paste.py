@@ -509,3 +509,13 @@ def test_piclist_name(paste, clip: Clipboard, tmp_path: Path) -> None:
     record = one(paste("--name", "{Y}/{md5-16}"))
     path = Path(record["path"])
     assert path.suffix == ".png" and len(path.stem) == 16 and path.parent.name == time.strftime("%Y", time.gmtime())
+
+
+def test_closed_stdout_reads_nothing(env: dict[str, str], clip: Clipboard, tmp_path: Path) -> None:
+    """With nowhere to write the record, the clipboard is not read and no file is made."""
+    clip.install("wl-paste")
+    clip.offer({"image/png": png()})
+    result = subprocess.run(f"'{command_path('pp-paste')}' >&-", shell=True, capture_output=True, text=True,
+                            env={**env, **clip.env("wayland")}, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "standard output is closed" in result.stderr
+    assert clip.calls() == [] and not pasted_dir(tmp_path).exists()
