@@ -13,4 +13,5 @@ COMMANDS = {
     "pp-rewrite": "picpipe.commands.rewrite",
     "pp-typora": "picpipe.commands.typora",
     "pp-server": "picpipe.commands.server",
+    "pp-paste": "picpipe.commands.paste",
 }
