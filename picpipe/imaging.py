@@ -6,7 +6,8 @@ oriented, resized original keeps the target (picpipe.quality), and keeps the sma
 the target is relative to the standard encoding, the one sharp (PicList) makes at quality 80: no
 more than MARGIN points below its score, never below FLOOR, never above CAP ("visually
 lossless"). Metadata (EXIF, GPS, XMP, comments) is dropped after the EXIF orientation is applied
-to the pixels; ICC profiles stay.
+to the pixels; ICC profiles stay. A watermark (picpipe.watermark) is drawn on the upright pixels
+before anything is judged, so that every score compares an encoding with the marked image.
 
 Pillow reads the facts of a file (a header is enough, and pp-upload needs nothing more); pyvips,
 numpy and oxipng are imported only when something is compressed.
@@ -282,7 +283,8 @@ def compress(data: bytes, name: str, options: Options) -> tuple[bytes, dict[str,
         return data, {**kept, "watermark": {"skipped": f"{source_format}: frames are not marked"}} \
             if options.watermark is not None else kept
     target_format = source_format if options.format in (None, "keep") else options.format
-    if target_format not in (*FORMATS, "auto") and options.watermark is not None:
+    if target_format not in (*FORMATS, "auto") and options.watermark is not None and (
+            min(image.width, image.height) >= options.watermark.min_side):
         target_format = "jpeg" if source_format == "heic" else "png"  # marked pixels must be written
     if target_format not in (*FORMATS, "auto"):
         return data, {"method": "kept",

@@ -258,14 +258,16 @@ def test_small_images_and_animations_pass_unmarked_with_a_note(compress, tmp_pat
     frames = [Image.new("RGB", (300, 300), c) for c in ((255, 0, 0), (0, 255, 0))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     gradient(300, 300).save(tmp_path / "still.gif")
+    gradient(150, 120).save(tmp_path / "tiny.gif")
     records, result = compress("--watermark", "picpipe", "--out", str(tmp_path / "out"),
-                               *(str(tmp_path / n) for n in ("icon.png", "anim.gif", "still.gif")))
+                               *(str(tmp_path / n) for n in ("icon.png", "anim.gif", "still.gif", "tiny.gif")))
     assert result.returncode == 0, result.stderr
-    icon, anim, still = (r["compress"] for r in records)
+    icon, anim, still, tiny = (r["compress"] for r in records)
     assert "below the 200 px" in icon["watermark"]["skipped"]
     assert anim["method"] == "kept" and "not marked" in anim["watermark"]["skipped"]
     assert records[1]["path"] == str(tmp_path / "anim.gif")
     assert still["watermark"]["box"] and records[2]["format"] == "png"  # a GIF is written as PNG to be marked
+    assert tiny["method"] == "kept" and records[3]["format"] == "gif"  # one too small to be marked stays a GIF
 
 
 def test_bad_watermark_files_are_usage_errors_and_nothing_is_processed(compress, tmp_path):
