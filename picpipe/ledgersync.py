@@ -268,9 +268,13 @@ class Sync:
         self.state.save()
 
     def write_segment(self, data: bytes) -> None:
-        """`data` as the next segment of this machine, under a temp name then renamed; when the
-        name is taken (a push whose answer was lost), under the next free number."""
-        ts, machine = self.ts, self.state.machine
+        """`data` as the next segment of this machine, under a temp name then renamed. When the
+        name is taken, another machine writes into this folder: this one's state was copied there
+        with its home (a restored backup, a cloned disk), and neither reads its own folder. So this
+        machine takes a new name: each then reads the other's folder. (A push whose answer was
+        lost meets its own segment the same way: its lines are merged back, a union.)"""
+        ts = self.ts
+        machine = self.state.machine
         folder = f"{SEGMENTS}/{machine}"
         while True:
             ts["seq"] = int(ts["seq"]) + 1
@@ -285,8 +289,8 @@ class Sync:
             ts["temp"] = None
             if written:
                 break
-            taken = [int(e.name[:8]) for e in self.target.list(folder) or () if SEGMENT.match(e.name)]
-            ts["seq"] = max([int(ts["seq"]), *taken])
+            self.state.data["machine"] = machine = machine_name()
+            folder, ts["seq"] = f"{SEGMENTS}/{machine}", 0
         ts["merged"][f"{machine}/{name}"] = len(data)  # ours: never read back
         self.report.sent_lines += data.count(b"\n")
         self.report.sent_bytes += len(data)

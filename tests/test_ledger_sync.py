@@ -359,3 +359,28 @@ def test_an_automatic_sync_to_a_profile_that_is_no_backup_target_is_said_by_the_
     warnings = [line for line in run("pp-mark", "find", extra_env=env).stderr.splitlines() if "ledger sync" in line]
     assert len(warnings) == 1 and "is of type 'github': backups go to a folder or WebDAV" in warnings[0]
     assert dav_place.dav is not None and dav_place.dav.requests == []
+
+
+def test_a_machine_cloned_with_its_sync_state_takes_a_new_name_and_both_get_the_union(run, tmp_path, place):
+    """A home folder copied to a new machine (a restored backup, a cloned disk) brings the sync
+    state along: both machines then write into one folder, which neither reads. The one that
+    meets a segment number taken moves to a folder of its own."""
+    import shutil
+
+    from picpipe.ledgersync import state_files
+
+    laptop, clone = Machine(run, tmp_path, "laptop", place), Machine(run, tmp_path, "clone", place)
+    laptop.append(records("a", 2))
+    laptop.sync()
+    shutil.copy(laptop.ledger, clone.ledger)
+    folder, laptop_state = state_files(laptop.ledger, {"XDG_STATE_HOME": str(laptop.state)})
+    copied, clone_state = state_files(clone.ledger, {"XDG_STATE_HOME": str(clone.state)})
+    copied.mkdir(parents=True)
+    shutil.copy(folder / f"{laptop_state}.json", copied / f"{clone_state}.json")  # as at the same path there
+    laptop.append(records("a", 1, start=2))
+    clone.append(records("c", 1))
+    laptop.sync()
+    assert "received 1 line" in clone.sync().stderr
+    laptop.sync()
+    assert lines(laptop.ledger) == lines(clone.ledger) and len(lines(laptop.ledger)) == 4
+    assert len({name.split("/")[0] for name in segments(place)}) == 2
