@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: install
-	@command -v rclone >/dev/null && [ -x /usr/sbin/apache2 ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone apache2-bin; } || \
-	  echo "test: rclone or apache2 missing (not root): their WebDAV interoperability tests are skipped"
+	@command -v rclone >/dev/null && [ -x /usr/sbin/apache2 ] && [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone apache2-bin fonts-wqy-microhei; } || \
+	  echo "test: rclone, apache2 or a CJK font missing (not root): their tests are skipped"
 	$(BIN)/python -m pytest -q
 
 demo: install
