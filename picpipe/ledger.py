@@ -480,7 +480,7 @@ class Ledger:
         index, fd, end = snapshot
         try:
             chunk: list[tuple[int, Record]] = []
-            for _, off, entry in self._scan(on_bad_line, end):
+            for _, off, entry in self._scan(on_bad_line, end, fd):
                 chunk.append((off, entry))
                 if len(chunk) >= self.STATES_CHUNK:
                     yield from _first_states(index, fd, chunk)
@@ -601,14 +601,17 @@ class Ledger:
         for number, _, record in self._scan(on_bad_line):
             yield number, record
 
-    def _scan(self, on_bad_line: BadLine | None = None, end: int | None = None) -> Iterator[tuple[int, int, Record]]:
+    def _scan(self, on_bad_line: BadLine | None = None, end: int | None = None,
+              fd: int | None = None) -> Iterator[tuple[int, int, Record]]:
         """(line number, byte offset, record) for every good line (up to byte `end`: a line
-        beyond it was added later, only reported when it is bad, as a torn last line is)."""
+        beyond it was added later, only reported when it is bad, as a torn last line is), of
+        the file open at `fd` if given (the one an index snapshot covers), else at the path."""
         try:
-            handle = open(self.path, "rb")
+            handle = os.fdopen(os.dup(fd), "rb") if fd is not None else open(self.path, "rb")
         except FileNotFoundError:
             return
         with handle:
+            handle.seek(0)  # a dup shares its offset: read from the start whatever it was
             offset = 0
             for number, raw in enumerate(handle, 1):
                 at, offset = offset, offset + len(raw)

@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 #: The folder of the segments on a target.
 SEGMENTS = "picpipe-ledger"
 #: The names readers take: a segment, and a machine's folder.
-SEGMENT = re.compile(r"^[0-9]{8}\.jsonl$")
-MACHINE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+SEGMENT = re.compile(r"[0-9]{8}\.jsonl")
+MACHINE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 #: Bytes per segment at most: well below Nutstore's 500 MB per file, and what a push holds in memory.
 SEGMENT_MAX = 64 << 20
 #: Bytes before the sent offset whose digest tells the same ledger from a replaced one.
@@ -114,7 +114,7 @@ class SyncState:
 
     @property
     def machine(self) -> str:
-        if not isinstance(self.data.get("machine"), str) or not MACHINE.match(self.data["machine"]):
+        if not isinstance(self.data.get("machine"), str) or not MACHINE.fullmatch(self.data["machine"]):
             self.data["machine"] = machine_name()
             self.save()
         return str(self.data["machine"])
@@ -302,11 +302,11 @@ class Sync:
         one GET per new segment (this machine's own folder only after its ledger was replaced)."""
         ts, own = self.ts, self.state.machine
         machines = self.target.list(SEGMENTS) or []
-        for folder in sorted(m.name for m in machines if m.folder and MACHINE.match(m.name)):
+        for folder in sorted(m.name for m in machines if m.folder and MACHINE.fullmatch(m.name)):
             if folder == own and not ts.get("pull_own"):
                 continue
             for entry in sorted((e for e in self.target.list(f"{SEGMENTS}/{folder}") or ()
-                                 if not e.folder and SEGMENT.match(e.name)), key=lambda e: e.name):
+                                 if not e.folder and SEGMENT.fullmatch(e.name)), key=lambda e: e.name):
                 key = f"{folder}/{entry.name}"
                 done = ts["merged"].get(key)
                 if done is not None and (entry.size is None or done == entry.size):
@@ -575,7 +575,9 @@ def _auto_round(state: SyncState, target: Target, every: float) -> int:
         ts = state.target(target)
         if not first and not pending(state.ledger, ts):
             return 0
-        wait = max(float(ts.get("synced_at") or 0) + every, float(ts.get("blocked_until") or 0)) - time.time()
+        # A sync time in the future (the clock was set back) waits `every` at most, not until then.
+        since = min(float(ts.get("synced_at") or 0), time.time())
+        wait = max(since + every, float(ts.get("blocked_until") or 0)) - time.time()
         wait = max(wait, min(SETTLE, every) if first else 0.0)  # the rest of the pipeline's lines
         first = False
         if wait > 0:
@@ -613,9 +615,10 @@ def _failed(state: SyncState, name: str, reason: str, resume_after: str | None =
     if resume_after and target is not None:
         from picpipe.timeutil import parse_time
 
-        state.load()
-        state.target(target)["blocked_until"] = parse_time(resume_after).timestamp()
-        state.save()
+        with state.locked():  # beside an interactive sync's sent offset and segments, not over them
+            state.load()
+            state.target(target)["blocked_until"] = parse_time(resume_after).timestamp()
+            state.save()
     failure = {"target": name, "at": now_iso(), "reason": reason, "log": str(state.log_path)}
     temp = state.failed_path.with_name(state.failed_path.name + f".{os.getpid()}.tmp")
     temp.write_text(json.dumps(failure) + "\n")
