@@ -334,7 +334,9 @@ def copies_of(record: Record) -> list[tuple[str, bytes, str]]:
 
     source, path = record.get("source"), record.get("path")
     copies: list[tuple[str, bytes, str]] = []
-    if isinstance(source, str) and source and os.path.isfile(source):
+    # An imported source may be a bare file name (PicList keeps no folder): no file of this cwd.
+    imported_name = "import" in record and isinstance(source, str) and not os.path.isabs(source)
+    if isinstance(source, str) and source and not imported_name and os.path.isfile(source):
         copies.append((source, read_source(source), "original"))
     if isinstance(path, str) and path and path != source and (not copies or os.path.isfile(path)):
         data = read_source(path)

@@ -87,6 +87,10 @@ def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
     """The line the ledger keeps for a record: absolute local paths, a time, no secrets."""
     entry = {k: v for k, v in record.items() if k not in TRANSIENT_FIELDS}
     for key in ("path", "source"):
+        # An imported source is as the history file says: a bare name (PicList keeps no folder)
+        # names no file in this cwd.
+        if key == "source" and "import" in entry:
+            continue
         if isinstance(entry.get(key), str) and entry[key] and not os.path.isabs(entry[key]):
             entry[key] = os.path.abspath(entry[key])
     entry["marked_at"] = marked_at or now_iso()  # when this state was seen: the latest one wins
@@ -611,7 +615,8 @@ class Ledger:
         except FileNotFoundError:
             return
         with handle:
-            handle.seek(0)  # a dup shares its offset: read from the start whatever it was
+            if fd is not None:
+                handle.seek(0)  # a dup shares its offset: read from the start whatever it was
             offset = 0
             for number, raw in enumerate(handle, 1):
                 at, offset = offset, offset + len(raw)

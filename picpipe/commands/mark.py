@@ -205,19 +205,21 @@ class MergeCommand(LedgerCommand):
 class ImportCommand(LedgerCommand):
     prog = "pp-mark import"
     description = (
-        "Bring a PicGo / PicList gallery (picgo.db, piclist.db, or the older data.json) or a\n"
-        "picgo-plugin-autobackup mark.json into the ledger, and print the imported records.\n"
+        "Bring a PicGo / PicList gallery (picgo.db, piclist.db, or the older data.json), a\n"
+        "picgo-plugin-autobackup mark.json or PicGo-Core's picgo.log into the ledger, and print\n"
+        "the imported records (a gallery item's file name becomes its source).\n"
         "Uploader secrets stored in those files are dropped. Importing twice adds nothing."
     )
     examples = """\
   pp-mark import ~/.config/picgo/picgo.db
   pp-mark import "$APPDATA/picgo/picgo.db" Autobackup/mark.json | pp-link --url
   pp-mark import --dry-run ~/Library/Application\\ Support/picgo/picgo.db | jq -r .url
+  pp-mark import ~/.picgo/picgo.log        # PicGo-Core's CLI keeps no gallery, only this log
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("files", nargs="+", metavar="FILE", help="picgo.db, piclist.db, data.json or mark.json")
+        parser.add_argument("files", nargs="+", metavar="FILE", help="picgo.db, piclist.db, data.json, mark.json or picgo.log")
         parser.add_argument("-n", "--dry-run", action="store_true", help="print the records, do not touch the ledger")
 
     def run(self, args: argparse.Namespace) -> int:
