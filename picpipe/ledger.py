@@ -101,6 +101,15 @@ def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
 
 
+def ledger_entries(record: Record, marked_at: str | None = None) -> list[Record]:
+    """The lines the ledger keeps for a record: one per copy on a host (`picpipe.mirrors`), so
+    that each host's copy is looked up, deduped and deleted as an upload of its own."""
+    from picpipe import mirrors
+
+    when = marked_at or now_iso()
+    return [ledger_entry(copy, when) for copy in mirrors.copies(record)]
+
+
 def canonical(record: Mapping[str, Any]) -> str:
     """A line's content independent of key order: how merge recognises a line it already has."""
     return _CANONICAL(record)

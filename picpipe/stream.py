@@ -158,6 +158,11 @@ def field_problem(record: Record) -> tuple[str, str] | None:
             isinstance(b, dict) and all(b.get(k) is None or isinstance(b[k], str) for k in ("target", "location"))
             for b in backups)):
         return "backups", 'a list of objects such as {"target": "nas", "location": "..."}'
+    mirrors = record.get("mirrors")
+    if mirrors is not None and not (isinstance(mirrors, list) and all(
+            isinstance(m, dict) and all(m.get(k) is None or isinstance(m[k], str) for k in ("host", "key", "url"))
+            for m in mirrors)):
+        return "mirrors", 'a list of objects such as {"host": "b", "key": "...", "url": "..."} (as pp-upload writes)'
     if record.get("compress") is not None and not isinstance(record["compress"], dict):
         return "compress", "an object"
     ref = record.get("ref")

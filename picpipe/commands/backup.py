@@ -100,7 +100,7 @@ class CopyCommand(StreamCommand):
         """Copy, then record the copy in the ledger at once, here in the worker: a copy that was
         made is recorded even if the run is stopped before its turn on stdout comes."""
         from picpipe.backup import back_up, copies_of
-        from picpipe.ledger import ledger_entry, not_recorded
+        from picpipe.ledger import ledger_entries, not_recorded
         from picpipe.publish import check, named
 
         copies = copies_of(record)
@@ -128,7 +128,7 @@ class CopyCommand(StreamCommand):
                         self.known.setdefault(entry["sha256"], entry)
                 if self.ledger is not None:
                     try:
-                        self.ledger.append([ledger_entry(result)])
+                        self.ledger.append(ledger_entries(result))
                     except OSError as exc:  # the copy exists, and the record says so: only the ledger missed it
                         copy = result["backups"][-1].get("location") if result.get("backups") else "?"
                         return {**result, "error": not_recorded(exc, f"copied to {copy}").to_dict(self.stage)}

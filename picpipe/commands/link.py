@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from picpipe.cli import StreamCommand
-from picpipe.errors import UsageError
+from picpipe.errors import PicpipeError, UsageError
 from picpipe.links import STYLES, Template, format_link, parse_rewrite
 from picpipe.stream import Item, Record
 
@@ -24,6 +24,7 @@ class LinkCommand(StreamCommand):
   pp-mark find --host github | pp-link --rewrite https://cdn.jsdelivr.net/gh/me/img@main/=https://img.example.com/ --md
   pp-mark find --since 2024-01-01 | pp-link --template '<img src="$url" width="{width}">'
   pp-mark find | pp-link --html --json | jq -r .link
+  pp-upload --host qiniu --host github shot.png | pp-link --md --host github
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ class LinkCommand(StreamCommand):
             style.add_argument(f"--{name}", dest="style", action="store_const", const=name, help=text)
         style.add_argument("--template", "-t", metavar="T", help="a template such as '![$fileName]($url)'")
         parser.add_argument("--json", action="store_true", help="keep the record stream and add a `link` field")
+        parser.add_argument("--host", metavar="PROFILE",
+                            help="the link to the copy on this host: the record's own or one of its mirrors")
         parser.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
                             help="replace the URL prefix OLD by NEW (repeatable; first match wins)")
 
@@ -59,10 +62,21 @@ class LinkCommand(StreamCommand):
             hint = "for example: --rewrite https://old.example.com/=https://new.example.com/"
             raise UsageError(str(exc), hint) from None
         self.json = args.json
+        self.host: str | None = args.host
         # In text mode every error record leaves the stream here, so `write` reports them all.
         self.report_new_errors = self.json
 
     def process(self, record: Record) -> Record:
+        if self.host is not None:
+            from picpipe import mirrors
+
+            copy = mirrors.on_host(record, self.host)
+            if copy is None:
+                hosts = [record.get("host"), *(m.get("host") for m in mirrors.of(record))]
+                raise PicpipeError("not_on_host", f"the image has no copy on {self.host} "
+                                   f"(it is on {', '.join(str(h) for h in hosts if h) or 'no host'})",
+                                   f"upload it there: pp-upload --host {self.host}")
+            record = copy
         return {**record, "link": format_link(record, self.style, self.template, self.rewrite)}
 
     def write(self, item: Item, record: Record) -> None:

@@ -18,7 +18,7 @@ from picpipe.cli import (
     split_subcommand,
 )
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.ledger import BadLine, Ledger, ledger_entry, matches, worth_keeping
+from picpipe.ledger import BadLine, Ledger, ledger_entries, matches, worth_keeping
 from picpipe.stream import Item, Output, Record, field_problem, no_interrupt, read_items, say_error
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ class TeeCommand(StreamCommand, LedgerCommand):
         with no_interrupt:
             if worth_keeping(record):
                 try:
-                    self.ledger.append_new(ledger_entry(record))
+                    for entry in ledger_entries(record):
+                        self.ledger.append_new(entry)
                 except OSError as exc:
                     self.unrecorded += 1
                     if self.unrecorded == 1:
@@ -219,7 +220,8 @@ class ImportCommand(LedgerCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("files", nargs="+", metavar="FILE", help="picgo.db, piclist.db, data.json, mark.json or picgo.log")
+        parser.add_argument("files", nargs="+", metavar="FILE",
+                            help="picgo.db, piclist.db, data.json, mark.json or picgo.log")
         parser.add_argument("-n", "--dry-run", action="store_true", help="print the records, do not touch the ledger")
 
     def run(self, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe.cli import StreamCommand, ledger_argument
 from picpipe.concurrency import KeyedLocks
-from picpipe.errors import PicpipeError
+from picpipe.errors import PicpipeError, UsageError
 from picpipe.files import read_source
 from picpipe.keys import DEFAULT_TEMPLATE, check_template, make_key
 from picpipe.publish import MAX_BYTES, check, named
@@ -28,7 +28,8 @@ class UploadCommand(StreamCommand):
     default_jobs = 4
     description = (
         "Upload each image to the host profile --host and add host, key, url and uploaded_at to\n"
-        "its record. Keys come from a template (default {year}/{month}/{sha256:12}{ext}), so the\n"
+        "its record; with more than one --host, the other hosts' copies go into `mirrors`.\n"
+        "Keys come from a template (default {year}/{month}/{sha256:12}{ext}), so the\n"
         "same bytes get the same key. An image whose bytes the ledger already shows on this host\n"
         "is not sent again (deduped: true). A different image already at the key is an error,\n"
         "never silently replaced (--overwrite to replace). --delete removes records' objects.\n"
@@ -39,6 +40,7 @@ class UploadCommand(StreamCommand):
     examples = """\
   ls *.png | pp-upload --host local | pp-link --md
   ls *.png | pp-compress | pp-upload --host qiniu | pp-mark | pp-link --md
+  pp-upload --host qiniu --host github shot.png | pp-mark | pp-link --md --host github
   pp-upload --host s3 --path 'blog/{name}-{sha256:8}{ext}' shot.png | jq -r .url
   pp-mark find --host old --url 'https://old.example.com/*' | pp-upload --host old --delete | pp-mark
   PICPIPE_B2_TYPE=s3 PICPIPE_B2_REGION=us-west-004 PICPIPE_B2_ENDPOINT=https://s3.us-west-004.backblazeb2.com \\
@@ -47,9 +49,11 @@ class UploadCommand(StreamCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("--host", required=True, metavar="PROFILE",
+        parser.add_argument("--host", required=True, action="append", metavar="PROFILE",
                             help="the host profile: a [profiles.NAME] of the config or PICPIPE_NAME_* variables; "
-                            "types: local webdav s3 qiniu aliyun upyun tencent github gitee smms imgur")
+                            "types: local webdav s3 qiniu aliyun upyun tencent github gitee smms imgur. "
+                            "Repeat it to upload to several hosts: the first one's URL is the record's, "
+                            "the others are in `mirrors`")
         parser.add_argument("--path", metavar="TEMPLATE",
                             help=f"key template (default: the profile's path, else {DEFAULT_TEMPLATE}); "
                             "{name} {ext} {sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}")
@@ -69,27 +73,37 @@ class UploadCommand(StreamCommand):
     def start(self, args: argparse.Namespace) -> None:
         from picpipe.hosts import open_host
 
-        profile = self.config.profile(args.host, {"base_url": args.base_url, "endpoint": args.endpoint,
-                                                  "path": args.path})
-        self.template = str(profile.get("path") or DEFAULT_TEMPLATE)
-        check_template(self.template)
+        names = list(dict.fromkeys(args.host))  # the same --host twice is one host
+        if len(names) > 1 and (args.base_url or args.endpoint):
+            raise UsageError("--base-url and --endpoint are for one --host",
+                             "set base_url or endpoint in each host's profile instead")
+        profiles = [self.config.profile(name, {"base_url": args.base_url, "endpoint": args.endpoint,
+                                               "path": args.path}) for name in names]
+        #: Each host's key template: its profile's path, else the default.
+        self.templates = {p["name"]: str(p.get("path") or DEFAULT_TEMPLATE) for p in profiles}
+        for template in self.templates.values():
+            check_template(template)
         self.overwrite, self.deleting, self.any_file = args.overwrite, args.delete, args.any_file
-        self.host: Host = open_host(profile)
+        self.hosts: list[Host] = []
+        for profile in profiles:
+            self.hosts.append(open_host(profile))
+        self.host: Host = self.hosts[0]
         self.dedupe = args.dedupe and not args.delete
-        #: sha256 → this run's uploads (and the ledger's answers): the same bytes twice are sent once.
-        self.known: dict[str, Record] = {}
+        #: (host, sha256) → this run's uploads (and the ledger's answers): the same bytes twice are sent once.
+        self.known: dict[tuple[str, str], Record] = {}
         self.lock = threading.Lock()
         self.busy = KeyedLocks()
         from picpipe.ledger import Ledger
 
         self.ledger = Ledger(args.ledger or self.config.ledger())
 
-    def uploaded_before(self, sha256: str) -> Record | None:
-        """The newest live ledger entry of these bytes on this host profile, asked of the ledger's
-        index (brought up to date first: a line appended a moment ago counts)."""
+    def uploaded_before(self, sha256: str, host: str | None = None) -> Record | None:
+        """The newest live ledger entry of these bytes on this host profile (the first --host by
+        default), asked of the ledger's index (brought up to date first: a line appended a moment
+        ago counts)."""
         found = None
         for entry in self.ledger.states_for([sha256]):
-            if entry.get("host") == self.host.name and entry.get("url") and not entry.get("deleted_at"):
+            if entry.get("host") == (host or self.host.name) and entry.get("url") and not entry.get("deleted_at"):
                 found = entry
         return found
 
@@ -104,33 +118,59 @@ class UploadCommand(StreamCommand):
         sha256 = hashlib.sha256(data).hexdigest()
         checked = None if self.any_file else check(data, named(path, record))
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256, checked)}
+        result.pop("mirrors", None)  # this upload's copies replace what the record said
+        copies, failed = [], []
+        for host in self.hosts:
+            try:
+                copies.append(self.put(host, record, result, data, sha256))
+            except (PicpipeError, OSError) as problem:
+                if host is self.host:  # no first copy, no URL: the mirrors wait for the next run
+                    raise
+                if isinstance(problem, OSError):
+                    from picpipe.files import os_error
+
+                    problem = os_error(problem)
+                failed.append((host.name, problem))
+        result.update(copies[0])
+        if len(self.hosts) > 1:
+            result["mirrors"] = copies[1:]
+        if failed:  # the copies made are in the record (and the ledger): a run again makes the rest
+            name, first = failed[0]
+            more = f" (and {len(failed) - 1} more mirror{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+            result["error"] = PicpipeError(first.type, f"mirror {name}: {first.message}{more}", first.hint,
+                                           **first.extra).to_dict(self.stage)
+        return replacing(record, result)
+
+    def put(self, host: Host, record: Record, result: Record, data: bytes, sha256: str) -> dict[str, Any]:
+        """The image's copy on one host: {host, key, url, uploaded_at} and deduped or reused."""
+        name = host.name
         # The same bytes twice in one run are sent once (the second is deduped), and two images
         # meeting at one key go one after the other, so the second sees the first and conflicts.
-        with self.busy.hold("sha256:" + sha256):
+        with self.busy.hold(f"sha256:{name}:{sha256}"):
             with self.lock:
-                seen = self.known.get(sha256)
+                seen = self.known.get((name, sha256))
             if seen is None and self.dedupe:
-                seen = self.uploaded_before(sha256)
+                seen = self.uploaded_before(sha256, name)
                 if seen is not None:
                     with self.lock:
-                        self.known.setdefault(sha256, seen)
+                        self.known.setdefault((name, sha256), seen)
             # A restored image is here because its URL died, and the ledger's URL for it may be that
             # very one (the same profile moved to a new domain): it is uploaded again.
             if seen is not None and "restored_from" not in record:
-                return replacing(record, {**result, "host": self.host.name, "key": seen.get("key"), "url": seen["url"],
-                                          "uploaded_at": seen.get("uploaded_at"), "deduped": True})
-            name = record.get("source") if isinstance(record.get("source"), str) else path
-            key = make_key(self.template, _named_like(str(name), path), data, sha256, source=str(name))
-            with self.busy.hold("key:" + key):
-                stored = self.host.put(key, data, str(result.get("mime") or "application/octet-stream"),
-                                       self.overwrite)
-            result.update(host=self.host.name, key=stored.key, url=stored.url, uploaded_at=now_iso())
+                return {"host": name, "key": seen.get("key"), "url": seen["url"],
+                        "uploaded_at": seen.get("uploaded_at"), "deduped": True}
+            source = record.get("source") if isinstance(record.get("source"), str) else result["path"]
+            key = make_key(self.templates[name], _named_like(str(source), result["path"]), data, sha256,
+                           source=str(source))
+            with self.busy.hold(f"key:{name}:{key}"):
+                stored = host.put(key, data, str(result.get("mime") or "application/octet-stream"), self.overwrite)
+            copy: dict[str, Any] = {"host": name, "key": stored.key, "url": stored.url, "uploaded_at": now_iso()}
             if stored.reused:
-                result["reused"] = True
+                copy["reused"] = True
             if self.dedupe:
                 with self.lock:
-                    self.known[sha256] = result
-        return replacing(record, result)
+                    self.known[(name, sha256)] = copy
+        return copy
 
     def facts(self, record: Record, data: bytes, sha256: str, checked: dict[str, Any] | None) -> dict[str, Any]:
         """sha256 and size always (the bytes may have changed). The type the publishing check found
@@ -152,17 +192,36 @@ class UploadCommand(StreamCommand):
             return {"sha256": sha256, "size": len(data)}
 
     def delete(self, record: Record) -> Record:
+        """Delete the record's copies on the --host profiles: its own and its mirrors'; each
+        deleted copy gets deleted_at (pp-mark then keeps the tombstones)."""
+        from picpipe import mirrors
+
+        hosts = {host.name: host for host in self.hosts}
+        own, others = record.get("host") in hosts, [m for m in mirrors.of(record) if m.get("host") in hosts]
         key = record.get("key")
-        if record.get("host") != self.host.name or not isinstance(key, str) or not key:
-            raise PicpipeError("not_on_host", f"the record is not an upload to {self.host.name} "
+        if not own and not others or own and (not isinstance(key, str) or not key):
+            names = ", ".join(hosts)
+            raise PicpipeError("not_on_host", f"the record is not an upload to {names} "
                                f"(host {record.get('host')!r}, key {key!r})",
                                f"give records from pp-mark find --host {self.host.name}")
-        self.host.check_key(key)
-        self.host.delete(key)
-        return {**record, "deleted_at": now_iso()}
+        when = now_iso()
+        result = dict(record)
+        for copy in [record] * own + others:
+            host, where = hosts[copy["host"]], copy.get("key")
+            if not isinstance(where, str) or not where:
+                raise PicpipeError("not_on_host", f"the mirror on {host.name} has no key", "give records as "
+                                   "pp-upload or pp-mark find wrote them")
+            host.check_key(where)
+            host.delete(where)
+        if own:
+            result["deleted_at"] = when
+        if others:
+            result["mirrors"] = [{**m, "deleted_at": when} if m in others else m for m in mirrors.of(record)]
+        return result
 
     def finish(self, args: argparse.Namespace) -> None:
-        self.host.close()
+        for host in self.hosts:
+            host.close()
         self.ledger.close()
 
 
