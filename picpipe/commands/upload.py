@@ -56,7 +56,8 @@ class UploadCommand(StreamCommand):
                             "the others are in `mirrors`")
         parser.add_argument("--path", metavar="TEMPLATE",
                             help=f"key template (default: the profile's path, else {DEFAULT_TEMPLATE}); "
-                            "{name} {ext} {sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}")
+                            "{name} {ext} {sha256:N} {md5:N} {year} {month} {day} {timestamp} {uuid}, and PicList's "
+                            "{Y} {m} {d} {h} {i} {s} {filename} {localFolder:N} {str-N} {ulid} {md5-16} ...")
         parser.add_argument("--base-url", metavar="URL", help="public URL prefix (custom domain or CDN)")
         parser.add_argument("--endpoint", metavar="URL", help="API or upload URL override")
         parser.add_argument("--overwrite", action="store_true",
