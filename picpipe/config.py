@@ -249,7 +249,7 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "link.format": ((str,), "a string: md, html, url or bbcode"),
     "link.template": ((str,), "a template string"),
     "link.rewrite": ((str, list), 'a string "OLD=NEW" or a list of them'),
-    "pipeline.host": ((str,), "a profile name"),
+    "pipeline.host": ((str, list), "a profile name or a list of them"),
     "pipeline.compress": ((bool,), "true or false"),
     "pipeline.backup": ((str, list), "a profile name or a list of them"),
     "pipeline.path": ((str,), "a key template"),

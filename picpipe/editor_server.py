@@ -1,12 +1,17 @@
-"""The PicGo-Server API that pp-server answers (Typora "PicGo (app)", Obsidian, other PicGo
-clients): HTTP handling, request bodies, and the queue in front of the pipeline.
+"""The PicGo-Server API that pp-server answers (Typora "PicGo (app)", Obsidian, PicList and
+other PicGo clients): HTTP handling, request bodies, and the queue in front of the pipeline.
 
-The API is PicGo-Core 2.x's: `POST /upload` with `{"list": [paths]}` or multipart files,
-`POST /heartbeat`, an optional secret. Security beyond PicGo's: a server that uploads any file
-it can read by path must not obey web pages, so browser requests (an `Origin` of http(s),
-file or null) are refused unless they carry the secret, no CORS header is sent to them
-otherwise, the Host header must name this machine when listening on loopback (DNS rebinding),
-and path lists from other machines need the secret.
+The API is PicGo-Core's and PicList's: `POST /upload` with `{"list": [paths]}`, multipart files
+or an empty body (the clipboard), answered with PicGo 2.x's `result` (the URLs), PicGo 3.x's
+`items` and PicList's `fullResult`; `?uploader=` (PicGo 3.x), `?picbed=` and `?configName=`
+(PicList) choose the host profile (`HostChoice`); `POST /delete` with PicList's
+`{"list": [fullResult, ...]}` deletes uploads the ledger knows; `POST /heartbeat`; an optional
+secret (Authorization: Bearer, X-PicGo-Secret, ?secret=, PicList's ?key=). Security beyond
+PicGo's: a server that uploads any file it can read by path must not obey web pages, so
+browser requests (an `Origin` of http(s)) are refused unless they carry the secret, no CORS
+header is sent to them otherwise, the Host header must name this machine when listening on
+loopback (DNS rebinding), and path lists, the clipboard and deletions need the secret when
+they come from other machines (the clipboard and deletions also from a page, `Origin: null`).
 
 Under load: connections wait in a real listen backlog; one thread (the doorman) holds every
 connection until its request head has arrived, so idle and slow clients cost a socket, not a
@@ -41,10 +46,12 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from picpipe import console
-from picpipe.errors import UsageError
+from picpipe.errors import PicpipeError, UsageError
 
 if TYPE_CHECKING:
+    from picpipe.config import Config
     from picpipe.pipeline import Outcome, Pipeline
+    from picpipe.stream import Record
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 36677
 #: Larger request bodies are answered 413 without being read.
@@ -83,8 +90,13 @@ LINGER = 2.0
 SPOOL = "pp-server-"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 BUSY = "pp-server is busy receiving other requests: try again in a moment"
-CLIPBOARD = ("picpipe does not read the clipboard: send image paths as {\"list\": [\"/abs/a.png\"]} "
-             "or files as multipart/form-data")
+#: Items of one POST /delete at most (each is looked up in the ledger).
+MAX_DELETE = 1000
+#: PicGo's and PicList's uploader names for picpipe's host types (`?uploader=aws-s3` is a profile of
+#: type s3). The other PicGo names (qiniu, aliyun, upyun, github, smms, imgur, local) are picpipe's own.
+PICGO_TYPES = {"aws-s3": "s3", "aws-s3-plist": "s3", "tcyun": "tencent", "webdavplist": "webdav"}
+#: The query parameters that choose a host, in the order they are read.
+HOST_PARAMETERS = ("uploader", "picbed", "configName", "configId")
 
 
 class Reply(Exception):
@@ -125,11 +137,88 @@ class Budget:
                 self.changed.notify_all()
 
 
-class _Job:
-    """One request's items, waiting for a pipeline run."""
+class HostChoice:
+    """The host profiles a request's `?uploader=` / `?picbed=` (a profile name, else the one
+    profile of that type: PicGo's uploader names are understood, aws-s3 is s3) and `?configName=`
+    / `?configId=` (a profile name) choose; None without them. Errors are PicGo 3.x's codes."""
 
-    def __init__(self, items: list[str]) -> None:
-        self.items = items
+    def __init__(self, config: Config, default: tuple[str, ...]) -> None:
+        self.config, self.default = config, default
+        #: profile name → its type, for the profiles of the file and of PICPIPE_<NAME>_TYPE.
+        self.types: dict[str, str] = {}
+        names = list(config.profiles)
+        names += [m.group(1).lower() for var in config.environ if (m := re.fullmatch(r"PICPIPE_(\w+)_TYPE", var))]
+        for name in dict.fromkeys(names):
+            try:
+                self.types[name] = str(config.profile(name)["type"])
+            except UsageError:  # a bad profile is reported when it is used, not here
+                continue
+
+    def kind(self, host: Any) -> str | None:
+        """A profile's type: PicGo's `type` of an item."""
+        return self.types.get(str(host)) if host else None
+
+    def choose(self, query: str) -> tuple[str, ...] | None:
+        asked: dict[str, str] = {}
+        for parameter, values in parse_qs(query, keep_blank_values=True).items():
+            if parameter in HOST_PARAMETERS:
+                if len(values) != 1 or not values[0].strip():
+                    raise self.error("INVALID_UPLOAD_OPTION", f'Invalid upload option parameter "{parameter}": '
+                                     "provide one non-empty string value.")
+                asked[parameter] = values[0].strip()
+        if not asked:
+            return None
+        uploader = asked.get("uploader") or asked.get("picbed")
+        name = asked.get("configName") or asked.get("configId")
+        if name is not None:
+            chosen = self.named(name)
+            if chosen is None or (uploader is not None and uploader != chosen and
+                                  self.types[chosen] != PICGO_TYPES.get(uploader, uploader)):
+                scope = f'uploader="{uploader}"' if uploader else f"uploader=[{', '.join(self.available())}]"
+                raise self.error("UPLOAD_CONFIG_NOT_FOUND", f'No upload configuration matched configName="{name}" '
+                                 f"in {scope}.")
+        else:
+            assert uploader is not None
+            chosen = self.for_uploader(uploader)
+        return self.default if chosen == self.default[0] else (chosen,)
+
+    def named(self, name: str) -> str | None:
+        """The profile of this name (PicGo compares config names without case)."""
+        if name in self.types:
+            return name
+        same = [known for known in self.types if known.lower() == name.lower()]
+        return same[0] if len(same) == 1 else None
+
+    def for_uploader(self, uploader: str) -> str:
+        """A profile named `uploader`, else the one of its type (the pipeline's host among several)."""
+        named = self.named(uploader)
+        if named is not None:
+            return named
+        kind = PICGO_TYPES.get(uploader, uploader)
+        of_kind = [name for name, its in self.types.items() if its == kind]
+        if len(of_kind) == 1:
+            return of_kind[0]
+        if self.default[0] in of_kind:  # PicGo: the type's active configuration
+            return self.default[0]
+        if of_kind:
+            raise self.error("UPLOAD_CONFIG_AMBIGUOUS", f'Upload configuration uploader="{uploader}" is ambiguous: '
+                             f"profiles {', '.join(of_kind)} have type {kind}. Specify one with ?configName=NAME.")
+        raise self.error("UNKNOWN_UPLOADER", f'Uploader "{uploader}" is not registered. Available uploaders: '
+                         f"[{', '.join(self.available())}].")
+
+    def available(self) -> list[str]:
+        return list(dict.fromkeys([*self.types, *self.types.values()]))
+
+    @staticmethod
+    def error(code: str, message: str) -> Reply:
+        return Reply(400, message, result=[], items=[], code=code)
+
+
+class _Job:
+    """One request's items, waiting for a pipeline run on its hosts (None: the configured ones)."""
+
+    def __init__(self, items: list[str], hosts: tuple[str, ...] | None = None) -> None:
+        self.items, self.hosts = items, hosts
         self.distinct = len(set(items))
         self.done = threading.Event()
         self.outcomes: list[Outcome] = []
@@ -151,9 +240,9 @@ class Uploads:
         for _ in range(workers):
             threading.Thread(target=self._work, daemon=True).start()
 
-    def run(self, items: list[str]) -> list[Outcome]:
-        """One Outcome per item, in order, once a worker has run them."""
-        job = _Job(items)
+    def run(self, items: list[str], hosts: tuple[str, ...] | None = None) -> list[Outcome]:
+        """One Outcome per item, in order, once a worker has run them (on `hosts` if given)."""
+        job = _Job(items, hosts)
         with self.changed:
             self.waiting.append(job)
             self.changed.notify()
@@ -163,13 +252,22 @@ class Uploads:
         return job.outcomes
 
     def _take(self) -> list[_Job]:
+        """The oldest job and those after it for the same hosts, up to `batch` distinct items."""
         with self.changed:
             self.changed.wait_for(lambda: bool(self.waiting))
             jobs = [self.waiting.popleft()]
-            count = jobs[0].distinct
-            while self.waiting and count + self.waiting[0].distinct <= self.batch:
-                count += self.waiting[0].distinct
-                jobs.append(self.waiting.popleft())
+            count, others = jobs[0].distinct, deque[_Job]()
+            while self.waiting:
+                job = self.waiting.popleft()
+                if job.hosts != jobs[0].hosts:
+                    others.append(job)
+                elif count + job.distinct <= self.batch:
+                    count += job.distinct
+                    jobs.append(job)
+                else:
+                    others.append(job)
+                    break
+            self.waiting.extendleft(reversed(others))
             return jobs
 
     def _work(self) -> None:
@@ -177,7 +275,7 @@ class Uploads:
             jobs = self._take()
             distinct = list(dict.fromkeys(item for job in jobs for item in job.items))
             try:
-                outcomes = dict(zip(distinct, self.pipeline.run(distinct)))
+                outcomes = dict(zip(distinct, self.pipeline.run(distinct, jobs[0].hosts)))
                 for job in jobs:
                     job.outcomes = [outcomes[item] for item in job.items]
             except BaseException as exc:  # each request answers it (a stage refused the configuration)
@@ -369,18 +467,26 @@ class Doorman:
 
 
 class PicGoServer(HTTPServer):
-    """Serves the PicGo API for one pipeline; `secret` None means no authentication."""
+    """Serves the PicGo API for one pipeline; `secret` None means no authentication. `config`
+    holds the profiles ?uploader= may choose, `ledger` the uploads /delete may delete (None:
+    the configuration's, else the default)."""
 
     request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], pipeline: Pipeline, secret: str | None = None,
-                 always_200: bool = False) -> None:
+                 always_200: bool = False, config: Config | None = None, ledger: str | None = None) -> None:
+        from picpipe.config import Config
+
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         sweep_spools()
         raise_open_files()
+        self.pipeline = pipeline
         self.uploads = Uploads(pipeline)
+        config = config or Config()
+        self.hosts = HostChoice(config, pipeline.settings.hosts)
+        self.ledger = ledger or pipeline.settings.ledger or config.ledger()
         self.memory = Budget(MEMORY)
         self.disk = Budget(SPOOL_LIMIT)
         self.secret = secret
@@ -606,7 +712,9 @@ class Handler(BaseHTTPRequestHandler):
             if console.debug:
                 console.traceback(exc)
             status, body = 500, {"success": False, "result": [], "message": f"internal error: {exc!r}"}
-        if self.server.always_200 and status in (400, 401, 403, 500) and path == "/upload":
+        if path == "/upload" and "result" in body:
+            body.setdefault("items", [])  # PicGo 3.x's shape, failures included
+        if self.server.always_200 and status in (400, 401, 403, 500) and path in ("/upload", "/delete"):
             status = 200  # the answer's `success` and `message` still say what happened
         left = ""
         try:
@@ -626,14 +734,30 @@ class Handler(BaseHTTPRequestHandler):
             return self.preflight(origin)
         if self.command == "POST" and path == "/heartbeat":
             return 200, {"success": True, "result": "alive"}
-        if self.command == "POST" and path == "/upload":
+        if self.command == "POST" and path in ("/upload", "/delete"):
             authorized = self.authorize()
             if origin is not None and is_web_origin(origin) and not authorized:
                 raise Reply(403, "requests from web pages are refused: set a [server] secret and send it "
                                  "as Authorization: Bearer ...")
             self.cors = origin is not None and (authorized or not is_web_origin(origin))
+            if path == "/delete":
+                self.own_machine(authorized, "deletes uploads")
+                return self.delete()
             return self.upload(authorized)
         raise Reply(404)
+
+    def own_machine(self, authorized: bool, what: str) -> None:
+        """What only the user may ask for (read their clipboard, delete their uploads): a program on
+        this machine, not a page (Origin null or file:, which a sandboxed page sends), or the secret."""
+        if authorized:
+            return
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower().startswith(("null", "file:")):
+            raise Reply(403, f"pp-server {what} for programs, not for pages (Origin: {origin}): set a [server] "
+                        "secret and send it", result=[])
+        if not is_loopback(self.client_address[0]):
+            raise Reply(403, f"pp-server {what} for programs on this machine only; from elsewhere set a "
+                        "[server] secret and send it", result=[])
 
     def check_host(self) -> None:
         """On loopback, a Host that names another machine is a page that rebound its DNS to us."""
@@ -649,8 +773,9 @@ class Handler(BaseHTTPRequestHandler):
         return 204, {}
 
     def authorize(self) -> bool:
-        """The secret, when one is set, from `Authorization: Bearer`, `X-PicGo-Secret` or `?secret=`
-        (in PicGo's order); True when the request proved it. Raises 401 when it did not."""
+        """The secret, when one is set, from `Authorization: Bearer`, `X-PicGo-Secret`, `?secret=`
+        (in PicGo's order) or `?key=` (PicList's); True when the request proved it. Raises 401
+        when it did not."""
         secret = self.server.secret
         if secret is None:
             return False
@@ -660,7 +785,8 @@ class Handler(BaseHTTPRequestHandler):
         elif "X-PicGo-Secret" in self.headers:
             token = self.headers["X-PicGo-Secret"].strip()
         else:
-            token = parse_qs(urlsplit(self.path).query).get("secret", [""])[0]
+            query = parse_qs(urlsplit(self.path).query)
+            token = (query.get("secret") or query.get("key") or [""])[0]
         if not hmac.compare_digest(token.encode("utf-8"), secret.encode("utf-8")):
             raise Reply(401, "Unauthorized")
         return True
@@ -682,6 +808,7 @@ class Handler(BaseHTTPRequestHandler):
         return Body(self.rfile, length)
 
     def upload(self, authorized: bool) -> tuple[int, dict[str, Any]]:
+        hosts = self.server.hosts.choose(urlsplit(self.path).query)  # before the body: a 400 reads none
         content_type = self.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
             body = self.body(MAX_BODY, "images")
@@ -693,17 +820,110 @@ class Handler(BaseHTTPRequestHandler):
                 if not files:
                     raise Reply(400, "no files in the form: send them in the field files (or list)", result=[])
                 self.count = len(files)
-                outcomes = self.server.uploads.run([path for _, path in files])
-            return respond(outcomes, [name for name, _ in files])
+                outcomes = self.server.uploads.run([path for _, path in files], hosts)
+            return self.respond(outcomes, [name for name, _ in files])
         body = self.body(MAX_JSON, "paths")
         with self.server.memory.hold(body.left):
             items = path_list(body.read_all())
         self.body_read = True
+        if not items:  # PicGo and PicList: no list means the clipboard
+            self.own_machine(authorized, "reads the clipboard")
+            return self.clipboard(hosts)
         if not authorized and not is_loopback(self.client_address[0]):
             raise Reply(403, "file paths are taken from this machine only; from elsewhere send the files "
                              "as multipart/form-data, or set a [server] secret and send it", result=[])
         self.count = len(items)
-        return respond(self.server.uploads.run(items), items)
+        return self.respond(self.server.uploads.run(items, hosts), items)
+
+    def clipboard(self, hosts: tuple[str, ...] | None) -> tuple[int, dict[str, Any]]:
+        """The clipboard's image, written to the spool as PicGo names it (a time stamp), uploaded."""
+        from picpipe.clipboard import read_image
+
+        try:
+            data, mime = read_image()
+        except PicpipeError as exc:
+            raise Reply(400, f"{exc.message} ({exc.hint})" if exc.hint else exc.message, result=[]) from None
+        extension = {"image/jpeg": ".jpg", "image/svg+xml": ".svg"}.get(mime, "." + mime.rsplit("/", 1)[-1])
+        name = time.strftime("%Y%m%d%H%M%S") + extension
+        with self.server.disk.hold(len(data), wait=0), self.server.spool() as folder:
+            path = spool_path(folder, 0, name)
+            with open(path, "wb") as sink:
+                sink.write(data)
+            self.count = 1
+            return self.respond(self.server.uploads.run([path], hosts), [name])
+
+    def respond(self, outcomes: list[Outcome], names: list[str]) -> tuple[int, dict[str, Any]]:
+        """200 with every URL in order (`result`), PicGo 3.x's `items` and PicList's `fullResult`,
+        or 500 naming each image that failed (PicGo-Core 2.x)."""
+        problems = []
+        for outcome, name in zip(outcomes, names):
+            problem = outcome.problem()
+            if problem is not None:
+                message, hint = problem
+                message = message.replace(outcome.item, name)  # a temp file's path means nothing to the client
+                problems.append(f"{message} ({hint})" if hint else message)
+        if problems:
+            return 500, {"success": False, "result": [], "message": "\n".join(dict.fromkeys(problems))}
+        items = [picgo_item(outcome.record, name, self.server.hosts.kind(outcome.record.get("host")))
+                 for outcome, name in zip(outcomes, names)]
+        return 200, {"success": True, "result": [outcome.url for outcome in outcomes], "items": items,
+                     "fullResult": [full_result(item, outcome.record) for item, outcome in zip(items, outcomes)]}
+
+    def delete(self) -> tuple[int, dict[str, Any]]:
+        """PicList's /delete: each item (a fullResult) is looked up in the ledger, and the upload
+        found there (not what the client says) is deleted from its host, with a tombstone."""
+        body = self.body(MAX_JSON, "items")
+        with self.server.memory.hold(body.left):
+            items = delete_list(body.read_all())
+        self.body_read = True
+        self.count = len(items)
+        found, refused = self.recorded(items)
+        deleted = self.server.pipeline.delete([found[i] for i in sorted(found)]) if found else []
+        results: dict[int, str | None] = dict(refused)
+        for index, record in zip(sorted(found), deleted):
+            error = record.get("error")
+            results[index] = None if record.get("deleted_at") and not error else \
+                f"{found[index].get('url')}: {error.get('message') if isinstance(error, dict) else 'not deleted'}"
+        problems = [results[i] for i in range(len(items)) if results[i] is not None]
+        done = len(items) - len(problems)
+        answer: dict[str, Any] = {"success": done > 0, "message": f"delete success: {done}, fail: {len(problems)}"}
+        if problems:
+            answer["errors"] = problems
+        if done:
+            return 200, answer
+        return (400 if not found else 500), {**answer, "message": "delete error: " + "; ".join(map(str, problems))}
+
+    def recorded(self, items: list[dict[str, Any]]) -> tuple[dict[int, Record], dict[int, str]]:
+        """(index → the ledger's live upload each item names; index → why an item is refused)."""
+        from picpipe.ledger import Ledger
+
+        found: dict[int, Record] = {}
+        refused: dict[int, str] = {}
+        ledger = Ledger(self.server.ledger)
+        try:
+            for index, item in enumerate(items):
+                url = item.get("url") or item.get("imgUrl")
+                sha256, host, key = item.get("sha256"), item.get("host"), item.get("key")
+                if isinstance(sha256, str) and sha256:
+                    states = ledger.states_for([sha256])
+                elif isinstance(url, str) and url:
+                    states = ledger.states_by_url(url)
+                else:
+                    refused[index] = f"item {index + 1} names no upload: send the fullResult /upload answered"
+                    continue
+                matching = [state for state in states if state.get("host") and state.get("key")
+                            and (host is None or state.get("host") == host) and (key is None or state.get("key") == key)
+                            and (url is None or state.get("url") == url)]
+                live = [state for state in matching if not state.get("deleted_at")]
+                if live:
+                    found[index] = live[-1]
+                else:
+                    what = url or f"{host}:{key}"
+                    refused[index] = (f"{what}: deleted already ({matching[-1]['deleted_at']})" if matching else
+                                      f"{what}: not an upload in the ledger ({ledger.path}), so not deleted")
+        finally:
+            ledger.close()
+        return found, refused
 
     def send(self, status: int, body: dict[str, Any]) -> None:
         from picpipe.redact import mask_data
@@ -732,24 +952,26 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def respond(outcomes: list[Outcome], names: list[str]) -> tuple[int, dict[str, Any]]:
-    """200 with every URL in order, or 500 naming each image that failed (PicGo-Core 2.x)."""
-    problems = []
-    for outcome, name in zip(outcomes, names):
-        problem = outcome.problem()
-        if problem is not None:
-            message, hint = problem
-            message = message.replace(outcome.item, name)  # a temp file's path means nothing to the client
-            problems.append(f"{message} ({hint})" if hint else message)
-    if problems:
-        return 500, {"success": False, "result": [], "message": "\n".join(dict.fromkeys(problems))}
-    return 200, {"success": True, "result": [outcome.url for outcome in outcomes]}
+def picgo_item(record: Record, name: str, kind: str | None) -> dict[str, Any]:
+    """PicGo 3.x's item of an upload: `origin` is what the client sent (a path, URL or file name)."""
+    file_name = re.split(r"[\\/]", urlsplit(name).path if name.startswith(("http://", "https://")) else name)[-1]
+    extension = os.path.splitext(str(record.get("key") or ""))[1] or os.path.splitext(file_name)[1]
+    return {"origin": name, "imgUrl": record.get("url"), "fileName": file_name, "type": kind,
+            "contentType": record.get("mime"), "size": record.get("size"), "width": record.get("width"),
+            "height": record.get("height"), "extname": extension}
+
+
+def full_result(item: dict[str, Any], record: Record) -> dict[str, Any]:
+    """PicList's fullResult of an upload: its item, and what POST /delete looks up in the ledger."""
+    kept = ("host", "key", "url", "sha256", "uploaded_at", "mirrors")
+    return {**item, **{field: record[field] for field in kept if field in record}}
 
 
 def path_list(body: bytes) -> list[str]:
-    """The `list` of a JSON body, checked as PicGo-Core checks it (400 on anything else)."""
+    """The `list` of a JSON body, checked as PicGo-Core checks it (400 on anything else); an
+    empty list for an empty body, `{}` or `{"list": []}`: the clipboard."""
     if not body.strip():
-        raise Reply(400, CLIPBOARD, result=[])
+        return []
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -758,11 +980,27 @@ def path_list(body: bytes) -> list[str]:
         raise Reply(400, 'the body must be a JSON object {"list": [...]}', result=[])
     items = data.get("list")
     if items is None or items == []:
-        raise Reply(400, CLIPBOARD, result=[])
+        return []
     if not isinstance(items, list):
         raise Reply(400, "list must be an array of image paths or URLs", result=[])
     if not all(isinstance(item, str) and item.strip() for item in items):
         raise Reply(400, "every item of list must be a non-empty string", result=[])
+    return items
+
+
+def delete_list(body: bytes) -> list[dict[str, Any]]:
+    """PicList's `{"list": [fullResult, ...]}`, each item an object (400 on anything else)."""
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Reply(400, f"the body is not JSON: {exc}") from None
+    items = data.get("list") if isinstance(data, dict) else None
+    if not items:
+        raise Reply(400, "no file to delete")  # PicList's words
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise Reply(400, 'list must be an array of the fullResult objects /upload answered')
+    if len(items) > MAX_DELETE:
+        raise Reply(413, f"more than {MAX_DELETE} items: send fewer at once")
     return items
 
 

@@ -1,11 +1,12 @@
 """The configured pipeline that pp-typora and pp-server run on the images an editor sends.
 
-    [pp-fetch |] [pp-compress |] pp-upload --host H [--path T] | pp-mark [| pp-backup --to B ...]
+    [pp-fetch |] [pp-compress |] pp-upload --host H [--host M ...] [--path T] | pp-mark [| pp-backup --to B ...]
 
 as set in the `[pipeline]` section of the configuration (or PICPIPE_PIPELINE_*, or flags):
 
     [pipeline]
-    host = "qiniu"                 # required: the profile pp-upload --host uses
+    host = "qiniu"                 # required: the profile pp-upload --host uses (or a list:
+                                   # ["qiniu", "github"] uploads to each, the URL is the first's)
     compress = true                # run pp-compress first (default false)
     backup = ["nutstore", "nas"]   # pp-backup --to each of these (a name or a list)
     path = "blog/{sha256:12}{ext}" # key template (default: the host profile's)
@@ -13,7 +14,9 @@ as set in the `[pipeline]` section of the configuration (or PICPIPE_PIPELINE_*, 
 The stages are the real commands, connected by pipes, so an editor gets exactly what the same
 shell pipeline would give, with the same ledger, dedupe, retries and error records. Remote
 images (`https://...` items, Typora's "apply to online images") go through pp-fetch first and
-are re-uploaded to the configured host, as PicGo does.
+are re-uploaded to the configured host, as PicGo does. `Pipeline.delete` runs
+`pp-upload --host H --delete | pp-mark` on ledger records: the object goes, the ledger keeps a
+tombstone.
 
     from picpipe import config, pipeline
     for outcome in pipeline.Pipeline(pipeline.settings(config.load())).run(["/abs/a.png"]):
@@ -54,12 +57,23 @@ or set PICPIPE_PIPELINE_HOST=myhost"""
 class Settings(NamedTuple):
     """What the pipeline runs: the [pipeline] section, resolved and checked."""
 
+    #: The first host: the URL the editor gets is this one's.
     host: str
     compress: bool = False
     backup: tuple[str, ...] = ()
     path: str | None = None
     #: --ledger for every stage; None lets each stage find it (PICPIPE_LEDGER, the config).
     ledger: str | None = None
+    #: The other hosts of `host = ["a", "b"]`: each image is uploaded there too (the record's `mirrors`).
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return (self.host, *self.mirrors)
+
+    def upload_to(self, hosts: Sequence[str]) -> Settings:
+        """The same pipeline uploading to `hosts` (the first gives the URL) instead."""
+        return self._replace(host=hosts[0], mirrors=tuple(hosts[1:]))
 
 
 def settings(config: Config, flags: Mapping[str, Any] | None = None, ledger: str | None = None) -> Settings:
@@ -77,20 +91,30 @@ def settings(config: Config, flags: Mapping[str, Any] | None = None, ledger: str
                 return config.resolve(where, key, layer[key])
         return None
 
-    host = pick("host")
-    if not host:
+    hosts = _names(pick("host"))
+    if not hosts:
         raise UsageError("no image host configured for the editor pipeline",
                          EXAMPLE.format(path=config.path or config_path(config.environ)))
-    backup = pick("backup") or ()
-    names = tuple(n.strip() for n in backup.split(",")) if isinstance(backup, str) else tuple(backup)
-    result = Settings(str(host), _boolean(pick("compress")), tuple(n for n in names if n), pick("path"), ledger)
-    for name in (result.host, *result.backup):
+    if len(set(hosts)) < len(hosts):
+        raise UsageError(f"[pipeline] host names a profile twice: {', '.join(hosts)}",
+                         "name each host once; the first gives the URL the editor gets")
+    result = Settings(hosts[0], _boolean(pick("compress")), _names(pick("backup")), pick("path"), ledger,
+                      hosts[1:])
+    for name in (*result.hosts, *result.backup):
         config.profile(name)
     if result.path:
         from picpipe.keys import check_template
 
         check_template(result.path)
     return result
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Profile names: a list, or a string of them separated by commas (PICPIPE_PIPELINE_HOST=a,b)."""
+    if not value:
+        return ()
+    names = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return tuple(n.strip() for n in names if n.strip())
 
 
 def _boolean(value: Any) -> bool:
@@ -172,22 +196,24 @@ class Pipeline:
             env["PICPIPE_DEBUG"] = "1"
         self.env = env
 
-    def commands(self, remote: bool = False) -> list[list[str]]:
+    def commands(self, remote: bool = False, settings: Settings | None = None) -> list[list[str]]:
         """Each stage's argv; `remote` puts pp-fetch first, for inputs that are URLs."""
-        s = self.settings
+        s = settings or self.settings
         ledger = ["--ledger", s.ledger] if s.ledger else []
         # Downloads go to the cache, not to the folder the editor happened to start us in.
         fetched = str(xdg_home("XDG_CACHE_HOME", ".cache", self.env) / "fetched")
         stages = [[*stage_command("fetch"), "--out", fetched]] if remote else []
         if s.compress:
             stages.append(stage_command("compress"))
-        stages.append([*stage_command("upload"), "--host", s.host, *(["--path", s.path] if s.path else []), *ledger])
+        hosts = [arg for host in s.hosts for arg in ("--host", host)]
+        stages.append([*stage_command("upload"), *hosts, *(["--path", s.path] if s.path else []), *ledger])
         stages.append([*stage_command("mark"), *ledger])
         stages.extend([*stage_command("backup"), "--to", name, *ledger] for name in s.backup)
         return [[*argv, "-q"] for argv in stages]
 
-    def run(self, items: Sequence[str]) -> list[Outcome]:
-        """One Outcome per item, in input order, whatever happens to the stages."""
+    def run(self, items: Sequence[str], hosts: Sequence[str] | None = None) -> list[Outcome]:
+        """One Outcome per item, in input order, whatever happens to the stages; `hosts` (the
+        first gives the URL) instead of the configured ones."""
         if not items:
             return []
         # Only images go in: a request from an editor (or a page that reached pp-server) must not
@@ -195,11 +221,29 @@ class Pipeline:
         refused = {index: record for index, item in enumerate(items) if (record := refusal(item)) is not None}
         if refused:
             kept = [item for index, item in enumerate(items) if index not in refused]
-            done = iter(self.run(kept))
+            done = iter(self.run(kept, hosts))
             return [Outcome(item, refused[index]) if index in refused else next(done)
                     for index, item in enumerate(items)]
         records = [input_record(item) for item in items]
-        argvs = self.commands(remote=any("url" in r for r in records))
+        settings = self.settings.upload_to(hosts) if hosts else self.settings
+        output = self._through(self.commands(any("url" in r for r in records), settings), records)
+        return [Outcome(item, record) for item, record in zip(items, output)]
+
+    def delete(self, records: Sequence[Record]) -> list[Record]:
+        """Delete each ledger record's object from its host (`pp-upload --host H --delete`) and
+        record the tombstone (`pp-mark`): the records, in order, with `deleted_at` or an error."""
+        ledger = ["--ledger", self.settings.ledger] if self.settings.ledger else []
+        done: dict[int, Record] = {}
+        for host in dict.fromkeys(str(r.get("host")) for r in records):
+            indexes = [i for i, r in enumerate(records) if str(r.get("host")) == host]
+            argvs = [[*stage_command("upload"), "--host", host, "--delete", *ledger, "-q"],
+                     [*stage_command("mark"), *ledger, "-q"]]
+            done.update(zip(indexes, self._through(argvs, [records[i] for i in indexes])))
+        return [done[i] for i in range(len(records))]
+
+    def _through(self, argvs: list[list[str]], records: list[Record]) -> list[Record]:
+        """The records as the last stage wrote them, in order; one it did not write carries the
+        error of the stage that stopped. A stage that refused its configuration: UsageError."""
         chain = _Chain(argvs, self.env, self.log)
         try:
             chain.start(records)
@@ -214,8 +258,7 @@ class Pipeline:
         # where a stage stopped (the first that ended worse than "some records failed", if any).
         failed.sort(key=lambda stage: stage[1] == 1)
         missing = {"error": _stopped_error(failed[0] if failed else None)}
-        return [Outcome(item, output[index] if index < len(output) else {**records[index], **missing})
-                for index, item in enumerate(items)]
+        return [output[index] if index < len(output) else {**record, **missing} for index, record in enumerate(records)]
 
 
 class _Chain:

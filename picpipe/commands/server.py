@@ -22,11 +22,14 @@ from picpipe.errors import UsageError
 class ServerCommand(Command):
     prog = "pp-server"
     description = (
-        "Answer PicGo-Server requests on http://127.0.0.1:36677 (POST /upload, POST /heartbeat),\n"
-        "so that Typora (\"PicGo (app)\"), Obsidian Image Auto Upload and other PicGo clients\n"
-        "upload through the configured pipeline ([pipeline] in the config, as pp-typora). Only\n"
-        "this machine can connect unless --host says otherwise. Optional secret: [server] secret,\n"
-        "PICPIPE_SERVER_SECRET or --secret-file, sent as Authorization: Bearer S or X-PicGo-Secret."
+        "Answer PicGo-Server requests on http://127.0.0.1:36677 (POST /upload, POST /delete,\n"
+        "POST /heartbeat), so that Typora (\"PicGo (app)\"), Obsidian Image Auto Upload, PicList and\n"
+        "other PicGo clients upload through the configured pipeline ([pipeline] in the config, as\n"
+        "pp-typora). An empty body uploads the clipboard; ?uploader=NAME (?picbed=, ?configName=)\n"
+        "uploads to profile NAME, or to the one profile of type NAME; /delete deletes uploads the\n"
+        "ledger has. Only this machine can connect unless --host says otherwise. Optional secret:\n"
+        "[server] secret, PICPIPE_SERVER_SECRET or --secret-file, sent as Authorization: Bearer S,\n"
+        "X-PicGo-Secret, ?secret= or ?key=."
     )
     examples = """\
   pp-server
@@ -68,14 +71,14 @@ class ServerCommand(Command):
         secret = self.secret(args, env, file)
         pipeline = Pipeline(settings(self.config, ledger=args.ledger))
         try:
-            server = PicGoServer((host, port), pipeline, secret, args.always_200)
+            server = PicGoServer((host, port), pipeline, secret, args.always_200, self.config, args.ledger)
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}",
                              "is PicGo or another pp-server running there? stop it, or use --port N "
                              "and give your editor the same port") from None
         address = f"[{host}]" if ":" in host else host
         console.say(f"listening on http://{address}:{server.server_address[1]} "
-                    f"(upload to {pipeline.settings.host}; secret {'required' if secret else 'not set'}); "
+                    f"(upload to {', '.join(pipeline.settings.hosts)}; secret {'required' if secret else 'not set'}); "
                     "Ctrl-C stops")
         if not server.loopback:
             console.warn(f"listening on {host}: other machines can reach this server"
