@@ -871,39 +871,42 @@ class Handler(BaseHTTPRequestHandler):
 
     def delete(self) -> tuple[int, dict[str, Any]]:
         """PicList's /delete: each item (a fullResult) is looked up in the ledger, and the upload
-        found there (not what the client says) is deleted from its host, with a tombstone."""
+        found there (not what the client says), with its mirrors' copies, is deleted from its
+        host with a tombstone. An item counts as deleted when every copy of it is."""
         body = self.body(MAX_JSON, "items")
         with self.server.memory.hold(body.left):
             items = delete_list(body.read_all())
         self.body_read = True
         self.count = len(items)
-        found, refused = self.recorded(items)
-        deleted = self.server.pipeline.delete([found[i] for i in sorted(found)]) if found else []
-        results: dict[int, str | None] = dict(refused)
-        for index, record in zip(sorted(found), deleted):
+        found, results = self.recorded(items)
+        copies = [(index, record) for index in sorted(found) for record in found[index]]
+        deleted = self.server.pipeline.delete([record for _, record in copies]) if copies else []
+        for (index, asked), record in zip(copies, deleted):
             error = record.get("error")
-            results[index] = None if record.get("deleted_at") and not error else \
-                f"{found[index].get('url')}: {error.get('message') if isinstance(error, dict) else 'not deleted'}"
-        problems = [results[i] for i in range(len(items)) if results[i] is not None]
+            if (error or not record.get("deleted_at")) and results.get(index) is None:
+                results[index] = f"{asked.get('url')}: " + (str(error.get("message")) if isinstance(error, dict)
+                                                             else "not deleted")
+        problems = [problem for problem in (results.get(i) for i in range(len(items))) if problem is not None]
         done = len(items) - len(problems)
         answer: dict[str, Any] = {"success": done > 0, "message": f"delete success: {done}, fail: {len(problems)}"}
         if problems:
             answer["errors"] = problems
         if done:
             return 200, answer
-        return (400 if not found else 500), {**answer, "message": "delete error: " + "; ".join(map(str, problems))}
+        return (400 if not found else 500), {**answer, "message": "delete error: " + "; ".join(problems)}
 
-    def recorded(self, items: list[dict[str, Any]]) -> tuple[dict[int, Record], dict[int, str]]:
-        """(index → the ledger's live upload each item names; index → why an item is refused)."""
+    def recorded(self, items: list[dict[str, Any]]) -> tuple[dict[int, list[Record]], dict[int, str | None]]:
+        """(index → the ledger's live copies each item names, its upload first, then those of its
+        `mirrors`; index → why an item is refused)."""
         from picpipe.ledger import Ledger
 
-        found: dict[int, Record] = {}
-        refused: dict[int, str] = {}
+        found: dict[int, list[Record]] = {}
+        refused: dict[int, str | None] = {}
         ledger = Ledger(self.server.ledger)
         try:
             for index, item in enumerate(items):
                 url = item.get("url") or item.get("imgUrl")
-                sha256, host, key = item.get("sha256"), item.get("host"), item.get("key")
+                sha256 = item.get("sha256")
                 if isinstance(sha256, str) and sha256:
                     states = ledger.states_for([sha256])
                 elif isinstance(url, str) and url:
@@ -911,16 +914,19 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     refused[index] = f"item {index + 1} names no upload: send the fullResult /upload answered"
                     continue
-                matching = [state for state in states if state.get("host") and state.get("key")
-                            and (host is None or state.get("host") == host) and (key is None or state.get("key") == key)
-                            and (url is None or state.get("url") == url)]
+                matching = named_in(states, item.get("host"), item.get("key"), url)
                 live = [state for state in matching if not state.get("deleted_at")]
-                if live:
-                    found[index] = live[-1]
-                else:
-                    what = url or f"{host}:{key}"
+                if not live:
+                    what = url or f"{item.get('host')}:{item.get('key')}"
                     refused[index] = (f"{what}: deleted already ({matching[-1]['deleted_at']})" if matching else
                                       f"{what}: not an upload in the ledger ({ledger.path}), so not deleted")
+                    continue
+                mirrors = item.get("mirrors")
+                mirrors = mirrors if isinstance(mirrors, list) else []
+                found[index] = [live[-1], *(state for copy in mirrors if isinstance(copy, dict)
+                                            for state in named_in(states, copy.get("host"), copy.get("key"),
+                                                                  copy.get("url"))[-1:]
+                                            if not state.get("deleted_at"))]
         finally:
             ledger.close()
         return found, refused
@@ -959,6 +965,13 @@ def picgo_item(record: Record, name: str, kind: str | None) -> dict[str, Any]:
     return {"origin": name, "imgUrl": record.get("url"), "fileName": file_name, "type": kind,
             "contentType": record.get("mime"), "size": record.get("size"), "width": record.get("width"),
             "height": record.get("height"), "extname": extension}
+
+
+def named_in(states: list[Record], host: Any, key: Any, url: Any) -> list[Record]:
+    """The ledger states of uploads that are the host, key and URL given (those given)."""
+    return [state for state in states if state.get("host") and state.get("key")
+            and (host is None or state.get("host") == host) and (key is None or state.get("key") == key)
+            and (url is None or state.get("url") == url)]
 
 
 def full_result(item: dict[str, Any], record: Record) -> dict[str, Any]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -542,3 +545,199 @@ def test_server_refuses_a_chunked_body_plainly(serve, tmp_path):
     body = iter([json.dumps({"list": [str(src)]}).encode()])  # a generator: requests sends it chunked
     answer = requests.post(server.url + "/upload", data=body, timeout=10)
     assert answer.status_code == 411 and "Content-Length" in answer.json()["message"]
+
+
+# -- pp-server: PicGo 3.x and PicList --------------------------------------------------------------
+
+OTHER = "https://other.example.com/"
+
+
+@pytest.fixture
+def two_hosts_env(config_env, tmp_path) -> dict[str, str]:
+    """Profiles site (the pipeline's host), shelf and other, all of type local; no backup."""
+    config = write_config(tmp_path, backup=False, extra=f"""
+[profiles.other]
+type = "local"
+dir = "{tmp_path / 'other'}"
+base_url = "{OTHER}"
+""")
+    return {**config_env, "PICPIPE_CONFIG": str(config)}
+
+
+def test_server_answers_picgo3_items_and_piclist_full_result(serve, tmp_path):
+    shot = image(tmp_path / "notes" / "shot 1.png", (40, 80, 120))
+    server = serve(env={"PICPIPE_PIPELINE_PATH": "{sha256:12}{ext}"})
+    body = server.post(json={"list": [str(shot)]}).json()
+    [url] = body["result"]
+    digest = sha(shot.read_bytes())
+    item = {"origin": str(shot), "imgUrl": url, "fileName": "shot 1.png", "type": "local",
+            "contentType": "image/png", "size": shot.stat().st_size, "width": 40, "height": 30, "extname": ".png"}
+    assert body["items"] == [item]
+    [full] = body["fullResult"]
+    assert full == {**item, "host": "site", "key": digest[:12] + ".png", "url": url, "sha256": digest,
+                    "uploaded_at": full["uploaded_at"]}
+    form = server.post(files=[("files", ("截图.png", shot.read_bytes(), "image/png"))]).json()
+    assert form["result"] == [url] and form["items"][0]["origin"] == form["items"][0]["fileName"] == "截图.png"
+
+
+def test_server_uploader_picbed_and_config_name_choose_the_profile(serve, two_hosts_env, tmp_path):
+    src = image(tmp_path / "a.png", (1, 100, 200))
+    server = serve(env=two_hosts_env)
+
+    def upload(query: str) -> requests.Response:
+        return server.post("/upload?" + query, json={"list": [str(src)]})
+
+    for query, base in (("uploader=other", OTHER), ("configName=other", OTHER),
+                        ("picbed=local&configName=OTHER", OTHER), ("uploader=local", BASE), ("picbed=site", BASE),
+                        ("configId=site", BASE)):
+        answer = upload(query)
+        assert answer.status_code == 200, (query, answer.text)
+        assert answer.json()["result"][0].startswith(base), query
+        assert answer.json()["fullResult"][0]["host"] == ("other" if base == OTHER else "site")
+    assert (tmp_path / "other").is_dir()
+    assert {e["host"] for e in ledger(tmp_path)} == {"site", "other"}
+
+    unknown = upload("uploader=aws-s3")
+    assert unknown.status_code == 400
+    assert unknown.json() == {"success": False, "result": [], "items": [], "code": "UNKNOWN_UPLOADER",
+                              "message": 'Uploader "aws-s3" is not registered. Available uploaders: '
+                                         "[site, shelf, other, local]."}
+    for query, code in (("picbed=qiniu&configName=other", "UPLOAD_CONFIG_NOT_FOUND"),
+                        ("configName=nowhere", "UPLOAD_CONFIG_NOT_FOUND"),
+                        ("uploader=", "INVALID_UPLOAD_OPTION"),
+                        ("uploader=site&uploader=other", "INVALID_UPLOAD_OPTION")):
+        answer = upload(query)
+        assert answer.status_code == 400 and answer.json()["code"] == code, (query, answer.text)
+
+
+def test_server_uploader_of_a_type_with_several_profiles_and_none_the_pipelines(serve, two_hosts_env, tmp_path):
+    src = image(tmp_path / "a.png", (9, 8, 7))
+    server = serve(env={**two_hosts_env, "PICPIPE_PIPELINE_HOST": "other", "PICPIPE_GH_TYPE": "github"})
+    assert server.post("/upload?uploader=local", json={"list": [str(src)]}).json()["result"][0].startswith(OTHER)
+    server.stop()
+    server = serve(env={**two_hosts_env, "PICPIPE_SPARE_TYPE": "local", "PICPIPE_SPARE_DIR": str(tmp_path / "spare"),
+                        "PICPIPE_PIPELINE_HOST": "spare"})
+    answer = server.post("/upload?uploader=spare", json={"list": [str(src)]})  # a profile of the environment
+    assert answer.status_code == 200 and answer.json()["fullResult"][0]["host"] == "spare"
+    # PicGo's github is picpipe's github: no such profile here
+    assert server.post("/upload?uploader=github", json={"list": [str(src)]}).json()["code"] == "UNKNOWN_UPLOADER"
+
+
+def test_server_piclist_key_query_is_a_secret_carrier(serve, tmp_path):
+    src = image(tmp_path / "k.png", (3, 6, 9))
+    server = serve(env={"PICPIPE_SERVER_SECRET": SECRET})
+    assert server.post(json={"list": [str(src)]}, params={"key": "wrong"}).status_code == 401
+    answer = server.post(json={"list": [str(src)]}, params={"key": SECRET, "picbed": "site"})
+    assert answer.status_code == 200 and hosted(tmp_path, answer.json()["result"][0]) == src.read_bytes()
+    status, stderr = server.stop()
+    assert status == 0 and SECRET not in stderr and "POST /upload 401" in stderr and "key=" not in stderr
+
+
+def test_server_delete_takes_what_the_ledger_has_and_nothing_else(serve, tmp_path):
+    first, second = image(tmp_path / "1.png", (10, 20, 30)), image(tmp_path / "2.png", (30, 20, 10))
+    server = serve(env={"PICPIPE_PIPELINE_BACKUP": ""})
+    full = server.post(json={"list": [str(first), str(second)]}).json()["fullResult"]
+    stored = [tmp_path / "site" / unquote(item["url"][len(BASE):]) for item in full]
+    assert all(path.exists() for path in stored)
+    stranger = tmp_path / "site" / "not-recorded.png"
+    stranger.write_bytes(first.read_bytes())
+
+    # Obsidian Image Auto Upload sends back the fullResult it kept; the ledger says what it is.
+    deleted = server.post("/delete", json={"list": [full[0]]}, headers={"Origin": "app://obsidian.md"})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"success": True, "message": "delete success: 1, fail: 0"}
+    assert not stored[0].exists() and stored[1].exists()
+    tomb = [e for e in ledger(tmp_path) if e.get("url") == full[0]["url"]][-1]
+    assert tomb["deleted_at"] and tomb["host"] == "site"
+
+    again = server.post("/delete", json={"list": [full[0]]})
+    assert again.status_code == 400 and again.json()["success"] is False
+    assert "deleted already" in again.json()["message"]
+    forged = [{"host": "site", "key": "not-recorded.png", "url": BASE + "not-recorded.png"},
+              {**full[1], "sha256": "0" * 64}, {**full[1], "key": "not-recorded.png"}, {"imgUrl": 5}]
+    refused = server.post("/delete", json={"list": forged})
+    assert refused.status_code == 400 and refused.json()["message"].startswith("delete error: ")
+    assert len(refused.json()["errors"]) == 4 and "not an upload in the ledger" in refused.json()["errors"][0]
+    assert stranger.exists() and stored[1].exists()
+    mixed = server.post("/delete", json={"list": [{"imgUrl": full[1]["url"]}, forged[0]]})  # PicList's imgUrl alone
+    assert mixed.status_code == 200 and mixed.json()["message"] == "delete success: 1, fail: 1"
+    assert not stored[1].exists() and stranger.exists()
+
+    for body, status in ((b"", 400), (b'{"list": []}', 400), (b'{"list": ["/a.png"]}', 400), (b"{no", 400)):
+        answer = server.post("/delete", data=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == status and answer.json()["success"] is False
+    assert server.post("/delete", json={"list": []}).json()["message"] == "no file to delete"
+    for origin in ("null", "file://", "https://evil.example"):
+        assert server.post("/delete", json={"list": [full[0]]}, headers={"Origin": origin}).status_code == 403
+
+
+FAKE_WL_PASTE = f"""#!{sys.executable}
+import os, sys
+spec = os.environ["FAKE_CLIPBOARD"]
+types = open(spec + ".types").read().split()
+if sys.argv[1:] == ["--list-types"]:
+    print("\\n".join(types))
+elif sys.argv[-2] == "--type" and sys.argv[-1] in types:
+    sys.stdout.buffer.write(open(spec + "." + sys.argv[-1].replace("/", "-"), "rb").read())
+else:
+    sys.exit("No suitable type of content copied")
+"""
+
+
+def fake_clipboard(tmp_path: Path, types: list[str], data: dict[str, bytes]) -> dict[str, str]:
+    """A Wayland session whose wl-paste offers `types` (the bytes of each in `data`)."""
+    tools = tmp_path / "tools"
+    tools.mkdir(exist_ok=True)
+    (tools / "wl-paste").write_text(FAKE_WL_PASTE)
+    (tools / "wl-paste").chmod(0o755)
+    spec = tmp_path / "clipboard"
+    spec.with_suffix(".types").write_text("\n".join(types))
+    for kind, content in data.items():
+        Path(f"{spec}.{kind.replace('/', '-')}").write_bytes(content)
+    return {"FAKE_CLIPBOARD": str(spec), "WAYLAND_DISPLAY": "wayland-test", "DISPLAY": "",
+            "XDG_SESSION_TYPE": "wayland", "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_server_empty_body_uploads_the_clipboard(serve, tmp_path):
+    png = image(tmp_path / "copied.png", (200, 50, 100)).read_bytes()
+    server = serve(env=fake_clipboard(tmp_path, ["image/png", "text/html"], {"image/png": png}))
+    for body in (None, {}, {"list": []}):
+        answer = server.post(json=body) if body is not None else server.post()
+        assert answer.status_code == 200, answer.text
+        assert hosted(tmp_path, answer.json()["result"][0]) == png
+        assert re.fullmatch(r"\d{14}\.png", answer.json()["items"][0]["fileName"])
+    assert list((tmp_path / "tmp").iterdir()) == []
+    for origin in ("null", "file://"):  # a page (a sandboxed frame says null) may not read the clipboard
+        assert server.post(headers={"Origin": origin}).status_code == 403
+
+    text = serve(env=fake_clipboard(tmp_path, ["text/plain"], {"text/plain": b"hello"})).post()
+    assert text.status_code == 400 and "the clipboard holds text (text/plain), not an image" in text.json()["message"]
+
+
+def test_server_and_typora_upload_to_every_pipeline_host(serve, two_hosts_env, tmp_path):
+    """[pipeline] host = ["site", "other"]: the URL is site's, other has a copy (the record's mirrors)."""
+    config = Path(two_hosts_env["PICPIPE_CONFIG"])
+    config.write_text(config.read_text().replace('host = "site"', 'host = ["site", "other"]'))
+    src = image(tmp_path / "m.png", (77, 7, 177))
+    result = typora([src], two_hosts_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    [url] = typora_urls(result.stdout, 1)
+    assert hosted(tmp_path, url) == src.read_bytes()
+    copies = {e["host"]: e["url"] for e in ledger(tmp_path) if e.get("sha256") == sha(src.read_bytes())}
+    assert copies["site"] == url and copies["other"].startswith(OTHER)  # every copy is in the ledger
+    assert (tmp_path / "other" / unquote(copies["other"][len(OTHER):])).read_bytes() == src.read_bytes()
+
+    second = image(tmp_path / "n.png", (1, 7, 17))
+    server = serve(env=two_hosts_env)
+    body = server.post(json={"list": [str(second)]}).json()
+    assert body["result"][0].startswith(BASE) and body["fullResult"][0]["mirrors"][0]["host"] == "other"
+    only = server.post("/upload?uploader=other", json={"list": [str(image(tmp_path / "o.png", (5, 5, 5)))]}).json()
+    assert only["result"][0].startswith(OTHER) and "mirrors" not in only["fullResult"][0]
+    deleted = server.post("/delete", json={"list": body["fullResult"]})  # every copy goes
+    assert deleted.json() == {"success": True, "message": "delete success: 1, fail: 0"}
+    gone = {e["host"]: e for e in ledger(tmp_path) if e.get("sha256") == sha(second.read_bytes())}
+    assert gone["site"]["deleted_at"] and gone["other"]["deleted_at"]
+    assert not list((tmp_path / "other").rglob("n*.png")) and not any(
+        sha(p.read_bytes()) == sha(second.read_bytes()) for p in (tmp_path / "other").rglob("*") if p.is_file())
+    status, stderr = server.stop()
+    assert "upload to site, other" in stderr
