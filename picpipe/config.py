@@ -43,20 +43,31 @@ from picpipe.errors import UsageError
 
 #: Keys every profile understands.
 COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries", "breaker")
-#: Keys per profile type (DESIGN §3). The host modules of pp-upload will own these.
-TYPE_KEYS: dict[str, tuple[str, ...]] = {
-    "local": ("dir",),
-    "webdav": ("url", "user", "password", "vendor", "pace"),
-    "s3": ("bucket", "region", "access_key", "secret_key", "path_style", "conditional_writes"),
-    "qiniu": ("bucket", "access_key", "secret_key", "region"),
-    "aliyun": ("bucket", "region", "access_key_id", "access_key_secret"),
-    "upyun": ("bucket", "operator", "password"),
-    "tencent": ("bucket", "region", "secret_id", "secret_key"),
-    "github": ("repo", "branch", "token", "cdn"),
-    "gitee": ("repo", "branch", "token", "cdn"),
-    "smms": ("token",),
-    "imgur": ("client_id",),
-}
+
+
+def host_types() -> list[str]:
+    """The profile types: the host modules in picpipe/hosts/ (listed, not imported)."""
+    import importlib.util
+    import pkgutil
+
+    spec = importlib.util.find_spec("picpipe.hosts")
+    folders = spec.submodule_search_locations if spec is not None else None
+    return sorted(m.name for m in pkgutil.iter_modules(folders or []) if m.name not in HOST_HELPERS)
+
+
+#: Modules in picpipe/hosts/ that are shared code, not host types.
+HOST_HELPERS = {"signing"}
+
+
+def type_keys(kind: object) -> tuple[str, ...] | None:
+    """The profile keys of a host type beside COMMON_KEYS, as its module declares them (`Host.keys`);
+    None for no such type. Imports that one module, as opening the host does anyway."""
+    import importlib
+
+    if not isinstance(kind, str) or kind not in host_types():
+        return None
+    keys: tuple[str, ...] = importlib.import_module(f"picpipe.hosts.{kind}").HOST.keys
+    return keys
 #: Top-level tables other than [profiles]; their names cannot be profile names.
 SECTIONS = {
     "link": ("format", "template", "rewrite"),
@@ -159,24 +170,27 @@ class Config:
             raise UsageError(f"bad profile name {name!r}", "profile names are letters, digits, '-' and '_'")
         if name in self.profiles:
             values = dict(self.profiles[name])
-        elif name in TYPE_KEYS or self.environ.get(env_name(name, "type")):
+        elif name in host_types() or self.environ.get(env_name(name, "type")):
             values = {"type": name}
         else:
             known = ", ".join(sorted(self.profiles)) or "none"
             raise UsageError(
                 f"no profile named {name!r} (profiles in {self.path or 'the configuration'}: {known})",
                 f"add [profiles.{name}] with a type to {self.path or config_path()}, "
-                f"or set {env_name(name, 'type')}; types: {', '.join(TYPE_KEYS)}",
+                f"or set {env_name(name, 'type')}; types: {', '.join(host_types())}",
             )
         if self.environ.get(env_name(name, "type")):  # first: the type says which other keys to read
             values["type"] = self.environ[env_name(name, "type")]
-        for key in (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ())):
+        kind = values.get("type")
+        keys = type_keys(kind)
+        if keys is None:
+            raise UsageError(f"profile {name!r} has type {kind!r}", f"use one of: {', '.join(host_types())}")
+        if name in self.profiles:  # the file's keys of this type, checked now that the type is known
+            _check_type_keys(self.path, name, self.profiles[name], keys)
+        for key in (*COMMON_KEYS, *keys):
             if self.environ.get(env_name(name, key)):  # set and not empty
                 values[key] = self.environ[env_name(name, key)]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        kind = values.get("type")
-        if kind not in TYPE_KEYS:
-            raise UsageError(f"profile {name!r} has type {kind!r}", f"use one of: {', '.join(TYPE_KEYS)}")
         resolved = {k: self.resolve(f"[profiles.{name}]", k, v) for k, v in values.items()}
         resolved["name"] = name
         return resolved
@@ -299,6 +313,17 @@ def _check_type(where: Path | None, name: str, value: Any) -> None:
         raise UsageError(f"{where}: {name} must be {expected}, not {value!r}", "see the example in README.md")
 
 
+def _check_type_keys(where: Path | None, name: str, values: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """A profile's keys of its type (`type_keys`), when it is used: the types of their values, and a
+    warning for a key no profile of the type knows (a typo)."""
+    known = (*COMMON_KEYS, *keys)
+    for key, value in values.items():
+        if key in keys:
+            _check_profile_value(where, name, key, value)
+        elif key not in known:
+            console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
+
+
 def _check(config: Config) -> None:
     """Validate names, keys and types, register literal secrets, warn about readable secret files."""
     data, where = config.data, config.path
@@ -333,9 +358,8 @@ def _check(config: Config) -> None:
         if not _NAME.match(name) or name in RESERVED_NAMES:
             raise UsageError(f"{where}: bad profile name {name!r}",
                              "use letters, digits, '-' and '_', and none of: " + ", ".join(sorted(RESERVED_NAMES)))
-        known = (*COMMON_KEYS, *TYPE_KEYS.get(str(values.get("type")), ()))
         for key, value in values.items():
-            if key in known:
+            if key in COMMON_KEYS:
                 _check_profile_value(where, name, key, value)
             if redact.is_secret_key(key) and isinstance(value, str):
                 if value.startswith("env:"):
@@ -346,8 +370,6 @@ def _check(config: Config) -> None:
                     if len(value) < redact.MIN_SUBSTRING_LENGTH:
                         console.warn(f"{where}: [profiles.{name}] {key} is shorter than {redact.MIN_SUBSTRING_LENGTH}"
                                      " characters: picpipe can mask it only where it stands alone or in a URL")
-            if values.get("type") in TYPE_KEYS and key not in known:
-                console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
     if literal_secret and where is not None and os.name == "posix":
         mode = where.stat().st_mode
         if mode & (stat.S_IRGRP | stat.S_IROTH):

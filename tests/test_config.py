@@ -104,9 +104,11 @@ def test_warnings_for_readable_secrets_and_unknown_keys(tmp_path, capsys):
     # only env: references: nothing secret in the file, no warning
     config.load(write(tmp_path, '[profiles.n]\ntype = "webdav"\npassword = "env:P"\n', mode=0o644), {})
     assert capsys.readouterr().err == ""
-    config.load(write(tmp_path, '[profiles.q]\ntype = "qiniu"\nbukcet = "typo"\n[extra]\n'), {})
+    loaded = config.load(write(tmp_path, '[profiles.q]\ntype = "qiniu"\nbukcet = "typo"\n[extra]\n'), {})
     err = capsys.readouterr().err
-    assert "unknown key 'bukcet'" in err and "unknown top-level key 'extra'" in err
+    assert "unknown top-level key 'extra'" in err and "bukcet" not in err  # a profile's keys: when it is used
+    loaded.profile("q")
+    assert "unknown key 'bukcet'" in capsys.readouterr().err
 
 
 def test_cli_reports_config_errors_with_exit_2(run, tmp_path):

@@ -31,6 +31,9 @@ class Stored:
 class Host(ABC):
     """One configured image host (a profile)."""
 
+    #: The profile keys of this type besides config.COMMON_KEYS (read from PICPIPE_<NAME>_<KEY>,
+    #: checked in the config file): a host module is all a new host type needs.
+    keys: ClassVar[tuple[str, ...]] = ()
     #: Why a profile of this type cannot work without a base_url (the host returns no usable link);
     #: None when the host has a public URL of its own.
     base_url_required: ClassVar[str | None] = None

@@ -23,6 +23,8 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 
 
 class AliyunHost(HttpHost):
+    keys = ("bucket", "region", "access_key_id", "access_key_secret")
+
     hints = {
         "SignatureDoesNotMatch": "OSS computed another signature: check access_key_secret (copied whole, no spaces) "
                                  "and that region is the bucket's region (cn-hangzhou, ...); a clock far off also "

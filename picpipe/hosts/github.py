@@ -42,6 +42,8 @@ def git_blob_sha(data: bytes) -> str:
 
 
 class GitHubHost(HttpHost):
+    keys = ("repo", "branch", "token", "cdn")
+
     default_api: ClassVar[str] = "https://api.github.com"
     default_branch: ClassVar[str] = "main"
     cdns: ClassVar[tuple[str, ...]] = ("raw", "jsdelivr")

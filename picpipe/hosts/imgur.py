@@ -25,6 +25,8 @@ UPLOAD_CREDITS = 10
 
 
 class ImgurHost(HttpHost):
+    keys = ("client_id",)
+
     hints: ClassVar[dict[str | int, str]] = {
         401: "Imgur wants a Client-ID: set the profile's client_id (register an application for anonymous use "
              "at api.imgur.com/oauth2/addclient)",

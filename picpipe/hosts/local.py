@@ -21,6 +21,8 @@ TEMP = ".pp-upload-"
 
 
 class LocalHost(Host):
+    keys = ("dir",)
+
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)
         folder = profile.get("dir")

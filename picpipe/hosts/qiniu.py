@@ -39,6 +39,8 @@ FILE_EXISTS, NO_SUCH_FILE, NO_SUCH_BUCKET = 614, 612, 631
 
 
 class QiniuHost(HttpHost):
+    keys = ("bucket", "access_key", "secret_key", "region")
+
     base_url_required = "Qiniu returns no link to an upload, and a bucket's test domain is restricted"
     hints = {
         401: "Qiniu refused the token: 'bad token' means access_key and secret_key are not a pair (copy both "

@@ -26,6 +26,8 @@ CONDITIONAL_STORES = (".amazonaws.com", ".r2.cloudflarestorage.com")
 
 
 class S3Host(HttpHost):
+    keys = ("bucket", "region", "access_key", "secret_key", "path_style", "conditional_writes")
+
     hints = {
         "SignatureDoesNotMatch": "the secret_key does not match the access_key (or this computer's clock is off "
                                  "by more than 15 minutes)",

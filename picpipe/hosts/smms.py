@@ -27,6 +27,8 @@ _KINDS = {"unauthorized": "auth", "flood": "rate_limited"}
 
 
 class SmmsHost(HttpHost):
+    keys = ("token",)
+
     hints: ClassVar[dict[str | int, str]] = {
         "unauthorized": "SM.MS refused the token: copy the API token from sm.ms/home/apitoken into the profile's "
                         "token (a reset token stops working)",

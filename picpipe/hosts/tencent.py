@@ -36,6 +36,8 @@ _BUCKET = re.compile(r".+-\d+")
 
 
 class TencentHost(HttpHost):
+    keys = ("bucket", "region", "secret_id", "secret_key")
+
     hints = {
         "SignatureDoesNotMatch": "COS computed another signature: check secret_key (copied whole) against "
                                  "secret_id in the API key console",

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 class UpyunHost(HttpHost):
+    keys = ("bucket", "operator", "password")
+
     base_url_required = "the domain bound to the service (Upyun's default test domain is for testing only)"
     hints = {
         "40100005": "Upyun refused the signature: check operator and password (the operator's password, not the "

@@ -20,6 +20,8 @@ from picpipe.webdav import WebDav
 
 
 class WebDavHost(Host):
+    keys = ("url", "user", "password", "vendor", "pace")
+
     def __init__(self, profile: dict[str, Any]) -> None:
         self.dav = WebDav(profile, purpose="upload")  # first: it moves user:password@ out of the url
         super().__init__(profile)
