@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO := demo-out
 SHELL := /bin/bash
+#: The real PicGo-Core server and its S3 plugin, for tests/test_picgo_compat.py (installed once).
+NPM := .cache/npm
+PICGO := picgo@3.1.0 picgo-plugin-s3@1.5.2
 
 .PHONY: install test demo bench bench-compress lint clean
 
@@ -20,6 +23,9 @@ test: install
 	@command -v rclone >/dev/null && [ -x /usr/sbin/apache2 ] && [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone apache2-bin fonts-wqy-microhei; } || \
 	  echo "test: rclone, apache2 or a CJK font missing (not root): their tests are skipped"
+	@[ -d $(NPM)/node_modules/picgo-plugin-s3 ] || \
+	  { command -v npm >/dev/null && npm install --prefix $(NPM) --no-save --no-audit --no-fund --loglevel=error $(PICGO); } || \
+	  echo "test: npm missing or offline: the side-by-side tests with PicGo are skipped"
 	$(BIN)/python -m pytest -q
 
 demo: install
