@@ -140,7 +140,8 @@ class Budget:
 class HostChoice:
     """The host profiles a request's `?uploader=` / `?picbed=` (a profile name, else the one
     profile of that type: PicGo's uploader names are understood, aws-s3 is s3) and `?configName=`
-    / `?configId=` (a profile name) choose; None without them. Errors are PicGo 3.x's codes."""
+    / `?configId=` (a profile name; `Default`, the name PicGo and PicList give a type's first
+    configuration, is the type's profile) choose; None without them. Errors are PicGo 3.x's codes."""
 
     def __init__(self, config: Config, default: tuple[str, ...]) -> None:
         self.config, self.default = config, default
@@ -170,6 +171,8 @@ class HostChoice:
             return None
         uploader = asked.get("uploader") or asked.get("picbed")
         name = asked.get("configName") or asked.get("configId")
+        if name is not None and uploader is not None and name.lower() == "default" and self.named(name) is None:
+            name = None  # PicGo's and PicList's name of a type's first configuration: that type's profile
         if name is not None:
             chosen = self.named(name)
             if chosen is None or (uploader is not None and uploader != chosen and

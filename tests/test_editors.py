@@ -589,7 +589,7 @@ def test_server_uploader_picbed_and_config_name_choose_the_profile(serve, two_ho
 
     for query, base in (("uploader=other", OTHER), ("configName=other", OTHER),
                         ("picbed=local&configName=OTHER", OTHER), ("uploader=local", BASE), ("picbed=site", BASE),
-                        ("configId=site", BASE)):
+                        ("configId=site", BASE), ("picbed=other&configName=Default", OTHER)):
         answer = upload(query)
         assert answer.status_code == 200, (query, answer.text)
         assert answer.json()["result"][0].startswith(base), query
