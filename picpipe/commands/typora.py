@@ -57,7 +57,7 @@ class TyporaCommand(Command):
             console.say(f"{len(problems)} of {console.counted(len(outcomes), 'image')} failed: no URLs printed")
             return EXIT_RECORD_ERRORS
         if not args.quiet:
-            console.say(f"{console.counted(len(outcomes), 'image')} uploaded to {chosen.host}")
+            console.say(f"{console.counted(len(outcomes), 'image')} uploaded to {', '.join(chosen.hosts)}")
         for outcome in outcomes:
             out.text(str(outcome.url))
         return EXIT_OK
