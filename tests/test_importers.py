@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import ROOT
 from picpipe.errors import PicpipeError
 from picpipe.importers import HistoryReader, read_history
 
@@ -648,33 +648,17 @@ def test_log_import_twice_adds_nothing(run, tmp_path: Path) -> None:
 
 # --- a real gallery written by @picgo/store (the library PicGo and PicList keep picgo.db with) -------
 
-STORE_VERSION = "2.2.2"  # PicGo 2.4 / 3.x depend on ^2.2.2, PicList on ^2.1.0
+# @picgo/store 2.2.2, as npm picgo 3.1.0 installs it (PicGo 2.4 and 3.x depend on ^2.2.2, PicList on ^2.1.0)
 
 
 @pytest.fixture(scope="session")
 def picgo_store() -> Path:
-    """node_modules holding @picgo/store, installed once into the user's cache folder; skipped
-    without node and npm, or when npm cannot get the package (offline on the first run)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to write a real PicGo gallery")
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "picpipe-tests" / "picgo-store"
-    marker = cache / "node_modules" / "@picgo" / "store" / "package.json"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
-            try:
-                done = subprocess.run(
-                    [npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefer-offline",
-                     "--prefix", str(cache), f"@picgo/store@{STORE_VERSION}"],
-                    capture_output=True, text=True, timeout=180, cwd=cache)
-            except subprocess.TimeoutExpired:
-                pytest.skip("npm install @picgo/store took over 180 s (offline?)")
-            if done.returncode != 0 or not marker.exists():
-                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                pytest.skip(f"npm could not install @picgo/store (offline?): {last}")
-    return cache / "node_modules"
+    """node_modules holding @picgo/store: PicGo's own dependency, installed with npm picgo into
+    .cache/npm by `make test` (no download at test time); skipped without node or that folder."""
+    modules = ROOT / ".cache" / "npm" / "node_modules"
+    if shutil.which("node") is None or not (modules / "@picgo" / "store" / "package.json").exists():
+        pytest.skip("node, or @picgo/store in .cache/npm (installed with picgo by `make test`), missing")
+    return modules
 
 
 WRITE_GALLERY = """
