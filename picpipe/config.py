@@ -290,6 +290,10 @@ PROFILE_VALUE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pace": ((int, str), "a whole number of requests"),
     "path_style": ((bool, str), "true or false"),
     "conditional_writes": ((bool, str), "true or false"),
+    # The custom host's tables (PICPIPE_<PROFILE>_HEADERS: a JSON object).
+    "headers": ((dict, str), 'a table such as { Authorization = "env:MY_TOKEN" }'),
+    "form": ((dict, str), 'a table such as { strategy_id = "1" }'),
+    "query": ((dict, str), 'a table such as { format = "json" }'),
 }
 
 
