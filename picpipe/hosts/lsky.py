@@ -36,9 +36,9 @@ LIST_PAGES, LIST_ROWS = 100, 100
 #: 2.x upload settings sent as form fields when the profile sets them (2.x only).
 V2_FIELDS = ("strategy_id", "album_id", "permission")
 _PERMISSIONS = {"0": "0", "private": "0", "1": "1", "public": "1"}
-_TOKEN_HINT = ("Lsky Pro refused the token: 2.x takes the token from the site's API page or POST /api/v1/tokens "
-               "(email, password), without the word Bearer being needed; 1.x takes the token from the user "
-               "settings page. Set it as the profile's token (env:NAME keeps it out of the file)")
+_TOKEN_HINT = ("Lsky Pro refused the token: for 2.x make one on the site's API page or with POST /api/v1/tokens "
+               "(email, password), with or without the word Bearer; for 1.x copy it from the user settings. "
+               "Set it as the profile's token (env:NAME keeps it out of the file), and version to the site's")
 
 
 class LskyHost(HttpHost):
