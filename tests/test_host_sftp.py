@@ -212,3 +212,46 @@ def test_paramiko_is_imported_only_when_an_sftp_profile_is_used():
     code = ("import sys; from picpipe.config import type_keys; keys = type_keys('sftp'); "
             "assert 'server' in keys and 'paramiko' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_server_that_never_answers_is_a_timeout(run, tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel does), never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        env = {"PICPIPE_VPS_TYPE": "sftp", "PICPIPE_VPS_SERVER": "127.0.0.1",
+               "PICPIPE_VPS_PORT": str(silent.getsockname()[1]), "PICPIPE_VPS_BASE_URL": BASE,
+               "PICPIPE_VPS_RETRIES": "0", "PICPIPE_VPS_TIMEOUT": "1"}
+        files = [image(tmp_path / f"{i}.png", (i, 8, 8)) for i in range(2)]
+        result = run("pp-upload", "--host", "vps", *map(str, files), extra_env=env, timeout=30)
+    errors = [r["error"] for r in parse_jsonl(result.stdout)]
+    assert [e["type"] for e in errors] == ["timeout"] * 2, errors
+    assert "within 1 s" in errors[0]["message"] and "Traceback" not in result.stderr
+
+
+def test_a_dropped_connection_is_made_again(run, env, tmp_path, server):
+    """sshd's session process is killed between two images: the second goes over a new connection."""
+    import os
+    import signal
+
+    from conftest import command_path
+
+    www = tmp_path / "www"
+    first, second = image(tmp_path / "a.png", (1, 50, 1)), image(tmp_path / "b.png", (1, 60, 1))
+    process = subprocess.Popen([command_path("pp-upload"), "--host", "vps"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, **sftp_env(server, www)}, cwd=tmp_path)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(str(first) + "\n")
+    process.stdin.flush()
+    assert parse_jsonl(process.stdout.readline())[0]["url"].startswith(BASE)
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    for pid in children:  # the session of that one connection (sshd forks one per connection)
+        os.kill(int(pid), signal.SIGTERM)
+    process.stdin.write(str(second) + "\n")
+    process.stdin.close()
+    [record] = parse_jsonl(process.stdout.read())
+    assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
+    assert (www / record["key"]).read_bytes() == second.read_bytes()
+    assert logins(server) == 2

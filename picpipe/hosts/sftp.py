@@ -41,7 +41,7 @@ from picpipe import console, redact
 from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import Host, Stored
-from picpipe.net import RANGES, backoff
+from picpipe.net import RANGES, TIMEOUT_RETRIES, backoff, in_chain
 
 if TYPE_CHECKING:
     import paramiko
@@ -358,7 +358,9 @@ class SftpHost(Host):
                     assert transport is not None
                     return transport
                 except PicpipeError as error:
-                    if error.type not in PASSING or attempt + 1 == tries:
+                    # a try that timed out took the whole timeout: one more at most, as net.TIMEOUT_RETRIES
+                    last = attempt + 1 >= (min(tries, 1 + TIMEOUT_RETRIES) if error.type == "timeout" else tries)
+                    if error.type not in PASSING or last:
                         self.failure = error
                         raise
                     delay = backoff(attempt)
@@ -372,6 +374,7 @@ class SftpHost(Host):
 
         logging.getLogger("paramiko").addHandler(logging.NullHandler())  # no log lines or tracebacks on stderr
         key = self.private_key()
+        started = time.monotonic()
         try:
             sock = socket.create_connection((self.server, self.port), timeout=self.timeout)
         except OSError as exc:
@@ -384,10 +387,16 @@ class SftpHost(Host):
                 offered.append(key)
                 super().missing_host_key(client, hostname, key)
 
-        try:
-            for path in self.known_hosts:
+        for path in self.known_hosts:
+            try:
                 if os.path.isfile(path):
                     client.load_system_host_keys(path)  # read only: nothing is ever written to them
+            except (paramiko.SSHException, OSError, UnicodeError, ValueError) as exc:
+                sock.close()
+                raise PicpipeError("known_hosts", f"{self.name}: cannot read {path}: {exc}",
+                                   f"fix or remove the broken line (ssh-keygen -F {self.server} -f {path} "
+                                   "finds the server's)") from None
+        try:
             client.set_missing_host_key_policy(Refuse())
             password = self.profile.get("password") or None
             client.connect(self.server, self.port, self.user, password=password, pkey=key,
@@ -397,16 +406,24 @@ class SftpHost(Host):
                            channel_timeout=self.timeout)
             return client
         except BaseException as exc:
+            logging_in = shook_hands(client)
             client.close()
             sock.close()
             if isinstance(exc, paramiko.BadHostKeyException):
                 raise self.changed_key(exc.key, exc.expected_key) from None
             if isinstance(exc, paramiko.SSHException) and offered:
                 raise self.unknown_key(offered[0]) from None
-            if isinstance(exc, (paramiko.AuthenticationException, paramiko.PasswordRequiredException)):
+            if isinstance(exc, paramiko.AuthenticationException) or isinstance(exc, paramiko.SSHException) \
+                    and logging_in:
                 raise self.auth_failed(exc) from None
             if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
-                raise PicpipeError("timeout" if isinstance(exc, TimeoutError) else "connection",
+                # paramiko wraps a timeout ("Error reading SSH protocol banner"), or goes on after its own
+                # wait for the key exchange ran out and fails the login ("No existing session")
+                if in_chain(exc, TimeoutError) or time.monotonic() - started >= self.timeout:
+                    raise PicpipeError("timeout", f"{self.name}: {self.where} did not start SSH within "
+                                       f"{self.timeout:g} s", "something accepts connections there but says "
+                                       "nothing: check server and port, or raise the profile's timeout") from None
+                raise PicpipeError("connection",
                                    f"{self.name}: no SSH session with {self.where}: {exc or type(exc).__name__}",
                                    f"something answers there but does not speak SSH, or drops the connection: "
                                    f"check server and port, and try ssh -p {self.port} {self.user}@{self.server}") \
@@ -496,6 +513,17 @@ class SftpHost(Host):
             if self.client is not None:
                 self.client.close()
                 self.client = None
+
+
+def shook_hands(client: paramiko.SSHClient) -> bool:
+    """Whether the key exchange finished (and so the host key was accepted): a failure after it is the login's."""
+    import paramiko
+
+    transport = client.get_transport()
+    try:
+        return transport is not None and transport.is_active() and transport.get_remote_server_key() is not None
+    except paramiko.SSHException:  # "No existing session": no key exchange yet
+        return False
 
 
 def key_kind(key: paramiko.PKey) -> str:
