@@ -18,7 +18,10 @@ import requests
 from conftest import ROOT, jsonl, parse_jsonl
 from davservers import PASSWORD, USER, wsgidav
 from fakehost import FakeHandler, Fault, serving
+from fakes.chevereto import API_KEY, CheveretoServer, FakeChevereto
 from fakes.imgur import CLIENT_ID, FakeImgur, ImgurServer
+from fakes.lsky import TOKEN as LSKY_TOKEN
+from fakes.lsky import FakeLsky, LskyServer
 from fakes.smms import TOKEN, FakeSmms, SmmsServer
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts.custom import CustomHost, parse_template
@@ -158,6 +161,50 @@ def test_imgur_wrong_client_id(imgur, monkeypatch):
     assert "imgurWrongClient0123456" not in caught.value.message + str(caught.value.hint)
 
 
+def test_lsky_2_described(run, tmp_path):
+    """Lsky Pro 2.x (hosts/lsky.py's API): Bearer token with Accept: application/json, multipart `file` and
+    `strategy_id`, {"status": bool, "message", "data"} with HTTP 200 for refused uploads, the link at
+    data.links.url, DELETE /api/v1/images/{key}."""
+    with serving(FakeLsky, LskyServer) as lsky:
+        def profile(strategy: str) -> str:
+            return f"""
+[profiles.lsky]
+type = "custom"
+url = "{lsky.url}/api/v1/upload"
+headers = {{ Authorization = "Bearer {{env:LSKY_TOKEN}}", Accept = "application/json" }}
+form = {{ strategy_id = "{strategy}" }}
+image_url = "data.links.url"
+success = "status == true"
+error = "message"
+deletion_url = "{lsky.url}/api/v1/images/{{json:data.key}}"
+delete_method = "DELETE"
+retries = 0
+"""
+        a = image(tmp_path / "a.png", (5, 50, 150))
+        env = {**config(tmp_path, profile("2")), "LSKY_TOKEN": LSKY_TOKEN}
+        result = run("pp-upload", "--host", "lsky", str(a), extra_env=env)
+        assert result.returncode == 0, result.stderr
+        [record] = parse_jsonl(result.stdout)
+        assert requests.get(record["url"], timeout=5).content == a.read_bytes()
+        [(key, entry)] = lsky.images.items()
+        assert record["key"] == f"{lsky.url}/api/v1/images/{key}" and lsky.forms[-1]["strategy_id"] == "2"
+
+        deleted = run("pp-upload", "--host", "lsky", "--delete", input=jsonl([record]), extra_env=env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert not lsky.images and requests.get(record["url"], timeout=5).status_code == 404
+
+        refused = run("pp-upload", "--host", "lsky", "--no-dedupe", str(a),
+                      extra_env={**config(tmp_path, profile("9")), "LSKY_TOKEN": LSKY_TOKEN})
+        error = parse_jsonl(refused.stdout)[0]["error"]
+        assert refused.returncode == 1 and error["type"] == "rejected" and "选定的策略不存在" in error["message"]
+
+        wrong = run("pp-upload", "--host", "lsky", "--no-dedupe", str(a),
+                    extra_env={**env, "LSKY_TOKEN": "1|wrongLskyToken0123456789"})
+        error = parse_jsonl(wrong.stdout)[0]["error"]
+        assert error["type"] == "auth" and "Authentication failed." in error["message"]
+        assert LSKY_TOKEN not in wrong.stdout + wrong.stderr and "wrongLskyToken" not in wrong.stdout + wrong.stderr
+
+
 def test_webdav_described_as_a_put(run, tmp_path):
     """A PUT of the bytes to a URL naming the file, with Basic auth made from {base64:...}: WsgiDAV
     answers 412 to If-None-Match: * on a taken name, and the bytes there are compared."""
@@ -230,8 +277,10 @@ def test_location_header_regex_and_response_text(answers, monkeypatch):
     stored = CustomHost({**base, "image_url": '{regex:href="(?<url>[^"]+)"|url}'}).put("a.png", b"1", "image/png")
     assert stored.url == "https://cdn.example.com/i/QX7.png"
 
-    Answers.answer = (200, {}, b"https://cdn.example.com/i/plain.png\n")
-    assert CustomHost(base).put("a.png", b"1", "image/png").url == "https://cdn.example.com/i/plain.png"
+    Answers.answer = (200, {}, b"https://cdn.example.com/i/plain.png\n")  # no image_url: the answer's text
+    posted = CustomHost({**base, "method": "POST", "url": answers.url + "/up"}).put("a.png", b"1", "image/png")
+    assert posted.url == "https://cdn.example.com/i/plain.png"
+    assert CustomHost(base).put("a.png", b"1", "image/png").url == answers.url + "/up/a.png"  # a PUT's own URL
 
 
 def test_json_body_and_pomf_style_answer(answers):
@@ -336,6 +385,36 @@ def test_import_legacy_sxcu_and_upload_through_it(run, env, tmp_path, imgur):
     [record] = parse_jsonl(result.stdout)
     deletehash = record["key"].removeprefix("https://imgur.com/delete/")
     assert imgur.deletehashes[deletehash] == record["url"].rpartition("/")[2].partition(".")[0]
+
+
+def test_import_chevereto_sxcu_upload_and_delete(run, env, tmp_path):
+    """A Chevereto site's .sxcu (Lensdump's, ShareX 14.1): the API key in Arguments, `source = {input}`
+    (empty for a file in ShareX) left out, DeletionURL the image's delete_url."""
+    imported = import_sxcu("lensdump.sxcu", env=env)
+    assert imported.returncode == 0, imported.stderr
+    secret = json.loads((SXCU / "lensdump.sxcu").read_text())["Arguments"]["key"]
+    assert secret not in imported.stdout + imported.stderr
+    profile = tomllib.loads(imported.stdout)["profiles"]["lensdump"]
+    assert profile["form"] == {"key": "env:PICPIPE_LENSDUMP_FORM_KEY", "album_id": "Xy1"}
+    with serving(FakeChevereto, CheveretoServer) as site:
+        toml = imported.stdout.replace("https://lensdump.com", site.url)
+        settings = {**config(tmp_path, toml), "PICPIPE_LENSDUMP_FORM_KEY": API_KEY, "PICPIPE_LENSDUMP_RETRIES": "0"}
+        a = image(tmp_path / "a.png", (250, 200, 0))
+        result = run("pp-upload", "--host", "lensdump", str(a), extra_env=settings)
+        assert result.returncode == 0, result.stderr
+        [record] = parse_jsonl(result.stdout)
+        assert requests.get(record["url"], timeout=5).content == a.read_bytes()
+        assert "/delete/" in record["key"] and site.key_via == ["field"]
+
+        deleted = run("pp-upload", "--host", "lensdump", "--delete", input=jsonl([record]), extra_env=settings)
+        assert deleted.returncode == 0, deleted.stderr
+        assert not site.images and requests.get(record["url"], timeout=5).status_code == 404
+
+        wrong = run("pp-upload", "--host", "lensdump", "--no-dedupe", str(a),
+                    extra_env={**settings, "PICPIPE_LENSDUMP_FORM_KEY": "chv_wrong_key_0123456789"})
+        error = parse_jsonl(wrong.stdout)[0]["error"]
+        assert error["message"].endswith("Invalid API key.")  # ErrorMessage: {json:error.message}
+        assert API_KEY not in wrong.stdout + wrong.stderr and "chv_wrong_key" not in wrong.stdout + wrong.stderr
 
 
 @pytest.mark.parametrize("sxcu, said", [

@@ -50,12 +50,13 @@ METHODS = ("POST", "PUT")
 DELETE_METHODS = ("GET", "POST", "DELETE")
 BODIES = ("multipart", "form", "json", "raw")
 #: Functions of the template syntax (ShareX's names), and how many arguments each takes.
-REQUEST_FUNCTIONS: dict[str, tuple[int, int]] = {
-    "key": (0, 0), "name": (0, 0), "filename": (0, 0), "mime": (0, 0), "env": (1, 1), "base64": (1, 1),
-    "random": (1, 99),
+NAMING: dict[str, tuple[int, int]] = {
+    "key": (0, 0), "name": (0, 0), "filename": (0, 0), "mime": (0, 0), "base64": (1, 1), "random": (1, 99),
 }
+#: In url, headers, query and form: `{env:NAME}` too, read when the profile is (Resolver.fill).
+REQUEST_FUNCTIONS: dict[str, tuple[int, int]] = {**NAMING, "env": (1, 1)}
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    **REQUEST_FUNCTIONS, "response": (0, 0), "responseurl": (0, 0), "header": (1, 1), "json": (1, 2),
+    **NAMING, "response": (0, 0), "responseurl": (0, 0), "header": (1, 1), "json": (1, 2),
     "regex": (1, 3),
 }
 #: ShareX functions that ask the person at the screen or read what picpipe never sends.
@@ -260,8 +261,6 @@ def _evaluate(call: Call, answer: Answer) -> str:
         return base64.b64encode(args[0].encode()).decode()
     if name == "random":
         return secrets.choice(args)
-    if name == "env":  # resolved when the profile is read (Resolver); here only for a value read later
-        return os.environ.get(args[0], "")
     response = answer.response
     if name == "response":
         return answer.text
@@ -348,15 +347,14 @@ class Resolver:
             template: Template = (self.variable(value[4:], where),)
         else:
             template = self.fill(parse_template(value, f"[profiles.{self.profile}] {where}", allowed), where)
-        if secret:
-            for part in template:
-                if isinstance(part, str):
-                    redact.register(part)
-                    redact.register(part.partition(" ")[2])  # "Bearer TOKEN": the token alone too
+        if secret and len(template) == 1 and isinstance(template[0], str):  # a credential written in the file
+            redact.register(template[0])
+            redact.register(template[0].partition(" ")[2])  # "Bearer TOKEN": the token alone too
         return template
 
     def fill(self, template: Template, where: str) -> Template:
-        """`{env:NAME}` replaced by the value (as a literal: never parsed as syntax)."""
+        """`{env:NAME}` replaced by the value (as a literal: never parsed as syntax), so that no template
+        reads the environment later."""
         out: list[str | Call] = []
         for part in template:
             if isinstance(part, Call) and part.name == "env":
@@ -470,7 +468,7 @@ class CustomHost(HttpHost):
             if not any(h.lower() == "content-type" for h in headers):
                 headers["Content-Type"] = mime
             sent = {"data": data}
-        conditional = self.names_key and not overwrite
+        conditional = self.method == "PUT" and self.names_key and not overwrite
         if conditional:
             headers["If-None-Match"] = "*"
         response = self.request(self.method, url, ok=range(200, 300) if not conditional else (*range(200, 300), 412),
@@ -504,9 +502,10 @@ class CustomHost(HttpHost):
         return self.url(key) if self.profile.get("base_url") else self.request_url(Answer(key, ""))
 
     def link(self, answer: Answer) -> str:
-        """The image's public URL: from the answer (image_url), else base_url + key, else the answer's text."""
-        if self.image_url is None and self.profile.get("base_url"):
-            return self.url(answer.key)
+        """The image's public URL: from the answer (image_url); else base_url + key, or the URL a PUT
+        named the file with; else the answer's text (ShareX's default)."""
+        if self.image_url is None and (self.profile.get("base_url") or self.names_key):
+            return self.url_of(answer.key)
         template = self.image_url or (Call("response"),)
         try:
             found = render(template, for_url(answer)).strip()
@@ -730,13 +729,17 @@ def import_sxcu(path: Path, name: str | None = None) -> Imported:
             query.setdefault(key, value)
         url = urllib.parse.urlunsplit(split._replace(query=""))
     variables: list[tuple[str, str]] = []
+    dropped: list[str] = []
 
     def table(values: Mapping[str, Any], kind: str, secret: Callable[[str], bool]) -> dict[str, str]:
         out = {}
         for key, value in values.items():
-            if secret(key):
+            if syntax(value).strip().lower() in ("{input}", "%input"):  # text uploaders' input: empty for a file
+                dropped.append(f"{kind} {key}")
+            elif secret(key):
                 variable = env_name(profile, kind, re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_"))
-                variables.append((variable, f"the {kind} {key} of {path.name}"))
+                label = {"header": "header", "query": "query parameter", "form": "form field"}[kind]
+                variables.append((variable, f"the {label} {key!r} of {path.name}"))
                 redact.register(str(value))
                 out[key] = f"env:{variable}"
             else:
@@ -772,6 +775,8 @@ def import_sxcu(path: Path, name: str | None = None) -> Imported:
     if variables:
         lines.append("# Set before use (the values are in the .sxcu file, and not printed here):")
         lines += [f"#   export {variable}='...'   # {what}" for variable, what in variables]
+    if dropped:
+        lines.append(f"# Not sent: {', '.join(dropped)} = {{input}} (ShareX sends it empty with a file)")
     if item.get("ThumbnailURL"):
         lines.append("# ThumbnailURL is not used: picpipe keeps one URL per image")
     if item.get("DeletionURL"):
