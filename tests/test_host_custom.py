@@ -88,6 +88,16 @@ def test_smms_described_upload_and_delete(run, tmp_path, smms):
     assert len(smms.images) == 1
 
 
+def test_a_description_from_the_environment_alone(run, tmp_path, smms):
+    env = {"PICPIPE_SM_TYPE": "custom", "PICPIPE_SM_URL": f"{smms.url}/api/v2/upload", "PICPIPE_SM_FIELD": "smfile",
+           "PICPIPE_SM_HEADERS": '{"Authorization": "env:SMMS_TOKEN"}', "PICPIPE_SM_IMAGE_URL": "data.url",
+           "SMMS_TOKEN": TOKEN, "PICPIPE_LEDGER": str(tmp_path / "ledger.jsonl")}
+    a = image(tmp_path / "a.png", (33, 66, 99))
+    result = run("pp-upload", "--host", "sm", str(a), extra_env=env)
+    assert result.returncode == 0, result.stderr
+    assert requests.get(parse_jsonl(result.stdout)[0]["url"], timeout=5).content == a.read_bytes()
+
+
 def test_wrong_token_is_an_error_record_with_a_hint_and_never_printed(run, tmp_path, smms):
     wrong = "smmsWrongWrong0123456789"
     env = {**config(tmp_path, smms_profile(smms)), "SMMS_TOKEN": wrong}
