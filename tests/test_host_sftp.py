@@ -255,3 +255,15 @@ def test_a_dropped_connection_is_made_again(run, env, tmp_path, server):
     assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
     assert (www / record["key"]).read_bytes() == second.read_bytes()
     assert logins(server) == 2
+
+
+def test_hashed_known_hosts_entries_are_read(run, tmp_path, server):
+    """Debian's ssh writes known_hosts hashed (HashKnownHosts yes): such a line is as good."""
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts.read_text())
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    src = image(tmp_path / "a.png", (4, 4, 4))
+    result = run("pp-upload", "--host", "vps", str(src),
+                 extra_env=sftp_env(server, tmp_path / "www", known_hosts=str(known)))
+    assert result.returncode == 0, result.stderr

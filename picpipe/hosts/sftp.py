@@ -245,29 +245,33 @@ class SftpHost(Host):
 
         tries = self.retries + 1
         for attempt in range(tries):
-            sftp = self.take()
-            keep = False
             try:
-                result = work(sftp)
-                keep = True
-                return result
-            except PicpipeError:
-                keep = True
-                raise
-            except TimeoutError:
-                raise PicpipeError("timeout", f"{self.name}: no answer from {self.where} within {self.timeout:g} s "
-                                   f"during the {what}", "the server or the network is stuck: re-run later (what "
-                                   "is done is not sent twice), or raise the profile's timeout") from None
-            except OSError as exc:
-                if not self.alive(sftp):
-                    lost: BaseException = exc
-                else:
+                sftp = self.take()
+            except (EOFError, OSError, paramiko.SSHException) as exc:  # the connection died as a session opened
+                lost: BaseException = exc
+            else:
+                keep = False
+                try:
+                    result = work(sftp)
                     keep = True
-                    raise self.refused(exc, what) from None
-            except (EOFError, paramiko.SSHException) as exc:
-                lost = exc
-            finally:
-                self.give(sftp, keep)
+                    return result
+                except PicpipeError:
+                    keep = True
+                    raise
+                except TimeoutError:
+                    raise PicpipeError("timeout", f"{self.name}: no answer from {self.where} within "
+                                       f"{self.timeout:g} s during the {what}", "the server or the network is "
+                                       "stuck: re-run later (what is done is not sent twice), or raise the "
+                                       "profile's timeout") from None
+                except OSError as exc:
+                    if self.alive(sftp):  # the server's answer to this request
+                        keep = True
+                        raise self.refused(exc, what) from None
+                    lost = exc
+                except (EOFError, paramiko.SSHException) as exc:
+                    lost = exc
+                finally:
+                    self.give(sftp, keep)
             if attempt + 1 == tries:
                 raise PicpipeError("connection", f"{self.name}: the connection to {self.where} was lost during "
                                    f"the {what}: {lost or type(lost).__name__}",
@@ -493,15 +497,15 @@ class SftpHost(Host):
 
     def auth_failed(self, exc: BaseException) -> PicpipeError:
         if self.key_file:
-            how = (f"key_file {self.key_file}: its .pub must be in ~{self.user}/.ssh/authorized_keys on the server; "
-                   "a key with a passphrase needs key_passphrase (env:NAME)")
+            how = f"key_file {self.key_file}: its .pub must be in ~{self.user}/.ssh/authorized_keys on the server"
         elif self.profile.get("password"):
             how = "the password (password = \"env:NAME\"; the server must allow PasswordAuthentication)"
         else:
             how = "your ssh-agent and ~/.ssh/id_* keys (none was accepted), or set key_file or password"
+        key = f"-i {self.key_file} " if self.key_file else ""
         return PicpipeError("auth", f"{self.name}: {self.where} refused the login of {self.user}: "
                             f"{exc or type(exc).__name__}",
-                            f"check user ({self.user}) and {how}; ssh -p {self.port} {self.user}@{self.server} "
+                            f"check user ({self.user}) and {how}; ssh -v -p {self.port} {key}{self.user}@{self.server} "
                             "says more")
 
     def close(self) -> None:
