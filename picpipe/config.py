@@ -36,10 +36,13 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picpipe import console, redact
 from picpipe.errors import UsageError
+
+if TYPE_CHECKING:
+    from picpipe.hosts import Host
 
 #: Keys every profile understands.
 COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries", "breaker")
@@ -59,15 +62,23 @@ def host_types() -> list[str]:
 HOST_HELPERS = {"signing"}
 
 
-def type_keys(kind: object) -> tuple[str, ...] | None:
-    """The profile keys of a host type beside COMMON_KEYS, as its module declares them (`Host.keys`);
-    None for no such type. Imports that one module, as opening the host does anyway."""
+def host_class(kind: object) -> type[Host] | None:
+    """The `Host` subclass of a host type, which declares its profile keys (`keys`) and the types
+    of their values (`key_types`); None for no such type. Imports that one module, as opening
+    the host does anyway."""
     import importlib
 
     if not isinstance(kind, str) or kind not in host_types():
         return None
-    keys: tuple[str, ...] = importlib.import_module(f"picpipe.hosts.{kind}").HOST.keys
-    return keys
+    host: type[Host] = importlib.import_module(f"picpipe.hosts.{kind}").HOST
+    return host
+
+
+def type_keys(kind: object) -> tuple[str, ...] | None:
+    """The profile keys of a host type beside COMMON_KEYS; None for no such type."""
+    host = host_class(kind)
+    return host.keys if host is not None else None
+
 #: Top-level tables other than [profiles]; their names cannot be profile names.
 SECTIONS = {
     "link": ("format", "template", "rewrite"),
@@ -182,12 +193,12 @@ class Config:
         if self.environ.get(env_name(name, "type")):  # first: the type says which other keys to read
             values["type"] = self.environ[env_name(name, "type")]
         kind = values.get("type")
-        keys = type_keys(kind)
-        if keys is None:
+        host = host_class(kind)
+        if host is None:
             raise UsageError(f"profile {name!r} has type {kind!r}", f"use one of: {', '.join(host_types())}")
         if name in self.profiles:  # the file's keys of this type, checked now that the type is known
-            _check_type_keys(self.path, name, self.profiles[name], keys)
-        for key in (*COMMON_KEYS, *keys):
+            _check_type_keys(self.path, name, self.profiles[name], host)
+        for key in (*COMMON_KEYS, *host.keys):
             if self.environ.get(env_name(name, key)):  # set and not empty
                 values[key] = self.environ[env_name(name, key)]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -287,13 +298,6 @@ PROFILE_VALUE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "timeout": ((int, float, str), "a number of seconds"),
     "retries": ((int, str), "a whole number"),
     "breaker": ((int, str), "a whole number of failed requests"),
-    "pace": ((int, str), "a whole number of requests"),
-    "path_style": ((bool, str), "true or false"),
-    "conditional_writes": ((bool, str), "true or false"),
-    # The custom host's tables (PICPIPE_<PROFILE>_HEADERS: a JSON object).
-    "headers": ((dict, str), 'a table such as { Authorization = "env:MY_TOKEN" }'),
-    "form": ((dict, str), 'a table such as { strategy_id = "1" }'),
-    "query": ((dict, str), 'a table such as { format = "json" }'),
 }
 
 
@@ -303,9 +307,10 @@ def _toml_kind(value: Any) -> str:
     return kinds.get(type(value), "a date or time")
 
 
-def _check_profile_value(where: Path | None, name: str, key: str, value: Any) -> None:
+def _check_profile_value(where: Path | None, name: str, key: str, value: Any,
+                         declared: tuple[tuple[type, ...], str] | None = None) -> None:
     """`password = 5` is a mistake in the file, said as one, not a wrong password at the server."""
-    types, expected = PROFILE_VALUE_TYPES.get(key, ((str,), "a string (in quotes)"))
+    types, expected = declared or PROFILE_VALUE_TYPES.get(key, ((str,), "a string (in quotes)"))
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         raise UsageError(f"{where}: [profiles.{name}] {key} is {_toml_kind(value)}, it must be {expected}",
                          f'write it as {key} = "..." in quotes' if types == (str,) else "see the example in README.md")
@@ -317,13 +322,13 @@ def _check_type(where: Path | None, name: str, value: Any) -> None:
         raise UsageError(f"{where}: {name} must be {expected}, not {value!r}", "see the example in README.md")
 
 
-def _check_type_keys(where: Path | None, name: str, values: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    """A profile's keys of its type (`type_keys`), when it is used: the types of their values, and a
-    warning for a key no profile of the type knows (a typo)."""
-    known = (*COMMON_KEYS, *keys)
+def _check_type_keys(where: Path | None, name: str, values: Mapping[str, Any], host: type[Host]) -> None:
+    """A profile's keys of its type, when it is used: the types of their values (a string unless
+    the host's `key_types` says more), and a warning for a key no profile of the type knows."""
+    known = (*COMMON_KEYS, *host.keys)
     for key, value in values.items():
-        if key in keys:
-            _check_profile_value(where, name, key, value)
+        if key in host.keys:
+            _check_profile_value(where, name, key, value, host.key_types.get(key))
         elif key not in known:
             console.warn(f"{where}: [profiles.{name}] has unknown key {key!r} (known: {', '.join(known)})")
 

@@ -39,6 +39,8 @@ SECRET_KEYS = frozenset(
         "apikey",
         "authorization",
         "private_key",
+        "passphrase",
+        "key_passphrase",
     }
 )
 

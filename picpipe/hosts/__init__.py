@@ -34,6 +34,8 @@ class Host(ABC):
     #: The profile keys of this type besides config.COMMON_KEYS (read from PICPIPE_<NAME>_<KEY>,
     #: checked in the config file): a host module is all a new host type needs.
     keys: ClassVar[tuple[str, ...]] = ()
+    #: The types a key of `keys` may have in the config file besides a string, and how to say them.
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {}
     #: Why a profile of this type cannot work without a base_url (the host returns no usable link);
     #: None when the host has a public URL of its own.
     base_url_required: ClassVar[str | None] = None
@@ -44,7 +46,8 @@ class Host(ABC):
         if self.base_url_required and not profile.get("base_url"):  # before anything is sent
             raise UsageError(f"profile {self.name!r} ({profile['type']}) needs base_url: {self.base_url_required}",
                              f"set base_url in [profiles.{self.name}] (or PICPIPE_{self.name.upper()}_BASE_URL, "
-                             "--base-url) to the domain bound to the bucket, e.g. https://img.example.com")
+                             "--base-url) to the address the files are served from (the domain bound to a bucket, a "
+                             "web server over an SFTP folder), e.g. https://img.example.com")
         if profile.get("base_url"):
             profile["base_url"] = check_url(profile["base_url"], f"profile {self.name!r}: base_url",
                                             url_hint(self.name, "base_url"), schemes=("http", "https", "file"))

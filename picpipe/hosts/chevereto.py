@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 class CheveretoHost(HttpHost):
     keys: ClassVar[tuple[str, ...]] = ("url", "api_key", "album_id", "version")
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {
+        "album_id": ((int, str), "a number or an id"), "version": ((int, str), "3 or 4")}
 
     #: The multipart field of the file, the member of the answer holding the image, the API's URL
     #: when the profile names no site (None: the site's url is required), whether the key may go

@@ -37,7 +37,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe import console, redact
 from picpipe.errors import PicpipeError, UsageError
@@ -397,6 +397,11 @@ class CustomHost(HttpHost):
 
     keys = ("url", "method", "headers", "query", "body", "field", "form", "image_url", "deletion_url",
             "delete_method", "success", "error")
+    #: Tables in the file; a JSON object in PICPIPE_<PROFILE>_HEADERS and the like.
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {
+        "headers": ((dict, str), 'a table such as { Authorization = "env:MY_TOKEN" }'),
+        "form": ((dict, str), 'a table such as { strategy_id = "1" }'),
+        "query": ((dict, str), 'a table such as { format = "json" }')}
 
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)

@@ -43,6 +43,9 @@ _TOKEN_HINT = ("Lsky Pro refused the token: for 2.x make one on the site's API p
 
 class LskyHost(HttpHost):
     keys = ("url", "token", "version", "strategy_id", "album_id", "permission")
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {
+        "version": ((int, str), "1 or 2"), "strategy_id": ((int, str), "a number"),
+        "album_id": ((int, str), "a number"), "permission": ((int, str), "0, 1, public or private")}
 
     hints: ClassVar[dict[str | int, str]] = {
         401: _TOKEN_HINT,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.hosts import HttpHost, Stored, etag_matches
 from picpipe.hosts.signing import AWS_V4, canonical_request, host_header, sha256_hex, uri_encode, utc_now
@@ -27,6 +27,8 @@ CONDITIONAL_STORES = (".amazonaws.com", ".r2.cloudflarestorage.com")
 
 class S3Host(HttpHost):
     keys = ("bucket", "region", "access_key", "secret_key", "path_style", "conditional_writes")
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {
+        "path_style": ((bool, str), "true or false"), "conditional_writes": ((bool, str), "true or false")}
 
     hints = {
         "SignatureDoesNotMatch": "the secret_key does not match the access_key (or this computer's clock is off "

@@ -12,7 +12,7 @@ the gap between the listing and the write. The protocol itself is picpipe.webdav
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from picpipe.concurrency import KeyedLocks
 from picpipe.hosts import Host, Stored
@@ -21,6 +21,8 @@ from picpipe.webdav import WebDav
 
 class WebDavHost(Host):
     keys = ("url", "user", "password", "vendor", "pace")
+    key_types: ClassVar[dict[str, tuple[tuple[type, ...], str]]] = {
+        "pace": ((int, str), "a whole number of requests")}
 
     def __init__(self, profile: dict[str, Any]) -> None:
         self.dav = WebDav(profile, purpose="upload")  # first: it moves user:password@ out of the url
