@@ -146,3 +146,25 @@ def test_copies_and_on_host():
     assert b == {"sha256": "0" * 64, "size": 5, "host": "b", "key": "k", "url": "https://b/k", "deduped": True}
     assert mirrors.on_host(record, "b") == b and mirrors.on_host(record, "a") == own
     assert mirrors.on_host(record, "c") is None  # no URL there: no copy to link to
+
+
+def test_an_image_uploaded_again_from_its_tombstone_is_live_again(run, tmp_path, hosts, image):
+    """pp-mark find --deleted | pp-upload: the new copies are not marked deleted, nor reused or
+    deduped as the old record said, and the ledger finds them live."""
+    ledger = str(tmp_path / "ledger.jsonl")
+    up = run("pp-upload", "--host", "a", "--ledger", ledger, str(image), extra_env=hosts)
+    run("pp-mark", "--ledger", ledger, input=up.stdout)
+    gone = run("pp-upload", "--host", "a", "--delete", "--ledger", ledger, input=up.stdout, extra_env=hosts)
+    run("pp-mark", "--ledger", ledger, input=gone.stdout)
+    [tombstone] = parse_jsonl(run("pp-mark", "find", "--deleted", "--ledger", ledger).stdout)
+    assert tombstone["deleted_at"] and files(tmp_path / "a") == []
+
+    again = run("pp-upload", "--host", "a", "--host", "b", "--ledger", ledger,
+                input=jsonl([{**tombstone, "reused": True, "deduped": True}]), extra_env=hosts)
+    assert again.returncode == 0, again.stderr
+    [record] = parse_jsonl(again.stdout)
+    assert not {"deleted_at", "reused", "deduped"} & set(record) and record["host"] == "a"
+    assert len(files(tmp_path / "a")) == 1 and "deleted_at" not in record["mirrors"][0]
+    run("pp-mark", "--ledger", ledger, input=again.stdout)
+    live = parse_jsonl(run("pp-mark", "find", "--ledger", ledger).stdout)
+    assert {s["host"] for s in live} == {"a", "b"} and not any("deleted_at" in s for s in live)

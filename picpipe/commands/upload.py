@@ -119,7 +119,12 @@ class UploadCommand(StreamCommand):
         sha256 = hashlib.sha256(data).hexdigest()
         checked = None if self.any_file else check(data, named(path, record))
         result: dict[str, Any] = {**record, **self.facts(record, data, sha256, checked)}
-        result.pop("mirrors", None)  # this upload's copies replace what the record said
+        # This upload's copies replace what the record said of its copies: a record from pp-mark find
+        # --deleted (or an earlier upload) must not keep its deleted_at, reused or deduped.
+        from picpipe import mirrors
+
+        for field in (*mirrors.FIELDS, "mirrors"):
+            result.pop(field, None)
         copies, failed = [], []
         for host in self.hosts:
             try:
