@@ -323,6 +323,37 @@ def test_delete_elsewhere_carries_no_credentials(answers, monkeypatch):
         host.check_key("file:///etc/passwd")
 
 
+class Redirects(FakeHandler):
+    """/go/N answers 302 to Redirects.to + /N; anything else is kept in Answers.seen and answered 200."""
+
+    to = ""
+
+    def handle_request(self) -> None:
+        if self.path.startswith("/go/"):
+            self.reply(302, b"", {"Location": Redirects.to + "/" + self.path[4:]})
+            return
+        Answers.seen.append((self.command, self.path, dict(self.headers), self.body()))
+        self.reply(200, b"deleted")
+
+
+def test_a_redirect_to_another_server_carries_no_credentials(answers, monkeypatch):
+    """requests drops only Authorization when a redirect changes the server; a custom header such as
+    X-API-Key must not follow a deletion link (or the look at a taken name) there either."""
+    monkeypatch.setenv("UP_TOKEN", "upTokenSecret0123456789")
+    with serving(Redirects) as up, serving(Redirects) as other:
+        host = CustomHost({"name": "up", "type": "custom", "method": "PUT", "url": up.url + "/put/{key}",
+                           "headers": {"X-API-Key": "{env:UP_TOKEN}"}, "deletion_url": "{json:del}"})
+        Redirects.to = other.url.replace("127.0.0.1", "localhost")  # another server, by name
+        host.delete(up.url + "/go/1")
+        assert host.holds(up.url + "/go/2", {"X-API-Key": "upTokenSecret0123456789"}, b"other") is False
+        Redirects.to = up.url  # the same server: the headers go along
+        host.delete(up.url + "/go/3")
+    paths = {path: headers for _, path, headers, _ in Answers.seen}
+    assert set(paths) == {"/1", "/2", "/3"}
+    assert "X-API-Key" not in paths["/1"] and "X-API-Key" not in paths["/2"]
+    assert paths["/3"]["X-API-Key"] == "upTokenSecret0123456789"
+
+
 @pytest.mark.parametrize("settings, said", [
     ({"image_url": "{prompt}"}, "{prompt} is not a function"),
     ({"image_url": "{json:data.url"}, "is not closed"),

@@ -34,7 +34,7 @@ import re
 import secrets
 import sys
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -63,6 +63,9 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
 INTERACTIVE = ("prompt", "select", "inputbox", "outputbox", "input", "output", "xml")
 #: Characters of the answer shown in an error, at most.
 SHOWN = 300
+#: Redirects of a GET (a deletion link, the look at a taken name) followed at most, and their statuses.
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 #: Header, form and query names whose values are credentials (besides redact.is_secret_key).
 _SECRET_NAME = re.compile(r"(?i)auth|token|key|secret|pass|cookie|sign|session|credential")
 #: Headers an imported .sxcu may keep in the file: they carry no credential.
@@ -492,8 +495,23 @@ class CustomHost(HttpHost):
     def holds(self, url: str, headers: Mapping[str, str], data: bytes) -> bool:
         """Whether the object at `url` (the one a 412 kept) is these very bytes."""
         keep = {k: v for k, v in headers.items() if k.lower() not in ("if-none-match", "content-type")}
-        response = self.request("GET", url, ok=(200, 404), headers=keep)
+        response = self.ask("GET", url, keep, ok=(200, 404))
         return response.status_code == 200 and response.content == data
+
+    def ask(self, method: str, url: str, headers: Mapping[str, str], ok: Collection[int]) -> requests.Response:
+        """A request with the profile's headers, which go to the upload URL's server only: its
+        redirects are followed here, since requests would carry every header but Authorization on
+        to another server (an X-API-Key to wherever the host redirects)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            sent = dict(headers) if origin(url) == self.upload_origin else {}
+            response = self.request(method, url, ok=(*ok, *REDIRECTS), headers=sent, redirects=False)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or not location or method != "GET":
+                break
+            url = urllib.parse.urljoin(url, location)
+        if response.status_code not in ok:
+            raise self.failure(response)
+        return response
 
     def already_there(self, key: str, same: bool) -> Stored:
         if not same:
@@ -589,9 +607,8 @@ class CustomHost(HttpHost):
 
     def delete(self, key: str) -> None:
         """The recorded deletion URL, with the profile's headers only when it is on the upload URL's
-        server (a record from elsewhere must not carry the credentials away)."""
-        headers = self.request_headers(Answer("", "")) if origin(key) == self.upload_origin else {}
-        self.request(self.delete_method, key, ok=(200, 201, 202, 204, 404, 410), headers=headers)
+        server (a record from elsewhere, or a redirect, must not carry the credentials away)."""
+        self.ask(self.delete_method, key, self.request_headers(Answer("", "")), ok=(200, 201, 202, 204, 404, 410))
 
 
 def for_url(answer: Answer) -> Answer:
