@@ -8,7 +8,8 @@ The mark fits in a box of `size` times the image's width by `size` times its hei
 watermarkScaleRatio, 0.15 by default), keeping its own proportions, at `margin` from the edges,
 in one of nine places. Only that box's pixels change: they are blended in numpy with the mark
 at `opacity`, and put back into the image, so every other pixel stays exactly as it was.
-Images whose shorter side is below `min_side` are left alone (a thumbnail or an icon).
+Images whose shorter side is below `min_side` are left alone (a thumbnail or an icon), and so
+are those a text does not fit at its smallest (a long text on a narrow strip).
 
 Text is white with a thin dark outline, which reads on light and dark pictures. Its font is the
 first that has a glyph for every character: `font` if given, else Pillow's bundled font (Latin),
@@ -275,6 +276,9 @@ def mark(image: pyvips.Image, spec: Spec) -> tuple[pyvips.Image, dict[str, Any]]
         return image, {"skipped": f"the {margin} px margin leaves no room on {image.width}x{image.height}"}
     box = (max(1, min(room[0], round(spec.size * image.width))), max(1, min(room[1], round(spec.size * image.height))))
     overlay = _text(spec, box, room) if spec.text is not None else _picture(spec, box)
+    if overlay.shape[1] > room[0] or overlay.shape[0] > room[1]:  # even its smallest size is too wide
+        return image, {"skipped": f"the text does not fit on {image.width}x{image.height} even at its smallest "
+                                  f"({overlay.shape[1]}x{overlay.shape[0]} px)"}
     across, down = POSITIONS[spec.position]
     x = margin + round((room[0] - overlay.shape[1]) * across)
     y = margin + round((room[1] - overlay.shape[0]) * down)

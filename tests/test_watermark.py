@@ -94,6 +94,18 @@ def test_small_images_pass_unmarked():
     assert info["box"]
 
 
+
+def test_a_text_too_long_for_the_image_leaves_it_unmarked_with_a_note():
+    """Even at its smallest size the text is wider than the image: no mark, never a crash."""
+    picture = vips(gradient(250, 250))
+    marked, info = watermark.mark(picture, watermark.spec(text="© example.com " * 40))
+    assert "does not fit on 250x250" in info["skipped"] and "box" not in info
+    assert (array(marked) == array(picture)).all()
+    narrow = vips(gradient(3, 3))
+    _, info = watermark.mark(narrow, watermark.spec(text="picpipe", min_side=0))
+    assert "does not fit" in info["skipped"]
+
+
 def logo(path: Path) -> Path:
     """A red disc on a transparent 200x100 canvas, its edge soft."""
     picture = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
