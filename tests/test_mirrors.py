@@ -70,6 +70,19 @@ def test_pp_link_picks_a_host_and_says_when_the_image_has_no_copy_there(run, tmp
     assert "no copy on c (it is on a, b)" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_pp_link_host_on_pp_mark_find_says_which_copy_a_line_is(run, tmp_path, hosts, image):
+    """pp-mark find gives one record per copy: the line of a's copy is not "an image with no copy on
+    b" (it has one, on the next line); the error says what the line is and how to list b's copies."""
+    ledger = str(tmp_path / "l.jsonl")
+    up = run("pp-upload", "--host", "a", "--host", "b", "--ledger", ledger, str(image), extra_env=hosts)
+    run("pp-mark", "--ledger", ledger, input=up.stdout)
+    found = run("pp-mark", "find", "--ledger", ledger).stdout
+    linked = run("pp-link", "--url", "--host", "b", input=found)
+    assert linked.stdout.strip() == parse_jsonl(up.stdout)[0]["mirrors"][0]["url"]
+    assert "the record is the image's copy on a, not one on b" in linked.stderr
+    assert "pp-mark find --host b" in linked.stderr and "no copy on b" not in linked.stderr
+
+
 def test_a_failing_mirror_is_an_error_the_copies_made_are_kept_and_a_rerun_completes(run, tmp_path, hosts, image):
     ledger = str(tmp_path / "ledger.jsonl")
     (tmp_path / "b").write_text("a file where b's folder should be")

@@ -71,6 +71,11 @@ class LinkCommand(StreamCommand):
             from picpipe import mirrors
 
             copy = mirrors.on_host(record, self.host)
+            if copy is None and "mirrors" not in record:  # one copy's record: a ledger line, or one host's upload
+                raise PicpipeError("not_on_host", f"the record is the image's copy on {record.get('host') or 'no host'}"
+                                   f", not one on {self.host}", f"pp-mark find gives one record per copy: pp-mark find "
+                                   f"--host {self.host} lists the copies on {self.host}; else upload it there: "
+                                   f"pp-upload --host {self.host}")
             if copy is None:
                 hosts = [record.get("host"), *(m.get("host") for m in mirrors.of(record))]
                 raise PicpipeError("not_on_host", f"the image has no copy on {self.host} "
