@@ -142,6 +142,18 @@ def test_a_deletion_link_to_another_site_is_refused(host, easy):
     assert caught.value.type == "bad_key" and not easy.requests
 
 
+def test_the_own_site_is_the_scheme_host_and_port_without_case(host, easy):
+    """Host.on_own_site, which EasyImage and Chevereto ask before a deletion link is sent."""
+    own = host(url="http://Img.Example.com:8080", endpoint=easy.url + "/api/index.php")
+    assert own.on_own_site("HTTP://img.example.COM:8080/app/del.php?hash=a", own.site, own.api)
+    assert own.on_own_site(easy.url + "/app/del.php?hash=a", own.site, own.api)  # the API's host
+    assert not own.on_own_site("https://img.example.com:8080/x", own.site)  # another scheme
+    assert not own.on_own_site("http://img.example.com/x", own.site)  # another port
+    assert not own.on_own_site("http://user@img.example.com:8080/x", own.site)  # userinfo: another netloc
+    assert not own.on_own_site("http://img.example.com:8080/x", None)
+    assert own.foreign_link("https://elsewhere.example/x").type == "bad_key"
+
+
 def test_a_base_url_puts_the_link_behind_a_cdn(host, easy):
     stored = host(base_url="https://img.example.com").put("a.png", b"a", "image/png")
     path = next(iter(easy.objects))

@@ -81,6 +81,17 @@ class Host(ABC):
         base = self.profile.get("base_url") or self.default_base_url()
         return base.rstrip("/") + "/" + urllib.parse.quote(key, safe="/")
 
+    def on_own_site(self, link: str, *sites: str | None) -> bool:
+        """Whether a record's link (a deletion link the host gave) is on one of the profile's `sites`:
+        the only place picpipe sends a request a record names."""
+        return origin(link) in {origin(site) for site in sites if site}
+
+    def foreign_link(self, link: str) -> PicpipeError:
+        """The refusal of a record's link that `on_own_site` (or its shape) says is no deletion link here."""
+        return PicpipeError("bad_key", f"{self.name}: refusing a link that is no deletion link of the profile's "
+                            f"site ({origin(link)})",
+                            "give records that pp-upload wrote with this profile, or fix the profile's url")
+
     def served_at(self, link: str) -> str:
         """A link the host made up itself (SM.MS, Imgur), moved under base_url when one is set (a CDN or
         reverse proxy in front of the host): base_url + the link's path."""
@@ -110,6 +121,12 @@ def etag_matches(etag: str, data: bytes) -> bool | None:
     if re.fullmatch(r"[0-9a-f]{32}", etag):
         return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
     return None
+
+
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, lower-cased: what says whether two links are on one server."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 def conflict(host: str, key: str) -> PicpipeError:

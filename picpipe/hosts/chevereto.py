@@ -112,11 +112,8 @@ class CheveretoHost(HttpHost):
         if not self.deletes:
             raise PicpipeError("not_supported", f"{self.name}: {self.product}'s API has no delete; open the "
                                f"deletion link in a browser and confirm: {key}", "nothing was deleted")
-        parts = urllib.parse.urlsplit(key)
-        if not self.site or _origin(key) != _origin(self.site) or "/delete/" not in parts.path:
-            raise PicpipeError("bad_key", f"{self.name}: refusing a link that is no deletion link of the profile's "
-                               f"site ({parts.scheme}://{parts.netloc})",
-                               "give records that pp-upload wrote with this profile, or fix the profile's url")
+        if not self.on_own_site(key, self.site) or "/delete/" not in urllib.parse.urlsplit(key).path:
+            raise self.foreign_link(key)
         # 301: deleted, and sent on to the viewer page; 404: no such image (any more).
         self.request("GET", key, redirects=False, ok=(301, 302, 303, 404))
 
@@ -134,11 +131,6 @@ class CheveretoHost(HttpHost):
             return "duplicate", message
         code = error.get("code")
         return (str(code) if code not in (None, "") else None), message
-
-
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 HOST = CheveretoHost

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe import console, redact
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.hosts import HttpHost, Stored, conflict
+from picpipe.hosts import HttpHost, Stored, conflict, origin
 
 if TYPE_CHECKING:
     import requests
@@ -390,11 +390,6 @@ def secret_name(name: str) -> bool:
     return redact.is_secret_key(name) or bool(_SECRET_NAME.search(name))
 
 
-def origin(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
 class CustomHost(HttpHost):
     """An HTTP upload API described by its profile (module docstring)."""
 
@@ -601,7 +596,8 @@ class CustomHost(HttpHost):
             raise PicpipeError("unsupported", f"profile {self.name!r} has no deletion_url: picpipe does not know how "
                                "to delete from this host", f"add deletion_url (and delete_method) to [profiles."
                                f"{self.name}]; records uploaded before keep no deletion URL")
-        if origin(key)[0] not in ("http", "https") or not origin(key)[1]:
+        parts = urllib.parse.urlsplit(key)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             raise PicpipeError("bad_key", f"refusing {key!r}: it is not a deletion URL pp-upload recorded",
                                "give records as pp-upload or pp-mark find wrote them")
 

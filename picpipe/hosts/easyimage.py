@@ -84,10 +84,8 @@ class EasyImageHost(HttpHost):
             raise PicpipeError("not_supported", f"{self.name}: this image has no deletion link (the site's admin "
                                "turned user deletion off when it was uploaded)",
                                "delete it in EasyImage's admin pages; nothing was deleted")
-        if not self.same_site(key):
-            raise PicpipeError("bad_key", f"{self.name}: refusing to send a deletion link to another site "
-                               f"({parts.scheme}://{parts.netloc})",
-                               "give records that pp-upload wrote with this profile, or fix the profile's url")
+        if not self.on_own_site(key, self.site, self.api):  # the profile's site, or its API's host
+            raise self.foreign_link(key)
         response = self.request("GET", key)
         body = self.json_object(response)
         if str(body.get("code")) == "200" or body.get("msg") == GONE:
@@ -95,20 +93,10 @@ class EasyImageHost(HttpHost):
         raise PicpipeError("rejected", f"{self.name}: EasyImage did not delete it: {body.get('msg') or body}",
                            "the file may be protected or the link altered; delete it in EasyImage's admin pages")
 
-    def same_site(self, link: str) -> bool:
-        """Whether `link` is on the profile's site (or its API's host): the only place a deletion link goes."""
-        origins = {_origin(u) for u in (self.site, self.api) if u}
-        return _origin(link) in origins
-
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """{"result": "failed", "code", "message"}; HTTP 200 is not repeated as the code."""
         code, message = super().parse_error(response)
         return (None if code == str(response.status_code) else code), message
-
-
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 HOST = EasyImageHost
