@@ -910,6 +910,9 @@ class Handler(BaseHTTPRequestHandler):
             for index, item in enumerate(items):
                 url = item.get("url") or item.get("imgUrl")
                 sha256 = item.get("sha256")
+                if not (item.get("host") or isinstance(url, str) and url):  # a hash alone names no one copy
+                    refused[index] = f"item {index + 1} names no upload: send the fullResult /upload answered"
+                    continue
                 if isinstance(sha256, str) and sha256:
                     states = ledger.states_for([sha256])
                 elif isinstance(url, str) and url:
@@ -926,10 +929,13 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 mirrors = item.get("mirrors")
                 mirrors = mirrors if isinstance(mirrors, list) else []
-                found[index] = [live[-1], *(state for copy in mirrors if isinstance(copy, dict)
-                                            for state in named_in(states, copy.get("host"), copy.get("key"),
+                # A mirror names its host and its key or URL: `{}` would name every copy of the image.
+                named = [copy for copy in mirrors if isinstance(copy, dict) and copy.get("host")
+                         and (copy.get("key") or copy.get("url"))]
+                found[index] = [live[-1], *(state for copy in named
+                                            for state in named_in(states, copy["host"], copy.get("key"),
                                                                   copy.get("url"))[-1:]
-                                            if not state.get("deleted_at"))]
+                                            if not state.get("deleted_at") and state is not live[-1])]
         finally:
             ledger.close()
         return found, refused

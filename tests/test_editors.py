@@ -654,10 +654,12 @@ def test_server_delete_takes_what_the_ledger_has_and_nothing_else(serve, tmp_pat
     assert again.status_code == 400 and again.json()["success"] is False
     assert "deleted already" in again.json()["message"]
     forged = [{"host": "site", "key": "not-recorded.png", "url": BASE + "not-recorded.png"},
-              {**full[1], "sha256": "0" * 64}, {**full[1], "key": "not-recorded.png"}, {"imgUrl": 5}]
+              {**full[1], "sha256": "0" * 64}, {**full[1], "key": "not-recorded.png"}, {"imgUrl": 5},
+              {"sha256": full[1]["sha256"], "mirrors": [{}]}]  # a hash alone names no one copy
     refused = server.post("/delete", json={"list": forged})
     assert refused.status_code == 400 and refused.json()["message"].startswith("delete error: ")
-    assert len(refused.json()["errors"]) == 4 and "not an upload in the ledger" in refused.json()["errors"][0]
+    assert len(refused.json()["errors"]) == 5 and "not an upload in the ledger" in refused.json()["errors"][0]
+    assert "names no upload" in refused.json()["errors"][4]
     assert stranger.exists() and stored[1].exists()
     mixed = server.post("/delete", json={"list": [{"imgUrl": full[1]["url"]}, forged[0]]})  # PicList's imgUrl alone
     assert mixed.status_code == 200 and mixed.json()["message"] == "delete success: 1, fail: 1"

@@ -24,6 +24,7 @@ import posixpath
 import urllib.parse
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from picpipe import redact
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
 from picpipe.net import check_url, url_hint
@@ -66,6 +67,7 @@ class LskyHost(HttpHost):
         self.v2 = version == "2"
         token = self.setting("token").strip()
         self.token = token[7:].strip() if token.lower().startswith("bearer ") else token  # PicList's form
+        redact.register(self.token)  # the config registered "Bearer X" whole: X alone is masked too
         self.fields = {k: str(profile[k]).strip() for k in V2_FIELDS if profile.get(k) not in (None, "")}
         if self.fields and not self.v2:
             raise UsageError(f"profile {self.name!r}: {', '.join(self.fields)} are Lsky Pro 2.x settings",
