@@ -135,23 +135,12 @@ def classify(value: str, folder: str) -> tuple[str, str] | None:
     return ("path", os.path.abspath(os.path.join(folder, path))) if path else None
 
 
-_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
 def url_key(url: str) -> str:
-    """A URL as compared for replacement: scheme and host in lower case and one percent-encoding
-    (`图.png`, `%E5%9B%BE.png` and `%e5%9b%be.png` are one image), nothing else changed."""
-    from picpipe.links import encode_url
+    """A URL as compared for replacement: `links.url_identity`, the project's one URL identity
+    (`图(1).png`, `%E5%9B%BE%281%29.png` and `%e5%9b%be(1).png` are one image)."""
+    from picpipe.links import url_identity
 
-    scheme, sep, rest = encode_url(url).partition("://")
-    host, slash, tail = rest.partition("/")
-
-    def normal(escape: re.Match[str]) -> str:
-        char = chr(int(escape.group(0)[1:], 16))
-        return char if char in _UNRESERVED else escape.group(0).upper()
-
-    return f"{scheme.lower()}{sep}{host.lower()}{slash}{_ESCAPE.sub(normal, tail)}"
+    return url_identity(url)
 
 
 def encode_target(url: str, kind: str, wrap: str) -> str:

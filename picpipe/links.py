@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from picpipe.errors import PicpipeError
@@ -18,7 +18,8 @@ STYLES = ("md", "html", "url", "bbcode")
 
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # RFC 3986 characters that may stay as they are in each part; everything else is %-encoded.
-_SAFE_PATH = "/:@!$&'*+,;=~-._"
+# `(` `)` stay raw as browsers leave them, whether or not other characters needed encoding.
+_SAFE_PATH = "/:@!$&'()*+,;=~-._"
 _SAFE_QUERY = _SAFE_PATH + "?"
 
 
@@ -66,6 +67,118 @@ def encode_url(url: str) -> str:
         _quote_keeping_escapes(parts.query, _SAFE_QUERY),
         _quote_keeping_escapes(parts.fragment, _SAFE_QUERY),
     ))
+
+
+# -- one URL identity ---------------------------------------------------------------------------
+#: RFC 3986 appendix B: splits any string, never fails.
+_URI = re.compile(r"(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(\?[^#]*)?")
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+_SUB_DELIMS = b"!$&'()*+,;="
+#: Bytes written raw in an identity's path: an escape of one of them is decoded (`%28` is `(`).
+_PATH_RAW = frozenset(_UNRESERVED + _SUB_DELIMS + b":@")
+#: In a query only unreserved escapes are decoded: `%26` is no `&`, `%3D` no `=`, `%2B` no `+`.
+_QUERY_DECODED = frozenset(_UNRESERVED)
+_QUERY_RAW = frozenset(_UNRESERVED + _SUB_DELIMS + b":@/?")
+#: An escape, or one byte that is no allowed character in a path or query (a stray `%` included).
+_PATH_TOKEN = re.compile(rb"%([0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
+_QUERY_TOKEN = re.compile(rb"%([0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~!$&'()*+,;=:@/?]")
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21"}
+#: Already its own identity: lower-case http(s) scheme and host, no port, escapes, fragment or
+#: character a path or query would encode. Most URLs a ledger holds: no work for them.
+_CANONICAL = re.compile(r"https?://[a-z0-9.\-]+/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?")
+
+
+def _bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")  # "\udcff", a raw byte that was no UTF-8, is 0xFF again
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _canonical_escapes(text: str, token: re.Pattern[bytes], decoded: frozenset[int]) -> str:
+    """`text` with each escape of a byte in `decoded` written as that byte, every other escape
+    in upper case, and each byte that is not allowed raw (non-ASCII UTF-8, space, a stray `%`)
+    as its escape: one spelling for each sequence of bytes."""
+    def one(match: re.Match[bytes]) -> bytes:
+        if match.group(1) is None:
+            return b"%%%02X" % match.group(0)[0]
+        byte = int(match.group(1), 16)
+        return bytes((byte,)) if byte in decoded else b"%%%02X" % byte
+
+    return token.sub(one, _bytes(text)).decode("ascii")
+
+
+def _canonical_host(host: str) -> str:
+    """Lower case, an IDNA host as punycode (`faß.de` is `xn--fa-hia.de`), escapes decoded."""
+    if host.startswith("["):  # an IP literal
+        return host.lower()
+    if "%" in host:
+        from urllib.parse import unquote
+
+        host = unquote(host, errors="surrogateescape")
+    if host.isascii():
+        return host.lower()
+    import idna  # IDNA 2008 with UTS 46, as browsers and encode_url
+
+    try:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return _canonical_escapes(host.lower(), _QUERY_TOKEN, _QUERY_DECODED)
+
+
+def url_identity(url: str) -> str:
+    """The one string every spelling of a URL's resource maps to: how pp-rewrite, pp-mark (find
+    --url, check) and pp-fetch tell that two URLs name the same image. Idempotent.
+
+    RFC 3986 §6.2.2 and §6.2.3, plus one choice: scheme and host in lower case, the host as IDNA
+    (punycode), a default port (`:443` for https) and an empty one dropped, an empty path `/`,
+    the fragment dropped (never sent to the server). In the path every escape of an unreserved
+    character, a sub-delimiter (``!$&'()*+,;=``), `:` or `@` is decoded, since servers in practice
+    (S3, CDNs, nginx) decode them to the same file: `(1).png` and `%281%29.png` are one image.
+    Except `%2F`, which stays apart from `/` (another path), and `%3F`, `%23`, `%25`, which raw
+    would change the URL's structure. `+` in a path is a plus, not a space: `a+b` is not `a%20b`.
+    Everything else (non-ASCII as UTF-8, spaces, `[` `]`) is percent-encoded with upper-case hex.
+    The query keeps its characters: only unreserved escapes are decoded (`%26` is no `&`).
+    """
+    url = url.strip()
+    if _CANONICAL.fullmatch(url):
+        return url
+    match = _URI.match(url)
+    assert match is not None  # every group is optional
+    scheme, authority, path, query = match.groups()
+    out = ""
+    if scheme is not None:
+        scheme = scheme.lower()
+        out = scheme + ":"
+    if authority is not None:
+        userinfo, at, hostport = authority.rpartition("@")
+        host, colon, port = hostport.rpartition(":")
+        if not colon or "]" in port or not (port.isascii() and port.isdigit() or not port):
+            host, port = hostport, ""
+        port = str(int(port)) if port else ""
+        if port == _DEFAULT_PORTS.get(scheme or ""):
+            port = ""
+        out += "//" + (_canonical_escapes(userinfo, _QUERY_TOKEN, _QUERY_DECODED) + at if at else "")
+        out += _canonical_host(host) + (":" + port if port else "")
+        if not path and scheme in ("http", "https"):
+            path = "/"
+    out += _canonical_escapes(path, _PATH_TOKEN, _PATH_RAW)
+    if query is not None:
+        out += "?" + _canonical_escapes(query[1:], _QUERY_TOKEN, _QUERY_DECODED)
+    return out
+
+
+class UrlSet:
+    """URLs compared by `url_identity`: `url in urls` for any spelling of one of them."""
+
+    def __init__(self, urls: Iterable[str] = ()) -> None:
+        self.identities = {url_identity(url) for url in urls}
+
+    def __contains__(self, url: object) -> bool:
+        return isinstance(url, str) and url_identity(url) in self.identities
+
+    def __len__(self) -> int:
+        return len(self.identities)
 
 
 def parse_rewrite(rule: str) -> tuple[str, str]:

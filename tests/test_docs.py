@@ -225,7 +225,8 @@ def test_a_new_url_reads_back_as_itself_in_every_place(tmp_path, url, written):
     assert len(result.replaced) == 1
     [old] = find_refs(doc.read_text(), str(doc))
     [new] = find_refs(result.text, str(doc))
-    assert new.url == encode_url(url)
+    # as pp-link writes it; a bare Markdown target with an unbalanced parenthesis encodes it
+    assert new.url in {encode_url(url), encode_url(url).replace("(", "%28")} and url_key(new.url) == url_key(url)
     prefix, suffix = doc.read_text()[:old.start], doc.read_text()[old.end:]
     # everything around the target as it was (an unquoted HTML value may have needed quotes)
     assert (result.text[:new.start], result.text[new.end:]) in {(prefix, suffix), (prefix + '"', '"' + suffix)}
