@@ -185,11 +185,30 @@ _FENCE_END = re.compile(r"(`{3,}|~{3,})[ \t]*$")
 _ITEM = re.compile(r"([-+*]|[0-9]{1,9}[.)])(?=[ \t]|$)")
 _BREAK = re.compile(r"([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _HEADING = re.compile(r"#{1,6}(?:[ \t]|$)")
-_RAW_BLOCK = re.compile(r"<(?:pre|script|style|textarea)(?=[\s>]|$)", re.I)
-_RAW_BLOCK_END = re.compile(r"</(?:pre|script|style|textarea)>", re.I)
-_COMMENT_END = re.compile("-->")
+#: CommonMark §4.6: the start of each kind of HTML block (1-7) and, for kinds 1-5, its end
+#: (6 and 7 end at a blank line). Kinds 1-6 may interrupt a paragraph; 7 may not.
+_BLOCK_NAMES = (
+    "address|article|aside|base|basefont|blockquote|body|caption|center|col|colgroup|dd|details|dialog|dir|div|"
+    "dl|dt|fieldset|figcaption|figure|footer|form|frame|frameset|h1|h2|h3|h4|h5|h6|head|header|hr|html|iframe|"
+    "legend|li|link|main|menu|menuitem|nav|noframes|ol|optgroup|option|p|param|search|section|summary|table|"
+    "tbody|td|tfoot|th|thead|title|tr|track|ul")
+_TAG_ATTRIBUTES = r"""(?:\s+[A-Za-z_:][A-Za-z0-9_.:-]*(?:\s*=\s*(?:[^\s"'=<>`]+|'[^']*'|"[^"]*"))?)*"""
+_HTML_BLOCKS: tuple[tuple[re.Pattern[str], re.Pattern[str] | None], ...] = (
+    (re.compile(r"<(?:pre|script|style|textarea)(?=[ \t>]|$)", re.I),
+     re.compile(r"</(?:pre|script|style|textarea)>", re.I)),
+    (re.compile("<!--"), re.compile("-->")),
+    (re.compile(r"<\?"), re.compile(r"\?>")),
+    (re.compile("<![A-Za-z]"), re.compile(">")),
+    (re.compile(r"<!\[CDATA\["), re.compile(r"\]\]>")),
+    (re.compile(rf"</?(?:{_BLOCK_NAMES})(?=[ \t>]|/>|$)", re.I), None),
+    (re.compile(rf"(?:<(?!(?:pre|script|style|textarea)\b)[A-Za-z][A-Za-z0-9-]*{_TAG_ATTRIBUTES}\s*/?>"
+                r"|</[A-Za-z][A-Za-z0-9-]*\s*>)[ \t]*$", re.I), None),
+)
+#: Liquid blocks whose content is code to Hexo and Jekyll: nothing inside is read.
+_LIQUID_CODE = re.compile(r"\{%-?\s*(raw|codeblock|code|highlight)\b[^\n]*?-?%\}")
+_DEFINITION_LABEL = re.compile(r"\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*$")
 _DEFINITION = re.compile(
-    r"""\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*(?:<((?:[^\\<>\n]|\\.)*)>|([^\s<]\S*))"""
+    r"""\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*(?:\r?\n[ \t]*)?(?:<((?:[^\\<>\n]|\\.)*)>|([^\s<]\S*))"""
     r"""(?:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\((?:[^()\\]|\\.)*\)))?[ \t]*$""")
 _LABEL = re.compile(r"\[((?:[^\\\[\]]|\\.){0,999})\]")
 _MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])|!\[", re.I)
@@ -296,7 +315,9 @@ class _Finder:
         spans: list[tuple[int, int]] = []
         paragraph: list[int] = []  # [start, end] of the open paragraph
         fence: tuple[str, int, int] | None = None  # (character, length, deepest indent of its end)
-        raw_end: re.Pattern[str] | None = None  # what ends an HTML comment or <pre> block
+        raw_end: re.Pattern[str] | None = None  # what ends an open HTML block of kind 1-5 or a Liquid code block
+        html_block: list[int] = []  # [start, end] of the open HTML block: read as HTML only
+        skip_to = 0  # the end of a definition's second line
         items: list[int] = []  # content columns of the open list items
         blank = True
 
@@ -306,6 +327,8 @@ class _Finder:
                 paragraph.clear()
 
         for start, end in self.lines():
+            if start < skip_to:
+                continue
             body = self.match_end(_CONTAINER, start, end)
             column, count = _indent(text[body:end])
             rest = body + count
@@ -316,12 +339,20 @@ class _Finder:
                     fence = None
                 continue
             if raw_end is not None:
-                if raw_end.search(text, start, end):
+                closing_at = raw_end.search(text, start, end)
+                if html_block:
+                    html_block[1] = end
+                if closing_at:
                     raw_end = None
+                    self.close_html(html_block)
                 continue
             if rest == end:
                 close()
+                self.close_html(html_block)
                 blank = True
+                continue
+            if html_block:  # kinds 6 and 7 end at a blank line only
+                html_block[1] = end
                 continue
             after_blank, blank = blank, False
             item = _ITEM.match(text, rest, end)
@@ -347,10 +378,23 @@ class _Finder:
                 close()
                 fence = (opening.group(1)[0], len(opening.group(1)), column + 3)
                 continue
-            if text.startswith("<!--", rest) or _RAW_BLOCK.match(text, rest, end):
+            kind = next((k for k, (begin, _) in enumerate(_HTML_BLOCKS)
+                         if begin.match(text, rest, end) and (k < 6 or not paragraph)), None)
+            if kind is not None:
                 close()
-                ending = _COMMENT_END if text.startswith("<!--", rest) else _RAW_BLOCK_END
-                if not ending.search(text, rest + 4, end):
+                html_block[:] = [rest, end]
+                ending = _HTML_BLOCKS[kind][1]
+                if ending is not None:
+                    if ending.search(text, rest + 2, end):
+                        self.close_html(html_block)
+                    else:
+                        raw_end = ending
+                continue
+            liquid = _LIQUID_CODE.match(text, rest, end)
+            if liquid is not None:
+                close()
+                ending = re.compile(rf"\{{%-?\s*end{liquid.group(1)}\s*-?%\}}")
+                if not ending.search(text, liquid.end(), end):
                     raw_end = ending
                 continue
             if _BREAK.match(text, rest, end):
@@ -362,13 +406,28 @@ class _Finder:
                 continue
             if not paragraph:
                 definition = _DEFINITION.match(text, rest, end)
+                if definition is None and _DEFINITION_LABEL.match(text, rest, end):  # the URL on the next line
+                    following = text.find("\n", end)
+                    stop = len(text) if following < 0 or text.find("\n", following + 1) < 0 \
+                        else text.find("\n", following + 1)
+                    stop -= stop > 0 and text[stop - 1] == "\r"
+                    definition = _DEFINITION.match(text, rest, stop) if following >= 0 else None
+                    if definition is not None:
+                        skip_to = stop
                 if definition and definition.group(1).strip():
                     self.definition(definition)
                     continue
                 paragraph[:] = [start, end]
             paragraph[1] = end
         close()
+        self.close_html(html_block)
         return spans
+
+    def close_html(self, block: list[int]) -> None:
+        """Read an HTML block that ends here: its <img> tags count, its Markdown does not."""
+        if block:
+            self.inline(block[0], block[1], markdown=False)
+            block.clear()
 
     def definition(self, match: re.Match[str]) -> None:
         label = _normal_label(match.group(1))
