@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from picpipe import console
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
+from picpipe.links import UrlSet, url_identity
 from picpipe.redact import drop_secret_fields, mask_data
 from picpipe.stream import Record, encode_line, field_problem, no_interrupt
 from picpipe.timeutil import now_iso, parse_time
@@ -180,6 +181,11 @@ def text_key(*parts: str) -> int:
     return (zlib.crc32(data) << 32 | zlib.adler32(data)) - _SIGN
 
 
+def url_key(url: str) -> int:
+    """A URL's key in the index: by `links.url_identity`, so any spelling of it finds its lines."""
+    return text_key(url_identity(url))
+
+
 def _add_spans(spans: Spans, entry: Mapping[str, Any], off: int, length: int) -> None:
     """Where the line at `off` (`length` bytes, without its newline) is found: by its image's
     sha256, its URL, its (host, key) and the sha256 of each backup copy it names other than its
@@ -189,7 +195,7 @@ def _add_spans(spans: Spans, entry: Mapping[str, Any], off: int, length: int) ->
         spans[0].append((sha_key(sha), off, length))
     url = entry.get("url")
     if url or not (sha or entry.get("key")):  # a line known by its URL alone: even an empty one
-        spans[1].append((text_key(str(url or "")), off, length))
+        spans[1].append((url_key(str(url or "")), off, length))
     if entry.get("key"):
         spans[2].append((text_key(str(entry.get("host") or ""), str(entry["key"])), off, length))
     backups = entry.get("backups")
@@ -466,11 +472,13 @@ class Ledger:
         return self.states(on_bad_line) if found is None else found
 
     def states_by_url(self, url: str, on_bad_line: BadLine | None = None) -> list[Record]:
-        """The states of the images that any line shows at this very URL (a superset of those
-        whose state has it: the caller filters with `matches`), in the order of `states()`."""
+        """The states of the images that any line shows at this URL, however it is spelled (a
+        superset of those whose state has it: the caller filters with `matches`), in the order of `states()`."""
         def find(index: LedgerIndex, fd: int) -> list[Record]:
-            lines = _read_spans(fd, index.spans("url", [text_key(url)]))
-            return _states_of(index, fd, {identity(line) for line in lines if line.get("url") == url})
+            lines = _read_spans(fd, index.spans("url", [url_key(url)]))
+            wanted = url_identity(url)
+            return _states_of(index, fd, {identity(line) for line in lines
+                                          if url_identity(str(line.get("url") or "")) == wanted})
 
         found = self._lookup(find)
         return self.states(on_bad_line) if found is None else found
@@ -652,9 +660,11 @@ class Ledger:
                 if later:
                     return
 
-    def replaced(self, on_bad_line: BadLine | None = None) -> set[str]:
-        """The URLs any line says were replaced (`replaces`: a dead link's image uploaded again)."""
-        return {entry["replaces"] for _, entry in self.lines(on_bad_line) if isinstance(entry.get("replaces"), str)}
+    def replaced(self, on_bad_line: BadLine | None = None) -> UrlSet:
+        """The URLs any line says were replaced (`replaces`: a dead link's image uploaded again),
+        compared by `url_identity`: `url in replaced` holds for any spelling of one."""
+        return UrlSet(entry["replaces"] for _, entry in self.lines(on_bad_line)
+                      if isinstance(entry.get("replaces"), str))
 
     def states(self, on_bad_line: BadLine | None = None) -> list[Record]:
         """The latest state of every image, in order of first appearance."""
@@ -689,7 +699,7 @@ def _states_of(index: LedgerIndex, fd: int, idents: set[tuple[str, ...]]) -> lis
     spans: set[tuple[int, int]] = set()
     for ident in idents:
         if ident[0] == "url":
-            spans |= index.spans("url", [text_key(ident[1])])
+            spans |= index.spans("url", [url_key(ident[1])])
         elif ident[1]:
             spans |= index.spans("line", [sha_key(ident[1])])
         else:
@@ -727,7 +737,7 @@ def _where(entry: Mapping[str, Any]) -> tuple[str, int]:
         return "line", sha_key(sha)
     if entry.get("key"):
         return "hostkey", text_key(str(entry.get("host") or ""), str(entry["key"]))
-    return "url", text_key(str(entry.get("url") or ""))
+    return "url", url_key(str(entry.get("url") or ""))
 
 
 def _fresh_by_index(index: LedgerIndex, fd: int, entries: list[Record]) -> list[Record]:
@@ -776,7 +786,7 @@ class LedgerIndex:
     TAIL = 4096
     #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
     SAY_ABOVE = 64 << 20
-    VERSION = "3"
+    VERSION = "4"
     #: Our own lines kept in memory at most before they are written into the index.
     FLUSH_EVERY = 1000
     #: Reading more than this (bytes) uses a page cache of BIG_CACHE_KB while it builds.
@@ -1103,8 +1113,10 @@ def matches(
     since: str | None = None,
     source: str | None = None,
 ) -> bool:
-    """The filters of `pp-mark find`: URL and source are globs, sha256 a prefix, since a time."""
-    if url is not None and not _glob(str(record.get("url") or ""), url):
+    """The filters of `pp-mark find`: URL and source are globs, sha256 a prefix, since a time; a
+    URL matches any spelling of itself (`url_identity`)."""
+    value = str(record.get("url") or "")
+    if url is not None and not (_glob(value, url) or url_identity(value) == url_identity(url)):
         return False
     if sha256 is not None and not str(record.get("sha256") or "").startswith(sha256.lower()):
         return False
