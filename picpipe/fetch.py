@@ -28,6 +28,7 @@ from picpipe.errors import PicpipeError
 from picpipe.files import temp_copy
 from picpipe.keys import sanitize
 from picpipe.linkcheck import find_command, host_of, http_error, masked_error, url_problem
+from picpipe.links import url_identity
 from picpipe.net import Client, backoff, failure_kind, may_retry, network_error
 from picpipe.publish import sniff
 from picpipe.stream import Record
@@ -60,9 +61,10 @@ class Download(NamedTuple):
 class Fetcher:
     """Fetch records' URLs into files under `out`; safe to share between threads.
 
-    The same URL (fragment aside) is downloaded once per Fetcher: later records get the first
-    one's file, or its error. An existing file with the same bytes is reused; different bytes at
-    a taken name go beside it, with the start of their sha256 in the name.
+    The same URL (by `url_identity`: however it is spelled, fragment aside) is downloaded once per
+    Fetcher: later records get the first one's file, or its error. An existing file with the same
+    bytes is reused; different bytes at a taken name go beside it, with the start of their sha256
+    in the name.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT,
@@ -100,7 +102,7 @@ class Fetcher:
 
     def fetch(self, url: str) -> dict[str, Any]:
         """{"path", "sha256", "size", ..., "fetched"} for one URL, downloaded at most once."""
-        key = urldefrag(url)[0]
+        key = url_identity(url)
         with self.busy.hold(key):
             with self.lock:
                 known = self.done.get(key)
@@ -275,10 +277,11 @@ def identify(download: Download, url: str) -> dict[str, Any]:
 
 
 def local_name(url: str, mime: str) -> str:
-    """`host/path/name.ext` for a URL: percent-decoded, made safe by keys.sanitize (no `..`, no
-    absolute path), `index` for a path ending in `/`, the image's extension added when the name
-    has none of an image, and each part cut to MAX_NAME_BYTES."""
-    parts = urlsplit(url)
+    """`host/path/name.ext` for a URL: its `url_identity` (one name for every spelling, the host
+    as IDNA), percent-decoded once, made safe by keys.sanitize (no `..`, no absolute path),
+    `index` for a path ending in `/`, the image's extension added when the name has none of an
+    image, and each part cut to MAX_NAME_BYTES."""
+    parts = urlsplit(url_identity(url))
     host = (parts.hostname or "unknown-host").replace(":", "_")  # an IPv6 address
     path = unquote(parts.path, errors="replace")
     try:
