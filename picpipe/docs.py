@@ -43,6 +43,8 @@ from picpipe.errors import PicpipeError
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
 HTML_SUFFIXES = (".html", ".htm")
+#: The kinds of reference read in an HTML tag's attribute: character references decoded.
+HTML_KINDS = ("html", "srcset", "data-src", "data-original")
 DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES + HTML_SUFFIXES
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg", ".bmp", ".ico", ".tif", ".tiff",
                   ".heic", ".heif", ".jxl", ".apng")
@@ -106,7 +108,9 @@ def decode_target(target: str, kind: str) -> str:
     decoded. Only `&name;` forms: `?a=1&copy=2` in a URL is no entity."""
     import html
 
-    pattern = _HTML_DECODE if kind == "html" else _MARKDOWN_DECODE
+    if kind not in HTML_KINDS and kind not in ("inline", "reference"):
+        return target  # front matter, Obsidian, Hugo and Liquid tags: written as they are read
+    pattern = _HTML_DECODE if kind in HTML_KINDS else _MARKDOWN_DECODE
     return pattern.sub(lambda m: m.group(0)[1] if m.group(0)[0] == "\\" else html.unescape(m.group(0)), target)
 
 
@@ -151,7 +155,7 @@ def encode_target(url: str, kind: str, wrap: str) -> str:
     from picpipe.links import encode_url
 
     url = encode_url(url)
-    if kind == "html":
+    if kind in HTML_KINDS:
         url = url.replace("&", "&amp;")
         if wrap == "'":
             return url.replace("'", "&#39;")
@@ -160,6 +164,37 @@ def encode_target(url: str, kind: str, wrap: str) -> str:
     if not wrap and not _balanced(url):
         return url.replace("(", "%28").replace(")", "%29")
     return url
+
+
+def replacement(text: str, ref: Ref, new: str) -> tuple[int, int, str] | str:
+    """(start, end, new text) that makes `ref` show `new`, or why that cannot be done safely. Only
+    the target's characters change, except for an Obsidian embed: Obsidian shows no URL in
+    `![[...]]`, so the embed becomes its external-image form `![size](URL)`."""
+    from picpipe.links import encode_url
+
+    url = encode_url(new)
+    if ref.kind == "obsidian":
+        embed = text.rfind("![[", 0, ref.start)
+        size = ref.text[ref.text.find("|") + 1:-2] if "|" in ref.text else ""
+        return embed, embed + len(ref.text), f"![{size}]({encode_target(new, 'inline', '')})"
+    if ref.kind == "asset_img":
+        return ("{% asset_img %} names a file of the post's asset folder, not a URL: write "
+                f"{{% img {url} %}} in its place by hand")
+    if ref.kind == "srcset" and (url[0] == "," or url[-1] == "," or not ref.wrap and re.search("[\"'=<>`]", url)):
+        return "this URL cannot stand in an unquoted srcset (or starts or ends with a comma): edit it by hand"
+    if ref.kind in HTML_KINDS or ref.kind in ("inline", "reference"):
+        return ref.start, ref.end, encode_target(new, ref.kind, ref.wrap)
+    if ref.kind == "front-matter":
+        if ref.wrap == '"':
+            url = url.replace("\\", "\\\\").replace('"', '\\"')
+        elif ref.wrap == "'":
+            url = url.replace("'", "''")
+        elif re.search(r"\s#|:\s", url) or ref.wrap == "[" and re.search(r"[,\[\]{}]", url):  # ends a plain scalar
+            return "this URL cannot stand unquoted in front matter: quote the value, then run pp-rewrite again"
+        return ref.start, ref.end, url
+    if ref.wrap and ref.wrap in url or not ref.wrap and re.search(r"[\s\"'`]", url):
+        return f"this URL cannot stand in a {ref.kind} tag's {ref.wrap or 'unquoted'} argument: edit it by hand"
+    return ref.start, ref.end, url
 
 
 def _balanced(text: str) -> bool:
@@ -211,13 +246,32 @@ _DEFINITION = re.compile(
     r"""\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*(?:\r?\n[ \t]*)?(?:<((?:[^\\<>\n]|\\.)*)>|([^\s<]\S*))"""
     r"""(?:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\((?:[^()\\]|\\.)*\)))?[ \t]*$""")
 _LABEL = re.compile(r"\[((?:[^\\\[\]]|\\.){0,999})\]")
-_MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])|!\[", re.I)
-_HTML_TOKEN = re.compile(r"<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<img(?=[\s/>])", re.I)
+_MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<(?:img|source)(?=[\s/>])"
+                             r"|!\[\[|!\[|\{\{[<%]|\{%", re.I)
+_HTML_TOKEN = re.compile(r"<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<(?:img|source)(?=[\s/>])", re.I)
 _BACKTICKS = re.compile(r"`+")
 _BRACKET_TOKEN = re.compile(r"\\.|`+|[\[\]]", re.S)
 #: Longer <img> tags (a big data: URI in src) are not read: nothing in them is worth a record.
 MAX_TAG = 16384
-_IMG_TAG = re.compile(r"""<img(?=[\s/>])(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""", re.I)
+_IMG_TAG = re.compile(r"""<(?:img|source)(?=[\s/>])(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""", re.I)
+#: Obsidian's embed: ![[name]], ![[name|300]], ![[folder/name.png#heading|alias]] (https://help.obsidian.md/embeds)
+_OBSIDIAN = re.compile(r"!\[\[([^\[\]|#^\n]+)(?:#[^\[\]|\n]*)?(?:\|[^\[\]\n]*)?\]\]")
+#: Hugo's figure shortcode: {{< figure src="..." >}}, {{% figure src="..." %}} (https://gohugo.io/shortcodes/figure/)
+_HUGO = re.compile(r"\{\{([<%])\s*figure\s((?:[^\"`>%]|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|[>%](?!\}\}))*)[>%]\}\}")
+_HUGO_ARGUMENT = re.compile(r"""([A-Za-z]\w*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|([^\s"`]+))""")
+#: Liquid tags: Hexo's {% img %} and {% asset_img %}, Jekyll's {% include %}, and the code ones.
+_LIQUID = re.compile(r"\{%-?\s*([A-Za-z_]+)\b((?:[^%\"']|\"[^\"]*\"|'[^']*'|%(?!\}))*)-?%\}")
+_LIQUID_ARGUMENT = re.compile(r"""([A-Za-z_][\w-]*=)?(?:"([^"]*)"|'([^']*)'|([^\s"']+))""")
+#: Front-matter fields that hold an image (Hexo themes: cover, thumbnail, banner_img, index_img;
+#: Hugo and Jekyll themes: image, images, og_image, featured_image, cover.image).
+FRONT_MATTER_KEYS = ("cover", "thumbnail", "banner_img", "index_img", "image", "images", "og_image",
+                     "featured_image")
+_FRONT_MATTER = re.compile(r"\ufeff?(---|\+\+\+)[ \t]*\r?\n")
+_FIELD = re.compile(rf"[ \t]*(?:-[ \t]+)?({'|'.join(FRONT_MATTER_KEYS)})[ \t]*(?::(?=[ \t]|$)|=)[ \t]*", re.I)
+_ITEM_LINE = re.compile(r"([ \t]*)-[ \t]+")
+_QUOTED = r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\n]|'')*)'|"""
+_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>][^\n#]*?)(?=[ \t]*(?:[ \t]#|$))""")
+_FLOW_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>][^\n,\]#]*?)(?=[ \t]*[,\]])""")
 _ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
 _ANGLE_TARGET = re.compile(r"<(?:[^\\<>\n]|\\.)*>")
 _TITLES = {quote: re.compile(rf"{quote}(?:[^{quote}\\]|\\.)*{quote}", re.S) for quote in "\"'"}
@@ -250,6 +304,67 @@ def find_refs(text: str, doc: str = "", html: bool = False) -> list[Ref]:
     return _Finder(text, doc).run(html)
 
 
+def _path_part(value: str) -> str:
+    return re.split(r"[?#]", value, maxsplit=1)[0]
+
+
+def _candidates(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each URL of a srcset value, as the HTML standard splits it: blanks and
+    commas before a URL, a URL up to a blank (less its trailing commas), descriptors up to a comma
+    outside parentheses."""
+    pos = start
+    while pos < end:
+        while pos < end and text[pos] in " \t\n\r\f,":
+            pos += 1
+        first = pos
+        while pos < end and text[pos] not in " \t\n\r\f":
+            pos += 1
+        last = pos
+        while last > first and text[last - 1] == ",":
+            last -= 1
+        if last > first:
+            yield first, last
+        if last == pos:  # descriptors follow, up to a comma outside parentheses
+            depth = 0
+            while pos < end and (text[pos] != "," or depth):
+                depth += {"(": 1, ")": -1}.get(text[pos], 0)
+                pos += 1
+
+
+_VAULTS: dict[str, tuple[float, dict[str, list[str]]]] = {}
+
+
+def obsidian_path(name: str, folder: str) -> str:
+    """The file an Obsidian embed names, found as Obsidian finds it: relative to the note, then to
+    the vault (the nearest folder up that holds .obsidian), then by its name anywhere in the vault
+    (the one nearest the note when there are several); else relative to the note (not found)."""
+    vault = folder
+    while not os.path.isdir(os.path.join(vault, ".obsidian")):
+        parent = os.path.dirname(vault)
+        if parent == vault:
+            vault = folder
+            break
+        vault = parent
+    for base in (folder, vault):
+        path = os.path.abspath(os.path.join(base, name))
+        if os.path.isfile(path):
+            return path
+    cached = _VAULTS.get(vault)
+    if cached is None or time.monotonic() - cached[0] > 10:  # one walk per vault for a run, not per embed
+        index: dict[str, list[str]] = {}
+        for top, subfolders, files in os.walk(vault):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != SKIPPED_FOLDER)
+            for file in files:
+                index.setdefault(file.lower(), []).append(os.path.join(top, file))
+        cached = _VAULTS[vault] = (time.monotonic(), index)
+    tail = os.sep + os.path.normpath(name).lower()
+    found = [path for path in cached[1].get(os.path.basename(name).lower(), [])
+             if (os.sep + path.lower()).endswith(tail)]
+    if found:
+        return min(found, key=lambda path: (len(os.path.relpath(path, folder).split(os.sep)), path))
+    return os.path.abspath(os.path.join(folder, name))
+
+
 class _Finder:
     def __init__(self, text: str, doc: str) -> None:
         self.text = text
@@ -262,11 +377,13 @@ class _Finder:
         self.used: dict[str, str] = {}  # label → alt text of the first image that uses it
         self.pairs: dict[int, int] | None = None  # brackets of the paragraph being read, from its first image on
         self.unclosed: set[str] = set()  # title quotes with no closing one left in the paragraph
+        self.body_start = 0  # past the front matter
 
     def run(self, html: bool) -> list[Ref]:
         if html:
             self.inline(0, len(self.text), markdown=False)
         else:
+            self.front_matter()
             for start, end in self.blocks():
                 self.inline(start, end, markdown=True)
             for label, ref in self.definitions:
@@ -279,9 +396,11 @@ class _Finder:
         return sorted(self.found, key=lambda r: r.start)
 
     def make(self, kind: str, start: int, end: int, target_start: int, target_end: int, wrap: str,
-             alt: str | None = None) -> Ref | None:
+             alt: str | None = None, value: str | None = None) -> Ref | None:
+        """The reference, None for a target that is no image (data:, #anchor, a template).
+        `value` is the target as the generator reads it, when that is not `decode_target`'s."""
         target = self.text[target_start:target_end]
-        where = classify(decode_target(target, kind), self.folder)
+        where = classify(decode_target(target, kind) if value is None else value, self.folder)
         if where is None:
             return None
         url, resolved = (where[1], None) if where[0] == "url" else (None, where[1])
@@ -317,7 +436,7 @@ class _Finder:
         fence: tuple[str, int, int] | None = None  # (character, length, deepest indent of its end)
         raw_end: re.Pattern[str] | None = None  # what ends an open HTML block of kind 1-5 or a Liquid code block
         html_block: list[int] = []  # [start, end] of the open HTML block: read as HTML only
-        skip_to = 0  # the end of a definition's second line
+        skip_to = self.body_start  # past the front matter, past a definition's second line
         items: list[int] = []  # content columns of the open list items
         blank = True
 
@@ -458,8 +577,12 @@ class _Finder:
             elif token.group(1):  # <code>, <pre>...: skipped to their end tag
                 close_tag = re.compile(rf"</{token.group(1)}\s*>", re.I).search(text, token.end(), end)
                 pos = end if close_tag is None else close_tag.end()
+            elif word == "![[":
+                pos = self.obsidian(at, end)
             elif word == "![":
                 pos = self.image(at, end)
+            elif word[0] == "{":
+                pos = self.hugo(at, end) if word[1] == "{" else self.liquid(at, end)
             else:
                 pos = self.img_tag(at, end)
 
@@ -478,13 +601,127 @@ class _Finder:
         for attribute in _ATTRIBUTE.finditer(self.text, at + 4, tag.end() - 1):
             group = next((g for g in _QUOTES if attribute.group(g) is not None), 0)
             values.setdefault(attribute.group(1).lower(), (attribute, group))
-        src, group = values.get("src", (None, 0))
-        if src is not None and group:
-            alt, alt_group = values.get("alt", (None, 0))
-            alt_text = decode_target(alt.group(alt_group), "html") if alt is not None and alt_group else None
-            self.add(self.make("html", at, tag.end(), src.start(group), src.end(group), _QUOTES[group],
-                               alt_text or None))
+        alt, alt_group = values.get("alt", (None, 0))
+        alt_text = (decode_target(alt.group(alt_group), "html") if alt is not None and alt_group else None) or None
+        for name, kind in (("src", "html"), ("data-src", "data-src"), ("data-original", "data-original")):
+            value, group = values.get(name, (None, 0))
+            if value is not None and group:
+                self.add(self.make(kind, at, tag.end(), value.start(group), value.end(group), _QUOTES[group],
+                                   alt_text))
+        srcset, group = values.get("srcset", values.get("data-srcset", (None, 0)))
+        if srcset is not None and group:
+            for first, last in _candidates(self.text, srcset.start(group), srcset.end(group)):
+                self.add(self.make("srcset", at, tag.end(), first, last, _QUOTES[group], alt_text))
         return tag.end()
+
+    def obsidian(self, at: int, end: int) -> int:
+        """An Obsidian embed of an image file: its name read as Obsidian finds the file."""
+        embed = _OBSIDIAN.match(self.text, at, end)
+        if embed is None:
+            return at + 3
+        name = embed.group(1).strip()
+        if name.lower().endswith(IMAGE_SUFFIXES) and not _SCHEME.match(name):
+            first = embed.start(1) + len(embed.group(1)) - len(embed.group(1).lstrip())
+            self.add(self.make("obsidian", at, embed.end(), first, first + len(name), "",
+                               value=obsidian_path(name, self.folder)))
+        return embed.end()
+
+    def hugo(self, at: int, end: int) -> int:
+        """Hugo's figure shortcode: its src (https://gohugo.io/shortcodes/figure/)."""
+        shortcode = _HUGO.match(self.text, at, end)
+        if shortcode is None:
+            return at + 3
+        for argument in _HUGO_ARGUMENT.finditer(self.text, shortcode.start(2), shortcode.end(2)):
+            if argument.group(1) == "src":
+                group = next(g for g in (2, 3, 4) if argument.group(g) is not None)
+                self.add(self.make("hugo", at, shortcode.end(), argument.start(group), argument.end(group),
+                                   {2: '"', 3: "`", 4: ""}[group]))
+        return shortcode.end()
+
+    def liquid(self, at: int, end: int) -> int:
+        """A Liquid tag: Hexo's {% img %} and {% asset_img %}, Jekyll's {% include %} with an image
+        argument; {% raw %}, {% codeblock %} and {% highlight %} skipped to their end tag."""
+        text = self.text
+        tag = _LIQUID.match(text, at, end)
+        if tag is None:
+            return at + 2
+        name = tag.group(1).lower()
+        if name in ("raw", "codeblock", "code", "highlight"):
+            close = re.compile(rf"\{{%-?\s*end{name}\s*-?%\}}").search(text, tag.end(), end)
+            return end if close is None else close.end()
+        arguments = [(a, g) for a in _LIQUID_ARGUMENT.finditer(text, tag.start(2), tag.end(2))
+                     for g in (2, 3, 4) if a.group(g) is not None]
+        wraps = {2: '"', 3: "'", 4: ""}
+        if name in ("img", "image"):  # the first argument that is a URL or starts with / (hexo's img.ts)
+            for argument, group in arguments:
+                value = argument.group(group)
+                if not argument.group(1) and (value.startswith("/") or _SCHEME.match(value)):
+                    self.add(self.make("hexo", at, tag.end(), argument.start(group), argument.end(group),
+                                       wraps[group]))
+                    break
+        elif name in ("asset_img", "asset_image"):  # a file of the post's asset folder (POST/NAME)
+            for argument, group in arguments:
+                value = argument.group(group)
+                if not argument.group(1) and value.lower().endswith(IMAGE_SUFFIXES):
+                    asset = os.path.join(os.path.splitext(self.doc)[0] if self.doc else self.folder, value)
+                    self.add(self.make("asset_img", at, tag.end(), argument.start(group), argument.end(group),
+                                       wraps[group], value=os.path.abspath(asset)))
+                    break
+        elif name in ("include", "include_relative"):  # a quoted argument that names an image file
+            for argument, group in arguments:
+                value = argument.group(group)
+                if argument.group(1) and group != 4 and _path_part(value).lower().endswith(IMAGE_SUFFIXES):
+                    self.add(self.make("jekyll", at, tag.end(), argument.start(group), argument.end(group),
+                                       wraps[group]))
+        return tag.end()
+
+    def front_matter(self) -> None:
+        """Image fields of a YAML (---) or TOML (+++) front matter: a scalar, a flow list [a, b] or
+        a block list of `- a` lines; values keep their quoting."""
+        text = self.text
+        opening = _FRONT_MATTER.match(text)
+        if opening is None:
+            return
+        fence = opening.group(1)
+        closing = re.compile(rf"^(?:{re.escape(fence)}|\.\.\.)[ \t]*\r?$", re.M).search(text, opening.end())
+        if closing is None:
+            return
+        self.body_start = closing.end()
+        field_indent: int | None = None
+        for start, end in self.lines():
+            if start < opening.end():
+                continue
+            if start >= closing.start():
+                break
+            field = _FIELD.match(text, start, end)
+            if field is not None:
+                field_indent = None
+                if field.end() == end:  # a block list follows
+                    field_indent = len(text[start:field.start(1)])
+                elif text.startswith("[", field.end()):
+                    for entry in _FLOW_SCALAR.finditer(text, field.end() + 1, end):
+                        self.scalar(entry, start, end, "[")
+                else:
+                    value = _SCALAR.match(text, field.end(), end)
+                    if value is not None:
+                        self.scalar(value, start, end, "")
+                continue
+            item = _ITEM_LINE.match(text, start, end)
+            if field_indent is not None and item is not None and len(item.group(1)) >= field_indent:
+                scalar = _SCALAR.match(text, item.end(), end)
+                if scalar is not None and not re.match(r"[^\s'\"]*:(?:\s|$)", scalar.group(0)):
+                    self.scalar(scalar, start, end, "")
+            elif text[start:end].strip():
+                field_indent = None
+
+    def scalar(self, scalar: re.Match[str], start: int, end: int, plain: str) -> None:
+        group = next(g for g in (1, 2, 3) if scalar.group(g) is not None)
+        raw = scalar.group(group)
+        value = raw.replace("''", "'") if group == 2 else re.sub(r'\\(.)', r"\1", raw) if group == 1 else raw
+        kept = classify(value, self.folder)
+        if kept is not None and (kept[0] == "url" or kept[1].lower().endswith(IMAGE_SUFFIXES)):
+            self.add(self.make("front-matter", start, end, scalar.start(group), scalar.end(group),
+                               {1: '"', 2: "'", 3: plain}[group], value=value))
 
     def brackets(self, start: int, end: int) -> dict[int, int]:
         """Each `[` of a paragraph → its `]`, escapes and code spans skipped: one pass, so that a
@@ -750,6 +987,11 @@ def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = No
     if os.path.islink(real):
         real = os.path.realpath(real)
     if any(inside(real, root) for root in roots):
+        if ref.kind == "obsidian" and not os.path.exists(real):  # found nowhere in the vault: say so now
+            del record["path"]
+            record["error"] = PicpipeError(
+                "not_found", f"{ref.doc}:{ref.line}: {ref.target}: no such file in the vault or beside the note",
+                "check the embed's name (Obsidian's own search finds the file if it exists)").to_dict("scan")
         return record
     del record["path"]
     where = f"{ref.doc}:{ref.line}: {ref.target}{f' is {real}' if real != ref.target else ''}"
@@ -855,8 +1097,10 @@ class Rewrite(NamedTuple):
     #: References left as they are: no record gives them a new URL.
     unmatched: list[Ref]
     #: (line, old URL): a replaced URL that still appears elsewhere (a link around the image,
-    #: srcset, front matter, a code block): left as it is, and worth a look.
+    #: a code block): left as it is, and worth a look.
     leftover: list[tuple[int, str]]
+    #: (reference, why): a reference with a new URL that its syntax cannot hold safely: left as it is.
+    refused: list[tuple[Ref, str]] = []
 
     @property
     def changed(self) -> bool:
@@ -866,22 +1110,26 @@ class Rewrite(NamedTuple):
 def rewrite(document: Document, replacements: Replacements) -> Rewrite:
     """The document's text with each image target that has a replacement swapped, and nothing else."""
     text = document.text
-    pieces, replaced, unmatched, last = [], [], [], 0
+    pieces, replaced, unmatched, refused, last = [], [], [], [], 0
     for ref in document.refs():
         new = replacements.get(ref.key)
         if new is None:
             if ref.key not in replacements.current:
                 unmatched.append(ref)
             continue
-        target = encode_target(new, ref.kind, ref.wrap)
-        if target != ref.target and ref.start >= last:
-            pieces += [text[last:ref.start], target]
+        change = replacement(text, ref, new)
+        if isinstance(change, str):
+            refused.append((ref, change))
+            continue
+        start, end, target = change
+        if target != text[start:end] and start >= last:
+            pieces += [text[last:start], target]
             replaced.append(ref)
-            last = ref.end
+            last = end
     new_text = "".join(pieces) + text[last:]
     olds = dict.fromkeys(ref.target for ref in replaced if ref.url is not None)
     leftover = [(number, old) for number, line in enumerate(new_text.splitlines(), 1) for old in olds if old in line]
-    return Rewrite(document, new_text, replaced, unmatched, leftover)
+    return Rewrite(document, new_text, replaced, unmatched, leftover, refused)
 
 
 def save(result: Rewrite, backup: bool = True, tree: str | None = None) -> str | None:

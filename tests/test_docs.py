@@ -184,10 +184,10 @@ def targets(text: str, doc: str = "d.md") -> list[str]:
     ("<!-- one -->![a](a.png)\n\n![b](b.png)\n", ["b.png"]),  # a comment block takes its whole line
     ("x <code>![a](a.png)</code> <pre>\n<img src=b.png>\n</pre> <CODE>![c](c.png)\n\n![d](d.png)\n", ["d.png"]),
     ("<script>\n![a](a.png)\n</script>\n![b](b.png)\n", ["b.png"]),
-    ("[^1]: note.png\n[a]:\n![a]\n![[wiki.png]]\n", []),  # footnotes, Obsidian embeds: no images
+    ("[^1]: note.png\n[a]:\n![a]\n", []),  # footnotes: no images
     ("![A][B  c]\n\n[b C]: x.png\n[B c]: y.png\n", ["x.png"]),  # labels fold case and blanks; the first counts
     ("Para\n[a]: a.png\n![a]\n", []),  # a definition cannot interrupt a paragraph
-    ("<img src={cover} /> <img src=\"{{ site.url }}/a.png\"> <img data-src=x.png src=\"\"> <img alt=x>\n", []),
+    ("<img src={cover} /> <img src=\"{{ site.url }}/a.png\"> <img data-src=x.png src=\"\"> <img alt=x>\n", ["x.png"]),
     ("![a](//cdn.example/a.png) ![b](file:///srv/b%20c.png) ![c](mailto:x) ![d](#top) ![e](https://)\n",
      ["//cdn.example/a.png", "file:///srv/b%20c.png"]),
 ])
@@ -244,7 +244,7 @@ def test_url_key_makes_one_image_of_its_spellings():
 OLD, OLD2, NEW, NEW2 = ("https://old.example.com/a.png", "https://old.example.com/b.jpg",
                         f"{IMG}/2024/a.png", f"{IMG}/2024/b.jpg")
 POST = f"""---
-cover: {OLD}
+link: {OLD}
 ---
 # Hi
 

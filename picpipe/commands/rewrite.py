@@ -23,6 +23,9 @@ class RewriteCommand(Command):
         "never code blocks, inline code or comments. Writes are atomic; DOC.bak keeps the old text.\n"
         "stdout: one JSON record per rewritten document, {\"doc\", \"replaced\", \"unmatched\", \"backup\"}.\n"
         "Remote image links no record replaces are left as they are and listed on stderr.\n"
+        "Every syntax pp-scan reads is rewritten; an Obsidian embed ![[x.png|300]] becomes\n"
+        "![300](URL) (Obsidian shows no URL in ![[...]]). A link its syntax cannot hold safely\n"
+        "({% asset_img %}, an unquoted srcset that would need quotes) is named on stderr: exit 1.\n"
         "Folders are walked as pp-scan walks them: a symlinked document or folder is rewritten only\n"
         "when its real path stays inside the folder given (a file's own folder); one that leaves it\n"
         "or loops is an error record (symlink_outside, symlink_loop) and is neither read nor written.\n"
@@ -68,9 +71,13 @@ class RewriteCommand(Command):
                 unmatched += len(left)
                 for ref in left if not args.quiet else ():
                     console.say(f"{doc}:{ref.line}: {ref.url or ref.target}")
+                for ref, why in result.refused:  # a record asked for it: an error, whatever -q says
+                    console.error(f"{doc}:{ref.line}: {ref.target} ({ref.kind}) not rewritten to "
+                                  f"{replacements.get(ref.key)}", why)
+                out.errors += len(result.refused)
                 for line, old in result.leftover if not args.quiet else ():
                     console.say(f"{doc}:{line}: {old} still appears here, not as an image's target (a link around "
-                                "the image, srcset, front matter or code?): left as it is")
+                                "the image, or code?): left as it is")
                 if not result.changed:
                     continue
                 changed += 1
