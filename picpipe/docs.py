@@ -257,10 +257,10 @@ _IMG_TAG = re.compile(r"""<(?:img|source)(?=[\s/>])(?:[^>"']++|"[^"]*+"|'[^']*+'
 #: Obsidian's embed: ![[name]], ![[name|300]], ![[folder/name.png#heading|alias]] (https://help.obsidian.md/embeds)
 _OBSIDIAN = re.compile(r"!\[\[([^\[\]|#^\n]+)(?:#[^\[\]|\n]*)?(?:\|[^\[\]\n]*)?\]\]")
 #: Hugo's figure shortcode: {{< figure src="..." >}}, {{% figure src="..." %}} (https://gohugo.io/shortcodes/figure/)
-_HUGO = re.compile(r"\{\{([<%])\s*figure\s((?:[^\"`>%]|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|[>%](?!\}\}))*)[>%]\}\}")
+_HUGO = re.compile(r"\{\{([<%])\s*figure\s(.*)[>%]\}\}", re.S)  # matched up to the first >}} or %}}
 _HUGO_ARGUMENT = re.compile(r"""([A-Za-z]\w*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|([^\s"`]+))""")
 #: Liquid tags: Hexo's {% img %} and {% asset_img %}, Jekyll's {% include %}, and the code ones.
-_LIQUID = re.compile(r"\{%-?\s*([A-Za-z_]+)\b((?:[^%\"']|\"[^\"]*\"|'[^']*'|%(?!\}))*)-?%\}")
+_LIQUID = re.compile(r"\{%-?\s*([A-Za-z_]+)\b(.*?)-?%\}", re.S)  # up to the first %}, as Liquid reads it
 _LIQUID_ARGUMENT = re.compile(r"""([A-Za-z_][\w-]*=)?(?:"([^"]*)"|'([^']*)'|([^\s"']+))""")
 #: Front-matter fields that hold an image (Hexo themes: cover, thumbnail, banner_img, index_img;
 #: Hugo and Jekyll themes: image, images, og_image, featured_image, cover.image).
@@ -270,8 +270,9 @@ _FRONT_MATTER = re.compile(r"\ufeff?(---|\+\+\+)[ \t]*\r?\n")
 _FIELD = re.compile(rf"[ \t]*(?:-[ \t]+)?({'|'.join(FRONT_MATTER_KEYS)})[ \t]*(?::(?=[ \t]|$)|=)[ \t]*", re.I)
 _ITEM_LINE = re.compile(r"([ \t]*)-[ \t]+")
 _QUOTED = r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\n]|'')*)'|"""
-_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>][^\n#]*?)(?=[ \t]*(?:[ \t]#|$))""")
-_FLOW_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>][^\n,\]#]*?)(?=[ \t]*[,\]])""")
+#: A plain scalar ends before blanks and a # comment (or, in a flow list, before , or ]).
+_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>](?:\S|[ \t]++(?=[^\s#]))*+)""")
+_FLOW_SCALAR = re.compile(_QUOTED + r"""([^\s#"'\[\]{},&*!|>](?:[^\s,\]]|[ \t]++(?=[^\s#,\]]))*+)(?=[ \t]*[,\]])""")
 _ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
 _ANGLE_TARGET = re.compile(r"<(?:[^\\<>\n]|\\.)*>")
 _TITLES = {quote: re.compile(rf"{quote}(?:[^{quote}\\]|\\.)*{quote}", re.S) for quote in "\"'"}
@@ -378,6 +379,7 @@ class _Finder:
         self.pairs: dict[int, int] | None = None  # brackets of the paragraph being read, from its first image on
         self.unclosed: set[str] = set()  # title quotes with no closing one left in the paragraph
         self.body_start = 0  # past the front matter
+        self.closers: dict[str, int] = {}  # `%}` or `>}}` → where it is next in the paragraph (-1: nowhere)
 
     def run(self, html: bool) -> list[Ref]:
         if html:
@@ -561,7 +563,7 @@ class _Finder:
     def inline(self, start: int, end: int, markdown: bool) -> None:
         text = self.text
         pattern = _MARKDOWN_TOKEN if markdown else _HTML_TOKEN
-        pos, self.pairs, self.unclosed = start, None, set()
+        pos, self.pairs, self.unclosed, self.closers = start, None, set(), {}
         while True:
             token = pattern.search(text, pos, end)
             if token is None:
@@ -626,11 +628,20 @@ class _Finder:
                                value=obsidian_path(name, self.folder)))
         return embed.end()
 
+    def closer(self, mark: str, at: int, end: int) -> int:
+        """Where `mark` is next from `at` in the paragraph ending at `end`, -1 for nowhere: found
+        once for all the tags that it closes, so that a paragraph of unclosed tags stays linear."""
+        known = self.closers.get(mark)
+        if known is None or 0 <= known < at:
+            known = self.closers[mark] = self.text.find(mark, at, end)
+        return known
+
     def hugo(self, at: int, end: int) -> int:
         """Hugo's figure shortcode: its src (https://gohugo.io/shortcodes/figure/)."""
-        shortcode = _HUGO.match(self.text, at, end)
+        close = self.closer(">}}" if self.text[at + 2] == "<" else "%}}", at, end)
+        shortcode = _HUGO.match(self.text, at, close + 3) if close >= 0 else None
         if shortcode is None:
-            return at + 3
+            return at + 3 if close < 0 else close + 3
         for argument in _HUGO_ARGUMENT.finditer(self.text, shortcode.start(2), shortcode.end(2)):
             if argument.group(1) == "src":
                 group = next(g for g in (2, 3, 4) if argument.group(g) is not None)
@@ -642,13 +653,14 @@ class _Finder:
         """A Liquid tag: Hexo's {% img %} and {% asset_img %}, Jekyll's {% include %} with an image
         argument; {% raw %}, {% codeblock %} and {% highlight %} skipped to their end tag."""
         text = self.text
-        tag = _LIQUID.match(text, at, end)
+        close = self.closer("%}", at, end)
+        tag = _LIQUID.match(text, at, close + 2) if close >= 0 else None
         if tag is None:
-            return at + 2
+            return at + 2 if close < 0 else close + 2
         name = tag.group(1).lower()
         if name in ("raw", "codeblock", "code", "highlight"):
-            close = re.compile(rf"\{{%-?\s*end{name}\s*-?%\}}").search(text, tag.end(), end)
-            return end if close is None else close.end()
+            ending = re.compile(rf"\{{%-?\s*end{name}\s*-?%\}}").search(text, tag.end(), end)
+            return end if ending is None else ending.end()
         arguments = [(a, g) for a in _LIQUID_ARGUMENT.finditer(text, tag.start(2), tag.end(2))
                      for g in (2, 3, 4) if a.group(g) is not None]
         wraps = {2: '"', 3: "'", 4: ""}

@@ -267,3 +267,15 @@ def test_a_target_is_written_as_its_syntax_reads_it_or_refused(tmp_path, text, n
     else:
         assert expected in result.text and not result.refused
         assert [url_key(str(ref.url)) for ref in find_refs(result.text, str(doc))] == [url_key(new)]
+
+
+@pytest.mark.parametrize("text", ["{% x " * 20000, "{% img /a.png " * 10000, "{{< figure " * 20000,
+                                  '{{< figure src="' * 10000, "![[aaaa " * 20000, "{% raw %}" * 20000,
+                                  "---\ncover: a" + " " * 50000 + "x\n---\n", "<a" + " b" * 30000 + "\n",
+                                  "---\nimages: [" + "a, " * 30000 + "\n---\n", "[a]:\n" * 20000])
+def test_hostile_documents_take_linear_time(text):
+    import time
+
+    started = time.perf_counter()
+    find_refs(text, "d.md")
+    assert time.perf_counter() - started < 2  # an unclosed tag per token was quadratic (minutes)
