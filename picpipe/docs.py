@@ -4,10 +4,16 @@
     [(1, 'inline', 'x.png')]
 
 Not a full CommonMark parser, but its rules for what matters here. A line pass sets aside what is
-code or hidden (fenced and indented code blocks, `<pre>`/`<script>`/`<style>`/`<textarea>` blocks,
-HTML comments) and collects reference definitions; an inline pass over each paragraph finds
-`![alt](url "title")`, `![alt](<url>)`, `![alt][id]`, `![id]` and `<img src>`, skipping code spans,
-comments and `<code>`/`<pre>` elements. HTML documents get the HTML part of the inline pass only.
+code (fenced and indented code blocks, Liquid `{% raw %}`/`{% codeblock %}`/`{% highlight %}`),
+reads HTML blocks (CommonMark §4.6, kinds 1-7) as HTML only, since a renderer prints the Markdown
+in them as text, and collects reference definitions (the URL may be on the next line); an inline
+pass over each paragraph finds `![alt](url "title")`, `![alt](<url>)`, `![alt][id]`, `![id]`,
+`<img src>` (also `srcset`, `data-src`, `data-original`, of `<source>` too), Obsidian's
+`![[x.png|300]]`, Hugo's `{{< figure src >}}`, Hexo's `{% img %}`/`{% asset_img %}` and Jekyll's
+`{% include ... image="x.png" %}`, skipping code spans, comments and `<code>`/`<pre>` elements.
+Image fields of the front matter (`cover`, `thumbnail`, ... `FRONT_MATTER_KEYS`) are read by a
+minimal reader of those keys (YAML or TOML scalars and lists). HTML documents get the HTML part
+of the inline pass only.
 Every reference keeps the offsets of its target in the text, so a rewrite changes those
 characters and no other.
 
@@ -59,7 +65,9 @@ class Ref(NamedTuple):
 
     doc: str
     line: int
-    #: "inline" (`![a](t)`), "reference" (the definition `[id]: t`) or "html" (`<img src="t">`).
+    #: "inline" (`![a](t)`), "reference" (the definition `[id]: t`), "html" (`<img src="t">`),
+    #: "srcset", "data-src", "data-original" (of `<img>` or `<source>`), "obsidian" (`![[t|300]]`),
+    #: "front-matter", "hugo" (figure), "hexo" (`{% img t %}`), "asset_img", "jekyll" (an include's argument).
     kind: str
     #: The whole reference as written.
     text: str
@@ -622,6 +630,7 @@ class _Finder:
         if embed is None:
             return at + 3
         name = embed.group(1).strip()
+        name = name[:-1].rstrip() if name.endswith("\\") else name  # ![[x.png\|300]] in a table row
         if name.lower().endswith(IMAGE_SUFFIXES) and not _SCHEME.match(name):
             first = embed.start(1) + len(embed.group(1)) - len(embed.group(1).lstrip())
             self.add(self.make("obsidian", at, embed.end(), first, first + len(name), "",

@@ -279,3 +279,12 @@ def test_hostile_documents_take_linear_time(text):
     started = time.perf_counter()
     find_refs(text, "d.md")
     assert time.perf_counter() - started < 2  # an unclosed tag per token was quadratic (minutes)
+
+
+def test_an_obsidian_embed_in_a_table_row_escapes_its_pipe(tmp_path):
+    doc = tmp_path / "t.md"
+    doc.write_text("| a |\n|---|\n| ![[x.png\\|300]] |\n")
+    assert [(ref.kind, ref.target) for ref in find_refs(doc.read_text(), str(doc))] == [("obsidian", "x.png")]
+    replacements = Replacements()
+    assert replacements.add({"url": "https://n.example/x.png", "ref": {"resolved": str(tmp_path / "x.png")}})
+    assert rewrite(load(str(doc)), replacements).text == "| a |\n|---|\n| ![300](https://n.example/x.png) |\n"
