@@ -183,8 +183,14 @@ def replacement(text: str, ref: Ref, new: str) -> tuple[int, int, str] | str:
     url = encode_url(new)
     if ref.kind == "obsidian":
         embed = text.rfind("![[", 0, ref.start)
-        size = ref.text[ref.text.find("|") + 1:-2] if "|" in ref.text else ""
-        return embed, embed + len(ref.text), f"![{size}]({encode_target(new, 'inline', '')})"
+        bar = ref.text.find("|")
+        after = ref.text[bar + 1:-2].strip() if bar >= 0 else ""
+        # Obsidian sizes an external image as ![alt|300](url) or ![alt|100x145](url); other text
+        # after the bar is the image's alt text (https://help.obsidian.md/embeds). In a table row
+        # the bar stays escaped.
+        pipe = "\\|" if bar > 0 and ref.text[bar - 1] == "\\" else "|"
+        alt = pipe + after if re.fullmatch(r"\d+(x\d+)?", after) else after.replace("]", "\\]")
+        return embed, embed + len(ref.text), f"![{alt}]({encode_target(new, 'inline', '')})"
     if ref.kind == "asset_img":
         return ("{% asset_img %} names a file of the post's asset folder, not a URL: write "
                 f"{{% img {url} %}} in its place by hand")
