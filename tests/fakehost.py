@@ -100,6 +100,15 @@ class FakeHandler(BaseHTTPRequestHandler):
     def handle_request(self) -> None:
         raise NotImplementedError
 
+    def served(self, path: str) -> bool:
+        """Answer `GET /i/NAME` with the stored object NAME, as the host's image domain serves
+        uploads (True when it did): the fakes of hosts that name files themselves share it."""
+        if not (path.startswith("/i/") and self.command == "GET"):
+            return False
+        data = self.server.objects.get(path[3:])
+        self.reply(200 if data else 404, data or b"", content_type="image/png")
+        return True
+
     def body(self) -> bytes:
         if self._body is None:
             self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

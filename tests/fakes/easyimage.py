@@ -56,9 +56,8 @@ class FakeEasyImage(FakeHandler):
     def handle_request(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
-        if path.startswith("/i/") and self.command == "GET":
-            data = self.server.objects.get(path[3:])
-            return self.reply(200 if data else 404, data or b"", content_type="image/png")
+        if self.served(path):
+            return None
         if path == "/api/index.php" and self.command == "POST":
             return self.upload()
         if path == "/app/del.php" and self.command == "GET":

@@ -63,9 +63,8 @@ class FakeSmms(FakeHandler):
     def handle_request(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
-        if path.startswith("/i/") and self.command == "GET":
-            data = self.server.objects.get(path[3:])
-            return self.reply(200 if data else 404, data or b"", content_type="image/png")
+        if self.served(path):
+            return None
         if self.headers.get("Authorization") not in self.server.tokens:
             return self.failed(401, "unauthorized", "Unauthorized.")
         if path == PREFIX + "/upload" and self.command == "POST":
