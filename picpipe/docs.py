@@ -260,9 +260,9 @@ _DEFINITION = re.compile(
     r"""\[(?!\^)((?:[^\\\[\]]|\\.){1,999})\]:[ \t]*(?:\r?\n[ \t]*)?(?:<((?:[^\\<>\n]|\\.)*)>|([^\s<]\S*))"""
     r"""(?:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\((?:[^()\\]|\\.)*\)))?[ \t]*$""")
 _LABEL = re.compile(r"\[((?:[^\\\[\]]|\\.){0,999})\]")
-_MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<(?:img|source)(?=[\s/>])"
+_MARKDOWN_TOKEN = re.compile(r"\\|`+|<!--|<(script|style|textarea|template)(?=[\s>/])|<(?:img|source)(?=[\s/>])"
                              r"|!\[\[|!\[|\{\{[<%]|\{%", re.I)
-_HTML_TOKEN = re.compile(r"<!--|<(code|pre|script|style|textarea)(?=[\s>/])|<(?:img|source)(?=[\s/>])", re.I)
+_HTML_TOKEN = re.compile(r"<!--|<(script|style|textarea|template)(?=[\s>/])|<(?:img|source)(?=[\s/>])", re.I)
 _BACKTICKS = re.compile(r"`+")
 _BRACKET_TOKEN = re.compile(r"\\.|`+|[\[\]]", re.S)
 #: Longer <img> tags (a big data: URI in src) are not read: nothing in them is worth a record.
@@ -454,6 +454,7 @@ class _Finder:
         html_block: list[int] = []  # [start, end] of the open HTML block: read as HTML only
         skip_to = self.body_start  # past the front matter, past a definition's second line
         items: list[int] = []  # content columns of the open list items
+        owner = (0, 0)  # (block quote depth, list item column) that the open fence or HTML block is in
         blank = True
 
         def close() -> None:
@@ -467,6 +468,12 @@ class _Finder:
             body = self.match_end(_CONTAINER, start, end)
             column, count = _indent(text[body:end])
             rest = body + count
+            if (fence is not None or raw_end is not None or html_block) and \
+                    (text.count(">", start, body) < owner[0] or column < owner[1] and rest < end):
+                fence = raw_end = None  # the block quote or list item it was in has ended: so has it
+                self.close_html(html_block)
+                while items and items[-1] > column:
+                    items.pop()
             if fence is not None:
                 closing = _FENCE_END.match(text, rest, end)
                 if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= fence[1] \
@@ -512,12 +519,14 @@ class _Finder:
             if opening and not (opening.group(1)[0] == "`" and "`" in opening.group(2)):
                 close()
                 fence = (opening.group(1)[0], len(opening.group(1)), column + 3)
+                owner = self.owner(start, body, column, items)
                 continue
             kind = next((k for k, (begin, _) in enumerate(_HTML_BLOCKS)
                          if begin.match(text, rest, end) and (k < 6 or not paragraph)), None)
             if kind is not None:
                 close()
                 html_block[:] = [rest, end]
+                owner = self.owner(start, body, column, items)
                 ending = _HTML_BLOCKS[kind][1]
                 if ending is not None:
                     if ending.search(text, rest + 2, end):
@@ -528,6 +537,7 @@ class _Finder:
             liquid = _LIQUID_CODE.match(text, rest, end)
             if liquid is not None:
                 close()
+                owner = self.owner(start, body, column, items)
                 ending = re.compile(rf"\{{%-?\s*end{liquid.group(1)}\s*-?%\}}")
                 if not ending.search(text, liquid.end(), end):
                     raw_end = ending
@@ -557,6 +567,14 @@ class _Finder:
         close()
         self.close_html(html_block)
         return spans
+
+    def owner(self, start: int, body: int, column: int, items: list[int]) -> tuple[int, int]:
+        """The containers a block opened on this line lives in: its block quote depth, and the
+        content column of the list item it is in. A line that starts a block is no lazy
+        continuation, so list items it is not indented into have ended."""
+        while items and items[-1] > column:
+            items.pop()
+        return self.text.count(">", start, body), items[-1] if items else 0
 
     def close_html(self, block: list[int]) -> None:
         """Read an HTML block that ends here: its <img> tags count, its Markdown does not."""

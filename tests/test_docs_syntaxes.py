@@ -21,29 +21,43 @@ SHOWN = ("inline", "reference", "html")  # the kinds a CommonMark renderer turns
 
 
 class _Images(HTMLParser):
-    """The src of each <img> a browser shows: none inside <pre> or <code> (pp-scan's rule too)."""
+    """The src of each <img> a browser shows: all but those in raw text (<textarea>) or inert
+    (<template>) content; html.parser already reads <script> and <style> as text."""
 
     def __init__(self) -> None:
         super().__init__()
         self.srcs: list[str] = []
-        self.code = 0
+        self.hidden = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("pre", "code", "textarea"):
-            self.code += 1
-        elif tag == "img" and not self.code:
+        if tag in ("textarea", "template"):
+            self.hidden += 1
+        elif tag == "img" and not self.hidden:
             self.srcs += [value or "" for name, value in attrs if name == "src"][:1]
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in ("pre", "code", "textarea"):
-            self.code -= 1
+        if tag in ("textarea", "template"):
+            self.hidden -= 1
+
+
+def shown(page: str) -> list[str]:
+    parser = _Images()
+    parser.feed(page)
+    return [unquote(src) for src in parser.srcs]
 
 
 def rendered(text: str) -> list[str]:
+    """The images markdown-it's CommonMark renderer shows."""
     markdown_it = pytest.importorskip("markdown_it")
-    parser = _Images()
-    parser.feed(markdown_it.MarkdownIt("commonmark").render(text))
-    return [unquote(src) for src in parser.srcs]
+    return shown(markdown_it.MarkdownIt("commonmark").render(text))
+
+
+def rendered_by_cmark(text: str) -> list[str]:
+    """The images cmark-gfm shows (its CommonMark core, raw HTML kept: no GFM tag filter)."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    return shown(cmarkgfm.markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE))
 
 
 def scanned(text: str, doc: str = "doc.md") -> list[str]:
@@ -62,12 +76,28 @@ ORACLE_DOCUMENTS = [
     "- item\n\n  <div>\n  ![a](a.png)\n\n  ![b](b.png)\n",
     "Text\n<div>\n![a](a.png)\n",
     "[a]:\n<https://x.example/a b.png>\n\n![a]\n",
+    # a block ends where the block quote or list item it is in ends (§5.1, §5.2: no laziness for it)
+    "> <div>\n> ![a](a.png)\n![b](b.png)\n",
+    "> <pre>\n> ![a](a.png)\n![b](b.png)\n</pre>\n",
+    "- <div>\n  ![a](a.png)\n![b](b.png)\n",
+    "- item\n\n  <div>\n  ![a](a.png)\n![b](b.png)\n",
+    "1. <pre>\n   ![a](a.png)\n![b](b.png)\n",
+    "- item\n  ```\n  ![a](a.png)\n![b](b.png)\n",
+    "> ```\n> ![a](a.png)\n\n![b](b.png)\n",
+    "> - <div>\n>   ![a](a.png)\n> ![b](b.png)\n",
+    "- item\n<div>\n![a](a.png)\n",
+    "- a\n\n  b\nlazy ![c](c.png)\n",
+    # what a browser shows inside raw HTML: <img> in <pre> and <code> yes, in <textarea> or <script> no
+    "<pre>\n<img src=\"pre.png\">\n![md](md.png)\n</pre>\n",
+    "A <code><img src=\"code.png\"></code> and <code>![md](md.png)</code>\n",
+    "<textarea>\n<img src=\"ta.png\">\n</textarea>\n<p><img src=\"p.png\"></p>\n",
+    "x <script>![s](s.png)</script> <template><img src=\"t.png\"></template> ![y](y.png)\n",
 ]
 
 
 @pytest.mark.parametrize("text", ORACLE_DOCUMENTS)
-def test_the_images_pp_scan_reports_are_those_markdown_it_shows(text):
-    assert scanned(text) == rendered(text)
+def test_the_images_pp_scan_reports_are_those_markdown_it_and_cmark_gfm_show(text):
+    assert scanned(text) == rendered(text) == rendered_by_cmark(text)
 
 
 def test_html_blocks_hide_markdown_but_not_img_tags():
