@@ -47,9 +47,9 @@ mail ![m](mailto:me@example.com), link [![in a link](https://img.example.com/in.
 
 <!-- ![commented](https://img.example.com/comment.png)
 <img src="https://img.example.com/comment2.png"> -->
-<pre>
-<img src="https://img.example.com/pre.png">
-</pre>
+<textarea>
+<img src="https://img.example.com/textarea.png">
+</textarea>
 
 [logo]: https://img.example.com/logo.png "Logo"
 [wide]: <https://img.example.com/wide image.png>
@@ -182,7 +182,10 @@ def targets(text: str, doc: str = "d.md") -> list[str]:
     ("![a](a.png \"t\" junk) ![b](b c.png) ![](<>) ![e]()\n", []),
     ("x <!-- ![a](a.png) --> ![b](b.png) <!--\n![c](c.png)\n\n![d](d.png)\n", ["b.png", "d.png"]),
     ("<!-- one -->![a](a.png)\n\n![b](b.png)\n", ["b.png"]),  # a comment block takes its whole line
-    ("x <code>![a](a.png)</code> <pre>\n<img src=b.png>\n</pre> <CODE>![c](c.png)\n\n![d](d.png)\n", ["d.png"]),
+    # a browser shows <img> inside <code> and <pre>; <textarea> holds text
+    ("x <code>![a](a.png)</code> <pre>\n<img src=b.png>\n</pre> <CODE>![c](c.png)\n\n![d](d.png)\n",
+     ["a.png", "b.png", "c.png", "d.png"]),
+    ("x <textarea>![a](a.png)\n<img src=b.png></textarea>\n\n![d](d.png)\n", ["d.png"]),
     ("<script>\n![a](a.png)\n</script>\n![b](b.png)\n", ["b.png"]),
     ("[^1]: note.png\n[a]:\n![a]\n", []),  # footnotes: no images
     ("![A][B  c]\n\n[b C]: x.png\n[B c]: y.png\n", ["x.png"]),  # labels fold case and blanks; the first counts
@@ -195,11 +198,11 @@ def test_markdown_rules(text, expected):
     assert targets(text) == expected
 
 
-def test_html_documents_read_img_only_outside_code_and_comments():
+def test_html_documents_read_img_a_browser_shows():
     page = ("<p>![md](no.png)<img src=a.png></p><!-- <img src=b.png> --><pre><img src=c.png></pre>"
             "<code><img src=\"d.png\"></code><script>x='<img src=e.png>'</script><IMG\nsrc='f.png'>")
-    assert targets(page, "p.html") == ["a.png", "f.png"]
-    assert [r.line for r in find_refs(page, "p.html", html=True)] == [1, 1]
+    assert targets(page, "p.html") == ["a.png", "c.png", "d.png", "f.png"]
+    assert [r.line for r in find_refs(page, "p.html", html=True)] == [1, 1, 1, 1]
 
 
 def test_targets_are_classified_and_decoded(tmp_path):
