@@ -61,6 +61,9 @@ class Command:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_common_options(parser, self.default_jobs)
+        from picpipe import completion  # --print-completion SHELL; shtab is imported only then
+
+        completion.add_option(parser)
         self.add_arguments(parser)
         return parser
 
