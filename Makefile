@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	@command -v rclone >/dev/null && [ -x /usr/sbin/apache2 ] && [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] && \
-	  [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null || \
+	  [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null && command -v zsh >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone apache2-bin \
-	    fonts-wqy-microhei openssh-server openssh-client; } || \
-	  echo "test: rclone, apache2, sshd or a CJK font missing (not root): their tests are skipped"
+	    fonts-wqy-microhei openssh-server openssh-client zsh; } || \
+	  echo "test: rclone, apache2, sshd, zsh or a CJK font missing (not root): their tests are skipped"
 	@[ -d $(NPM)/node_modules/picgo-plugin-s3 ] || \
 	  { command -v npm >/dev/null && npm install --prefix $(NPM) --no-save --no-audit --no-fund --loglevel=error $(PICGO); } || \
 	  echo "test: npm missing or offline: the side-by-side tests with PicGo are skipped"
