@@ -70,6 +70,7 @@ class Command:
     def main(self, argv: Sequence[str] | None = None) -> int:
         console.prog = self.prog
         hold_closed_stdio()
+        utf8_stdio()
         from picpipe import config
 
         # Loaded before the arguments, so that even argparse's messages mask configured secrets;
@@ -112,6 +113,9 @@ class Command:
             console.say("interrupted")
             return EXIT_INTERRUPTED
         except Exception as exc:  # a bug: say so plainly, trace only on request
+            if isinstance(exc, UnicodeEncodeError) and (problem := unencodable_name(exc)) is not None:
+                console.error(problem.message, problem.hint)  # --ledger 截图.jsonl under LC_ALL=C PYTHONUTF8=0
+                return EXIT_USAGE
             if console.debug:
                 console.traceback(exc)
             console.error(
@@ -220,21 +224,80 @@ def hold_closed_stdio() -> None:
     """A command started with stdin, stdout or stderr closed (`>&-`): /dev/null holds the slot,
     so that no file opened later (the ledger!) becomes fd 1 and receives records, and a stdout
     that is closed or opened read-only stands in as `ClosedStdout`, whose first write says so."""
-    import fcntl
-
     for fd in (0, 1, 2):
-        try:
-            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-        except OSError:  # closed
-            mode = None
+        mode = fd_mode(fd)
+        if mode is None:
             devnull = os.open(os.devnull, os.O_RDWR)
             if devnull != fd:
                 os.dup2(devnull, fd)
                 os.close(devnull)
         if fd == 1 and mode not in (os.O_WRONLY, os.O_RDWR):
             sys.stdout = io.TextIOWrapper(ClosedStdout(), write_through=True)  # type: ignore[arg-type]
-        elif fd == 2 and mode is None:
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- stands in for stderr until exit
+        elif fd == 2 and (mode is None or sys.stderr is None):  # also pythonw.exe's None
+            sys.stderr = open(os.devnull, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 -- until exit
+
+
+def fd_mode(fd: int) -> int | None:
+    """fd's access mode (os.O_RDONLY, O_WRONLY or O_RDWR), None when it is closed.
+
+    OS-specific: POSIX asks fcntl; Windows has no fcntl and no way to ask an fd's mode, so an
+    open fd counts as read-write (msvcrt.get_osfhandle fails on a closed one), and a read-only
+    stdout is caught at its first write (EBADF) instead of before the work.
+    """
+    if os.name == "nt":
+        import msvcrt
+
+        try:
+            msvcrt.get_osfhandle(fd)  # type: ignore[attr-defined,unused-ignore]
+        except OSError:
+            return None
+        return os.O_RDWR
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return None
+
+
+def utf8_stdio() -> None:
+    """stdin and stdout speak UTF-8 whatever the locale or PYTHONIOENCODING (cp936, LANG=C): they
+    carry JSON Lines between commands and to jq, Typora and PicGo (Node reads a child's stdout as
+    UTF-8). Records go through the byte buffers anyway; this covers text written to sys.stdout
+    (--help, --version, pp-davtest's report). stderr is for a person: it keeps the console's
+    encoding, and a character the console cannot show becomes an escape (`\u622a`), never an
+    exception. What is already so is left alone (a Windows console is UTF-8 already)."""
+    wanted = ((sys.stdin, "utf-8", "surrogateescape"), (sys.stdout, "utf-8", "backslashreplace"),
+              (sys.stderr, None, "backslashreplace"))
+    for stream, encoding, errors in wanted:
+        if not isinstance(stream, io.TextIOWrapper):  # closed (None), or replaced by a test
+            continue
+        if (encoding is None or stream.encoding.replace("_", "-").lower() in ("utf-8", "utf8")) \
+                and stream.errors == errors:
+            continue
+        try:
+            stream.reconfigure(encoding=encoding or stream.encoding, errors=errors)
+        except (OSError, ValueError):  # a closed stream: it fails where it is used, and says so there
+            pass
+
+
+def unencodable_name(exc: UnicodeEncodeError) -> PicpipeError | None:
+    """A file name that the file-name encoding cannot hold, as an error a person can act on;
+    None when `exc` is about something else (a bug). It happens with the C locale and UTF-8 mode
+    turned off (LC_ALL=C PYTHONUTF8=0: the encoding is ASCII), or with a lone surrogate
+    (`"\\ud800"`) in a record's path."""
+    import codecs
+
+    encoding = codecs.lookup(sys.getfilesystemencoding()).name
+    if not isinstance(exc.object, str) or codecs.lookup(exc.encoding).name != encoding:
+        return None
+    name = exc.object.encode("utf-8", "backslashreplace").decode("utf-8")
+    if encoding == "ascii":
+        return PicpipeError("bad_file_name", f"{name}: this locale's file names are ASCII ({encoding}): "
+                            "the name cannot be opened",
+                            "run in a UTF-8 locale (LANG=C.UTF-8) or with PYTHONUTF8=1")
+    return PicpipeError("bad_file_name", f"{name}: not a possible file name in {encoding}",
+                        "fix the path field of the record (a lone surrogate is no character)")
 
 
 def require_input(paths: Sequence[str]) -> None:
@@ -254,6 +317,8 @@ def fail_record(record: Record, stage: str, exc: BaseException) -> Record:
         from picpipe.files import os_error
 
         error = os_error(exc).to_dict(stage)
+    elif isinstance(exc, UnicodeEncodeError) and (name_error := unencodable_name(exc)) is not None:
+        error = name_error.to_dict(stage)
     else:
         if console.debug:
             console.traceback(exc)

@@ -207,6 +207,14 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
             yield number, chunk, True
 
 
+#: Records are UTF-8 (RFC 8259), and so is a path line, whatever the locale: a line from another pp
+#: command decodes the same under cp936 or LANG=C, and bytes that are no UTF-8 (binary data, GBK
+#: from `dir /b`) are refused line by line rather than guessed at. A file name that is no UTF-8
+#: (Latin-1 from an old disk) works as an argument: Python keeps its bytes (surrogateescape).
+_NOT_UTF8_HINT = ("convert the input to UTF-8 (iconv -t UTF-8; Windows: chcp 65001); give file names that are not "
+                  "UTF-8 as arguments: find . -name '*.png' -print0 | xargs -0 pp-...")
+
+
 def read_stream(stream: BinaryIO) -> Iterator[Item]:
     """Items from a byte stream of JSON Lines or paths."""
     for number, chunk, complete in _lines(stream):
@@ -219,8 +227,7 @@ def read_stream(stream: BinaryIO) -> Iterator[Item]:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError:
             raw = chunk.decode("utf-8", "backslashreplace").rstrip("\r\n")
-            yield Item(where, input_error(where, "bad_encoding", "not valid UTF-8",
-                                          "convert the input to UTF-8 (iconv -t UTF-8)", raw), True)
+            yield Item(where, input_error(where, "bad_encoding", "not valid UTF-8", _NOT_UTF8_HINT, raw), True)
             continue
         text = text.lstrip("\ufeff")  # a byte-order mark from Windows tools (also mid-stream, after cat)
         record, bad = _parse(text.rstrip("\r\n"), where)
