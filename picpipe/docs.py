@@ -228,7 +228,9 @@ def looks_like_image(ref: Ref) -> bool:
 
 
 # -- finding references ------------------------------------------------------------------------
-_CONTAINER = re.compile(r"(?: {0,3}> ?)*")
+_QUOTE_MARK = re.compile(r" {0,3}> ?")
+_SETEXT = re.compile(r"(?:=+|-+)[ \t]*$")
+_SPACES = re.compile(" *")
 _FENCE = re.compile(r"(`{3,}|~{3,})(.*)")
 _FENCE_END = re.compile(r"(`{3,}|~{3,})[ \t]*$")
 _ITEM = re.compile(r"([-+*]|[0-9]{1,9}[.)])(?=[ \t]|$)")
@@ -293,20 +295,6 @@ _TITLES = {quote: re.compile(rf"{quote}(?:[^{quote}\\]|\\.)*{quote}", re.S) for 
 _TITLES["("] = re.compile(r"\((?:[^()\\]|\\.)*\)", re.S)
 _SPACE = re.compile(r"[ \t]*(?:\r?\n[ \t]*)?")
 _QUOTES = {2: '"', 3: "'", 4: ""}  # _ATTRIBUTE's value groups and how each is delimited
-
-
-def _indent(text: str) -> tuple[int, int]:
-    """(columns, characters) of leading blanks; a tab goes to the next multiple of 4."""
-    column = count = 0
-    for char in text:
-        if char == " ":
-            column += 1
-        elif char == "\t":
-            column += 4 - column % 4
-        else:
-            break
-        count += 1
-    return column, count
 
 
 def _normal_label(label: str) -> str:
@@ -445,136 +433,13 @@ class _Finder:
 
     def blocks(self) -> list[tuple[int, int]]:
         """The spans to read inline (paragraphs and headings); collects reference definitions and
-        leaves out code blocks, raw HTML blocks and comments."""
-        text = self.text
-        spans: list[tuple[int, int]] = []
-        paragraph: list[int] = []  # [start, end] of the open paragraph
-        fence: tuple[str, int, int] | None = None  # (character, length, deepest indent of its end)
-        raw_end: re.Pattern[str] | None = None  # what ends an open HTML block of kind 1-5 or a Liquid code block
-        html_block: list[int] = []  # [start, end] of the open HTML block: read as HTML only
-        skip_to = self.body_start  # past the front matter, past a definition's second line
-        items: list[int] = []  # content columns of the open list items
-        owner = (0, 0)  # (block quote depth, list item column) that the open fence or HTML block is in
-        blank = True
-
-        def close() -> None:
-            if paragraph:
-                spans.append((paragraph[0], paragraph[1]))
-                paragraph.clear()
-
+        reads HTML blocks as HTML; leaves out code blocks and what a Liquid code tag holds."""
+        blocks = _Blocks(self)
         for start, end in self.lines():
-            if start < skip_to:
-                continue
-            body = self.match_end(_CONTAINER, start, end)
-            column, count = _indent(text[body:end])
-            rest = body + count
-            if (fence is not None or raw_end is not None or html_block) and \
-                    (text.count(">", start, body) < owner[0] or column < owner[1] and rest < end):
-                fence = raw_end = None  # the block quote or list item it was in has ended: so has it
-                self.close_html(html_block)
-                while items and items[-1] > column:
-                    items.pop()
-            if fence is not None:
-                closing = _FENCE_END.match(text, rest, end)
-                if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= fence[1] \
-                        and column <= fence[2]:
-                    fence = None
-                continue
-            if raw_end is not None:
-                closing_at = raw_end.search(text, start, end)
-                if html_block:
-                    html_block[1] = end
-                if closing_at:
-                    raw_end = None
-                    self.close_html(html_block)
-                continue
-            if rest == end:
-                close()
-                self.close_html(html_block)
-                blank = True
-                continue
-            if html_block:  # kinds 6 and 7 end at a blank line only
-                html_block[1] = end
-                continue
-            after_blank, blank = blank, False
-            item = _ITEM.match(text, rest, end)
-            if after_blank and not item:
-                while items and items[-1] > column:
-                    items.pop()
-            if column >= (items[-1] if items else 0) + 4:
-                if paragraph:  # a continuation line, not code
-                    paragraph[1] = end
-                continue  # an indented code block
-            if item and not _BREAK.match(text, rest, end):
-                close()
-                while items and items[-1] > column:
-                    items.pop()
-                spaces, count = _indent(text[item.end():end])
-                column += len(item.group(1))
-                items.append(column + (spaces if 1 <= spaces <= 4 and item.end() + count < end else 1))
-                column, rest = column + spaces, item.end() + count
-                if rest == end:
-                    continue
-            opening = _FENCE.match(text, rest, end)
-            if opening and not (opening.group(1)[0] == "`" and "`" in opening.group(2)):
-                close()
-                fence = (opening.group(1)[0], len(opening.group(1)), column + 3)
-                owner = self.owner(start, body, column, items)
-                continue
-            kind = next((k for k, (begin, _) in enumerate(_HTML_BLOCKS)
-                         if begin.match(text, rest, end) and (k < 6 or not paragraph)), None)
-            if kind is not None:
-                close()
-                html_block[:] = [rest, end]
-                owner = self.owner(start, body, column, items)
-                ending = _HTML_BLOCKS[kind][1]
-                if ending is not None:
-                    if ending.search(text, rest + 2, end):
-                        self.close_html(html_block)
-                    else:
-                        raw_end = ending
-                continue
-            liquid = _LIQUID_CODE.match(text, rest, end)
-            if liquid is not None:
-                close()
-                owner = self.owner(start, body, column, items)
-                ending = re.compile(rf"\{{%-?\s*end{liquid.group(1)}\s*-?%\}}")
-                if not ending.search(text, liquid.end(), end):
-                    raw_end = ending
-                continue
-            if _BREAK.match(text, rest, end):
-                close()
-                continue
-            if _HEADING.match(text, rest, end):
-                close()
-                spans.append((rest, end))
-                continue
-            if not paragraph:
-                definition = _DEFINITION.match(text, rest, end)
-                if definition is None and _DEFINITION_LABEL.match(text, rest, end):  # the URL on the next line
-                    following = text.find("\n", end)
-                    stop = len(text) if following < 0 or text.find("\n", following + 1) < 0 \
-                        else text.find("\n", following + 1)
-                    stop -= stop > 0 and text[stop - 1] == "\r"
-                    definition = _DEFINITION.match(text, rest, stop) if following >= 0 else None
-                    if definition is not None:
-                        skip_to = stop
-                if definition and definition.group(1).strip():
-                    self.definition(definition)
-                    continue
-                paragraph[:] = [start, end]
-            paragraph[1] = end
-        close()
-        self.close_html(html_block)
-        return spans
-
-    def owner(self, start: int, body: int, column: int, items: list[int]) -> tuple[int, int]:
-        """The containers a block opened on this line lives in: its block quote depth, and the
-        content column of the list item it is in. A line that starts a block is no lazy
-        continuation, so list items it is not indented into have ended."""
-        while items and items[-1] > column:
-            items.pop()
-        return self.text.count(">", start, body), items[-1] if items else 0
+            if start >= blocks.skip_to:
+                blocks.line(start, end)
+        blocks.close_leaf()
+        return blocks.spans
 
     def close_html(self, block: list[int]) -> None:
         """Read an HTML block that ends here: its <img> tags count, its Markdown does not."""
@@ -850,6 +715,223 @@ class _Finder:
 
 
 # -- documents -------------------------------------------------------------------------------------
+class _Blocks:
+    """CommonMark's block structure, one line at a time (the spec's appendix, "A parsing
+    strategy"): the line first continues the open containers (block quotes, list items) it can,
+    may open new ones, then continues or starts a leaf (paragraph, heading, fence, indented code,
+    HTML block). Only a paragraph continues lazily, so a fence or an HTML block ends where the
+    block quote or list item holding it ends. Columns are counted with tabs stopped at 4."""
+
+    QUOTE = -1  # a block quote on the container stack; a list item is how far its content is indented
+    #             from where its parent's content starts (≥ 0)
+
+    def __init__(self, finder: _Finder) -> None:
+        self.finder = finder
+        self.text = finder.text
+        self.spans: list[tuple[int, int]] = []
+        self.stack: list[int] = []  # the open containers, outermost first
+        self.leaf: str | None = None  # "paragraph", "fence", "code", "html" (kind 6, 7), "raw" (kind 1-5, Liquid)
+        self.paragraph: list[int] = []  # [start, end] of the open paragraph
+        self.html_block: list[int] = []  # [start, end] of the open HTML block: read as HTML only
+        self.fence = ("", 0)  # character and length of the open fence
+        self.raw_end: re.Pattern[str] | None = None  # what ends the open "raw" leaf
+        self.empty_item = -1  # depth of a list item opened on the previous line with nothing after its marker
+        self.skip_to = finder.body_start  # past the front matter, past a definition's second line
+
+    def close_leaf(self) -> None:
+        if self.leaf == "paragraph":
+            self.spans.append((self.paragraph[0], self.paragraph[1]))
+        elif self.leaf in ("html", "raw"):
+            self.finder.close_html(self.html_block)
+        self.leaf = None
+
+    def close_containers(self, depth: int) -> None:
+        """End the containers from `depth` on: with them, the leaf inside."""
+        if depth < len(self.stack):
+            self.close_leaf()
+            del self.stack[depth:]
+
+    def line(self, start: int, end: int) -> None:
+        line = self.text[start:end]
+        if "\t" in line:
+            line = line.expandtabs(4)  # a line starts at column 0: its tab stops are CommonMark's
+        pos, matched = 0, 0
+        for container in self.stack:
+            first = _first(line, pos)
+            if container == self.QUOTE:
+                quote = _QUOTE_MARK.match(line, pos)
+                if quote is None:
+                    break
+                pos = quote.end()
+            elif first < len(line):
+                if first - pos < container:
+                    break
+                pos += container
+            matched += 1
+        empty_item, self.empty_item = self.empty_item, -1
+        if matched == len(self.stack) and self.continued(line, pos, end):
+            return
+        pos, opened = self.open_containers(line, pos, matched)
+        first = _first(line, pos)
+        if matched < len(self.stack) and not opened:
+            if self.leaf == "paragraph" and first < len(line) and not self.interrupts(line, first, pos):
+                self.paragraph[1] = end  # a lazy continuation line
+                return
+            self.close_containers(matched)
+        if first == len(line):
+            if 0 <= empty_item == len(self.stack) - 1 and not opened:
+                self.close_containers(empty_item)  # a list item begins with at most one blank line
+            self.close_leaf()
+            return
+        self.leaf_line(line, first, pos, self.offset(start, end, first), end)
+
+    def continued(self, line: str, pos: int, end: int) -> bool:
+        """Whether the line belongs to the open fence, code or HTML block (all its containers
+        continue)."""
+        first = _first(line, pos)
+        if self.leaf == "fence":
+            closing = _FENCE_END.match(line, first) if first - pos < 4 else None
+            if closing and closing.group(1)[0] == self.fence[0] and len(closing.group(1)) >= self.fence[1]:
+                self.leaf = None
+            return True
+        if self.leaf == "raw":
+            if self.html_block:
+                self.html_block[1] = end
+            if self.raw_end is not None and self.raw_end.search(line, pos):
+                self.close_leaf()
+            return True
+        if self.leaf == "html" and first < len(line):
+            self.html_block[1] = end
+            return True
+        if self.leaf == "code" and (first == len(line) or first - pos >= 4):
+            return True
+        if self.leaf in ("html", "code"):
+            self.close_leaf()
+        return False
+
+    def open_containers(self, line: str, pos: int, matched: int) -> tuple[int, bool]:
+        """Open the block quotes and list items that start on this line; where its content starts."""
+        opened = False
+        while True:
+            first = _first(line, pos)
+            if first - pos >= 4:
+                break
+            quote = _QUOTE_MARK.match(line, pos)
+            item = _ITEM.match(line, first) if quote is None and not _BREAK.match(line, first) else None
+            if item is not None:
+                after = item.end()
+                blank = _first(line, after) == len(line)
+                ordinal = item.group(1)[:-1]
+                if self.leaf == "paragraph" and matched == len(self.stack) and not opened \
+                        and (blank or ordinal.isdigit() and int(ordinal) != 1):
+                    break  # an empty item, or a list not starting at 1, cannot interrupt a paragraph
+                spaces = _first(line, after) - after
+                content = after + 1 if blank or spaces > 4 else after + spaces
+            elif quote is None:
+                break
+            if not opened:
+                self.close_containers(matched)
+                self.close_leaf()
+                opened = True
+            if item is None:
+                self.stack.append(self.QUOTE)
+                pos = quote.end() if quote else pos
+            else:
+                self.stack.append(content - pos)
+                pos = min(content, len(line))
+                if blank:
+                    self.empty_item = len(self.stack) - 1
+        return pos, opened
+
+    def interrupts(self, line: str, first: int, pos: int) -> bool:
+        """Whether a line whose containers did not all continue starts a block here, so that it
+        is no lazy continuation of the open paragraph. An HTML block of kind 7 may start, since
+        the paragraph is not what it would interrupt; indented code may not."""
+        if first - pos >= 4:
+            return False
+        return bool(_fence_opening(line, first) or _BREAK.match(line, first) or _HEADING.match(line, first)
+                    or line[first] == "<" and any(begin.match(line, first) for begin, _ in _HTML_BLOCKS))
+
+    def leaf_line(self, line: str, first: int, pos: int, rest: int, end: int) -> None:
+        """A non-blank line inside its containers: `first` is where its text starts in the
+        (tab-expanded) line, `rest` the same place in the document."""
+        text, paragraph = self.text, self.leaf == "paragraph"
+        if first - pos >= 4:
+            if paragraph:
+                self.paragraph[1] = end
+            else:
+                self.leaf = "code"
+            return
+        opening = _fence_opening(line, first)
+        if opening:
+            self.close_leaf()
+            self.leaf, self.fence = "fence", (opening.group(1)[0], len(opening.group(1)))
+            return
+        kind = next((k for k, (begin, _) in enumerate(_HTML_BLOCKS)
+                     if begin.match(line, first) and (k < 6 or not paragraph)), None) if line[first] == "<" else None
+        if kind is not None:
+            self.close_leaf()
+            self.html_block[:] = [rest, end]
+            self.raw_end = _HTML_BLOCKS[kind][1]
+            self.leaf = "html" if self.raw_end is None else "raw"
+            if self.raw_end is not None and self.raw_end.search(line, first + 2):
+                self.close_leaf()
+            return
+        liquid = _LIQUID_CODE.match(line, first)
+        if liquid is not None:
+            self.close_leaf()
+            self.raw_end = re.compile(rf"\{{%-?\s*end{liquid.group(1)}\s*-?%\}}")
+            if not self.raw_end.search(line, liquid.end()):
+                self.leaf = "raw"
+            return
+        if paragraph and _SETEXT.match(line, first) or _BREAK.match(line, first):
+            self.close_leaf()
+            return
+        if _HEADING.match(line, first):
+            self.close_leaf()
+            self.spans.append((rest, end))
+            return
+        if paragraph:
+            self.paragraph[1] = end
+            return
+        definition = _DEFINITION.match(text, rest, end)
+        if definition is None and _DEFINITION_LABEL.match(text, rest, end):  # the URL on the next line
+            following = text.find("\n", end)
+            stop = len(text) if following < 0 or text.find("\n", following + 1) < 0 \
+                else text.find("\n", following + 1)
+            stop -= stop > 0 and text[stop - 1] == "\r"
+            definition = _DEFINITION.match(text, rest, stop) if following >= 0 else None
+            if definition is not None:
+                self.skip_to = stop
+        if definition and definition.group(1).strip():
+            self.finder.definition(definition)
+            return
+        self.paragraph[:] = [rest, end]
+        self.leaf = "paragraph"
+
+    def offset(self, start: int, end: int, column: int) -> int:
+        """Where column `column` of the line at `start` is in the document (after a tab that
+        spans it)."""
+        if "\t" not in self.text[start:end]:
+            return start + column
+        at = 0
+        for pos in range(start, end):
+            if at >= column:
+                return pos
+            at += 4 - at % 4 if self.text[pos] == "\t" else 1
+        return end
+
+
+def _first(line: str, pos: int) -> int:
+    """Where the text of a tab-expanded line starts, from `pos`: its length when the rest is blank."""
+    return _SPACES.match(line, pos).end()  # type: ignore[union-attr]  # " *" always matches
+
+
+def _fence_opening(line: str, first: int) -> re.Match[str] | None:
+    opening = _FENCE.match(line, first)
+    return None if opening is None or opening.group(1)[0] == "`" and "`" in opening.group(2) else opening
+
+
 class Found(NamedTuple):
     """A document to read, or (with `error`) a path that is neither read nor written, and why."""
 
