@@ -104,7 +104,8 @@ def test_docs_patch_every_windows_reference_is_a_local_path_with_a_clear_error(r
         assert "url" not in record and "path" not in record, record
         assert record["error"]["type"] == "not_found", record
         assert "a Windows path, no such file on this system" in record["error"]["message"], record
-        assert record["error"]["message"].startswith(f"posts/post.md:{record['ref']['line']}: {record['ref']['target']}")
+        ref = record["ref"]
+        assert record["error"]["message"].startswith(f"posts/post.md:{ref['line']}: {ref['target']}: ")
     assert out[-1]["path"] == str(tmp_path / "posts" / "here.png") and "error" not in out[-1]
     assert [r["ref"]["target"] for r in out][:2] == ["C:\\Users\\me\\截图%201.png", DRIVE]
     assert "posts/post.md:3: C:\\Users\\me\\截图%201.png: a Windows path" in result.stderr
