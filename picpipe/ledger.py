@@ -786,7 +786,7 @@ class LedgerIndex:
     TAIL = 4096
     #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
     SAY_ABOVE = 64 << 20
-    VERSION = "4"
+    VERSION = "5"  # 5: URL keys resolve dot segments (links.url_identity)
     #: Our own lines kept in memory at most before they are written into the index.
     FLUSH_EVERY = 1000
     #: Reading more than this (bytes) uses a page cache of BIG_CACHE_KB while it builds.

@@ -150,9 +150,10 @@ def url_identity(url: str) -> str:
     would change the URL's structure. `+` in a path is a plus, not a space: `a+b` is not `a%20b`.
     Everything else (non-ASCII as UTF-8, spaces, `[` `]`) is percent-encoded with upper-case hex.
     The query keeps its characters: only unreserved escapes are decoded (`%26` is no `&`).
+    Dot segments (`/a/../b.png`, `/./`, `%2E%2E`) are resolved as a browser resolves them.
     """
     url = url.strip()
-    if _CANONICAL.fullmatch(url):
+    if _CANONICAL.fullmatch(url) and "/." not in url:
         return url
     match = _URI.match(url)
     assert match is not None  # every group is optional
@@ -173,10 +174,28 @@ def url_identity(url: str) -> str:
         out += _canonical_host(host) + (":" + port if port else "")
         if not path and scheme in ("http", "https"):
             path = "/"
-    out += _canonical_escapes(path, _PATH_TOKEN, _PATH_RAW)
+    path = _canonical_escapes(path, _PATH_TOKEN, _PATH_RAW)
+    out += _remove_dot_segments(path) if authority is not None and path.startswith("/") else path
     if query is not None:
         out += "?" + _canonical_escapes(query[1:], _QUERY_TOKEN, _QUERY_DECODED)
     return out
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on an absolute path: `/a/b/../c/./d.png` → `/a/c/d.png`."""
+    if "/." not in path:
+        return path
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
 
 
 class UrlSet:

@@ -90,6 +90,8 @@ def test_property_every_spelling_of_a_path_has_one_identity_and_others_differ():
     ("http://x.example/a.png", "https://x.example/a.png"),
     ("https://x.example/A.png", "https://x.example/a.png"),  # a path keeps its case
     ("https://x.example/%25", "https://x.example/%2525"),
+    ("https://x.example/a/..b.png", "https://x.example/b.png"),  # `..b.png` is a name, not a dot segment
+    ("https://x.example/a%2F..%2Fb.png", "https://x.example/b.png"),  # nor is anything with %2F in it
 ])
 def test_different_resources_have_different_identities(one, other):
     assert url_identity(one) != url_identity(other)
@@ -110,6 +112,11 @@ def test_different_resources_have_different_identities(one, other):
      "https://x.example/a.png?w=~&q=a%20b&t=%E5%9B%BE"),
     (["https://x.example/100%.png", "https://x.example/100%25.png"], "https://x.example/100%25.png"),
     (["https://x.example/[1].png", "https://x.example/%5B1%5D.png"], "https://x.example/%5B1%5D.png"),
+    # dot segments resolved as a browser resolves them (RFC 3986 §5.2.4), escaped dots too
+    (["https://x.example/a/b/../c/./d.png", "https://x.example/a/c/d.png", "https://x.example/a/%2E%2e/a/c/d.png",
+      "https://x.example/../../a/c/d.png"], "https://x.example/a/c/d.png"),
+    (["https://x.example/a/b/..", "https://x.example/a/."], "https://x.example/a/"),
+    (["https://x.example/.well-known/x.png"], "https://x.example/.well-known/x.png"),
 ])
 def test_known_spellings(spellings, identity):
     assert {url_identity(url) for url in spellings} == {identity}
