@@ -160,6 +160,16 @@ def test_same_url_fetched_once_existing_file_reused_other_bytes_beside(site, fet
     assert beside.read_bytes() == second and target.read_bytes() == first  # nothing overwritten
 
 
+def test_two_spellings_of_one_url_are_fetched_once_and_keep_their_own_url(site, fetch, tmp_path):
+    site.objects["/截图(1).png"] = picture()
+    urls = [site.url + "/截图(1).png", site.url + "/%E6%88%AA%E5%9B%BE%281%29.png#x"]
+    code, out, _ = fetch([{"url": url} for url in urls])
+    assert code == 0 and len(gets(site)) == 1
+    assert [r["url"] for r in out] == urls  # each record keeps the spelling it came with
+    assert out[0]["path"] == out[1]["path"] == str(tmp_path / "fetched" / "127.0.0.1" / "截图(1).png")
+    assert out[0]["fetched"] == out[1]["fetched"]  # where the bytes came from: the one request made
+
+
 def test_404_is_an_error_record_not_retried_and_the_rest_goes_through(site, fetch):
     site.objects["/ok.png"] = picture()
     code, out, err = fetch([{"url": site.url + "/gone.png"}, {"url": site.url + "/ok.png"}], "--retries", "3")
