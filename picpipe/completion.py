@@ -120,7 +120,7 @@ def annotate(parser: argparse.ArgumentParser) -> None:
 def profiles() -> dict[str, str]:
     """A profile name: a host type (`--host local`), or, in bash and zsh, a profile of the config file."""
     types = host_type_words()
-    return {"bash": "_picpipe_profiles", "zsh": "_picpipe_profiles", "tcsh": f"({types})", "fish": f"({types})"}
+    return {"bash": "_picpipe_profiles", "zsh": "_picpipe_profiles", "tcsh": f"({types})", "fish": types}
 
 
 def host_type_words() -> str:

@@ -154,6 +154,8 @@ def test_every_shell_gets_a_script(shell: str) -> None:
     done = run_command("pp-backup", "--print-completion", shell)
     assert done.returncode == 0, done.stderr
     assert "restore" in done.stdout and "--to" in done.stdout
+    if shell in ("tcsh", "fish"):  # the host types as words: fish would run "(local ...)" as a command
+        assert ("/(alist aliyun" if shell == "tcsh" else '-xka "alist aliyun') in done.stdout
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed (make test installs it as root)")
