@@ -109,6 +109,35 @@ _HTML_DECODE = re.compile(_ENTITY)
 _ENTITY_AMPERSAND = re.compile("&(?=" + _ENTITY[1:] + ")")
 _MARKDOWN_DECODE = re.compile(r"\\[!-/:-@\[-`{-~]|" + _ENTITY)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+#: A Windows drive or UNC path, as Typora on Windows writes an image's place (`C:\Users\me\截图 1.png`,
+#: `C:/Users/me/x.png`, `\\server\share\x.png`): a local path, never a URL with the scheme `c:`.
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\/]")
+
+
+def elsewhere(path: str) -> bool:
+    """Whether `path` is a Windows drive or UNC path on a system that is not Windows, where it names
+    no file. The one place where reading a document differs by OS: on Windows such a path resolves
+    as Windows resolves it; elsewhere it is kept as written, and `confined` says why it is no file."""
+    return os.name != "nt" and _WINDOWS_PATH.match(path) is not None
+
+
+def local_path(path: str, folder: str) -> str:
+    """The absolute path of a local target, read against the document's folder."""
+    return path if elsewhere(path) else os.path.abspath(os.path.join(folder, path))
+
+
+def file_url_path(url: str) -> str:
+    """The local path a file: URL names. `file:///C:/x.png` (or `C|`) and `file://server/share/x.png`
+    are a Windows drive and a UNC path on every system, as Windows programs write them."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc and parts.netloc.lower() != "localhost":
+        path = "\\\\" + parts.netloc + path.replace("/", "\\")
+    elif re.match(r"/[A-Za-z][:|]/", path):
+        path = f"{path[1]}:{path[3:]}"
+    return local_path(path, os.sep)
 
 
 def decode_target(target: str, kind: str) -> str:
@@ -118,6 +147,8 @@ def decode_target(target: str, kind: str) -> str:
 
     if kind not in HTML_KINDS and kind not in ("inline", "reference"):
         return target  # front matter, Obsidian, Hugo and Liquid tags: written as they are read
+    if kind not in HTML_KINDS and _WINDOWS_PATH.match(target.strip()):
+        return target  # `\\server\share\x.png` as Typora on Windows writes it: the backslashes separate
     pattern = _HTML_DECODE if kind in HTML_KINDS else _MARKDOWN_DECODE
     return pattern.sub(lambda m: m.group(0)[1] if m.group(0)[0] == "\\" else html.unescape(m.group(0)), target)
 
@@ -130,21 +161,19 @@ def classify(value: str, folder: str) -> tuple[str, str] | None:
         return None
     if value.startswith("//"):  # protocol-relative (Hexo themes): fetched over https
         value = "https:" + value
-    scheme = _SCHEME.match(value)
+    scheme = None if _WINDOWS_PATH.match(value) else _SCHEME.match(value)  # `C:` is a drive
     if scheme:
         name = scheme.group(1).lower()
         if name in ("http", "https"):
             return ("url", value) if value[scheme.end():].lstrip("/").split("/")[0] else None
         if name == "file":
-            from urllib.parse import unquote, urlsplit
-
-            return ("path", os.path.abspath(unquote(urlsplit(value).path)))
+            return ("path", file_url_path(value))
         return None
     from urllib.parse import unquote
 
     # Typora writes img/my%20shot.png: a URL path, so ?query and #fragment are not part of the file.
     path = unquote(re.split(r"[?#]", value, maxsplit=1)[0])
-    return ("path", os.path.abspath(os.path.join(folder, path))) if path else None
+    return ("path", local_path(path, folder)) if path else None
 
 
 def url_key(url: str) -> str:
@@ -1105,6 +1134,13 @@ def confined(ref: Ref, roots: Sequence[str], folders: dict[str, str] | None = No
     local = ref.resolved
     if site_root is not None and site_absolute(ref):
         local = record["path"] = os.path.join(site_root, ref.resolved.lstrip(os.sep))
+    if elsewhere(local):
+        del record["path"]
+        record["error"] = PicpipeError(
+            "not_found", f"{ref.doc}:{ref.line}: {ref.target}: a Windows path, no such file on this system",
+            "run pp-scan on the Windows machine that holds the image, or copy the image beside the document "
+            "and link it by a relative path (Typora: Preferences > Image > Use relative path)").to_dict("scan")
+        return record
     folder, name = os.path.split(local)
     if folders is None:
         folders = {}

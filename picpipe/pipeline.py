@@ -194,6 +194,9 @@ class Pipeline:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         if console.debug:
             env["PICPIPE_DEBUG"] = "1"
+        # The stages' stderr comes here (_relay reads it as UTF-8), not to a console: under cp936 or
+        # LANG=C they would write it in the console's encoding and a Chinese file name would be mojibake.
+        env["PYTHONIOENCODING"] = "utf-8"
         self.env = env
 
     def commands(self, remote: bool = False, settings: Settings | None = None) -> list[list[str]]:
