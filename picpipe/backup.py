@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
+from picpipe.files import NOFOLLOW, publish
 from picpipe.keys import make_key, sanitize
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
@@ -194,20 +195,16 @@ class FolderTarget(Target):
     def write_new(self, name: str, data: bytes, temp: str) -> bool:
         path, temp_path = self.root / name, self.root / temp
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             try:
-                os.link(temp_path, path)  # atomic, and fails when the name is taken
+                publish(str(temp_path), path)
             except FileExistsError:
                 return False
-            except OSError:  # no hard links (FAT, some network file systems): a rename, as nobody else writes here
-                if path.exists():
-                    return False
-                os.replace(temp_path, path)
             return True
         finally:
             temp_path.unlink(missing_ok=True)
@@ -513,7 +510,7 @@ def _place(out: Path, top: int, folder: int, name: str, data: bytes) -> str:
 
     with temp_copy(out, data, RESTORE_TEMP, dir_fd=top) as temp:
         try:
-            os.link(temp, name, src_dir_fd=top, dst_dir_fd=folder)
+            publish(temp, name, src_dir_fd=top, dst_dir_fd=folder)
             return name
         except FileExistsError:
             if _holds(folder, name, data):

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urldefrag, urlsplit
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urldefrag, urlsplit
 from picpipe import console
 from picpipe.concurrency import KeyedLocks, KeyedSlots
 from picpipe.errors import PicpipeError
-from picpipe.files import temp_copy
+from picpipe.files import names_beside, write_first_free
 from picpipe.keys import sanitize
 from picpipe.linkcheck import find_command, host_of, http_error, masked_error, url_problem
 from picpipe.links import url_identity
@@ -213,23 +214,18 @@ class Fetcher:
     def _store(self, name: str, data: bytes, digest: str) -> Path:
         """Write `data` (sha256 `digest`) at `name`, or beside it when the name holds other bytes;
         never over a file."""
-        stem, ext = os.path.splitext(name)
-        for candidate in (name, f"{stem}-{digest[:12]}{ext}", f"{stem}-{digest}{ext}"):
-            target = self._inside(candidate)
+        placed = write_first_free(data, self._folders_made(names_beside(name, digest)), ".pp-fetch-")
+        if placed is None:
+            raise PicpipeError("name_taken", f"{name} and the names beside it hold other files",
+                               "move those files out of the --out folder, or choose another --out")
+        self._count("written" if placed[1] else "reused")
+        return placed[0]
+
+    def _folders_made(self, names: list[str]) -> Iterator[Path]:
+        for name in names:
+            target = self._inside(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not os.path.lexists(target):
-                with temp_copy(target.parent, data, ".pp-fetch-") as temp:
-                    try:
-                        os.link(temp, target)  # atomic, and fails when another writer took the name
-                        self._count("written")
-                        return target
-                    except FileExistsError:
-                        pass
-            if _holds(target, data):
-                self._count("reused")
-                return target
-        raise PicpipeError("name_taken", f"{name} and the names beside it hold other files",
-                           "move those files out of the --out folder, or choose another --out")
+            yield target
 
     def _inside(self, name: str) -> Path:
         """`root/name`, refused when a symlink inside the folder leads out of it."""
@@ -316,11 +312,3 @@ def _fit(segment: str) -> str:
         stem, ext = segment, ""
     room = MAX_NAME_BYTES - len(ext.encode())
     return stem.encode()[:room].decode("utf-8", "ignore") + ext
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    """Whether the file at `path` has exactly these bytes (size first: no read for most mismatches)."""
-    try:
-        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
-    except OSError:
-        return False

@@ -1,4 +1,6 @@
-"""Reading the user's files, with each way that fails named for a person."""
+"""Reading the user's files, with each way that fails named for a person; writing a file into
+place whole and never over another (`temp_copy`, then `publish`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import errno
 import os
 import re
 import stat
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -82,9 +85,10 @@ _swept: set[tuple[str, str]] = set()
 def _machine() -> str:
     """Eight hex digits naming this machine: a run judges the pids of its own machine only (the
     folder may be shared or synced)."""
+    import platform
     import zlib
 
-    return f"{zlib.crc32(os.uname().nodename.encode()):08x}"
+    return f"{zlib.crc32(platform.node().encode()):08x}"  # os.uname() is POSIX only
 
 
 def _remove_live() -> None:
@@ -169,7 +173,7 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None)
     relative to it, is yielded: a symlink planted at `folder` afterwards cannot redirect it.
     """
     sweep_once(folder, prefix)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC
     while True:
         name = f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
         temp = os.path.join(folder, name)
@@ -199,6 +203,176 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None)
             os.unlink(name if dir_fd is not None else temp, dir_fd=dir_fd)
         except FileNotFoundError:  # moved into place
             pass
+
+
+#: os.open flags that POSIX has and Windows lacks (where nothing needs them: no symlink is followed
+#: by O_EXCL creation there, and handles are not inherited by default).
+NOFOLLOW, CLOEXEC = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_CLOEXEC", 0)
+
+
+# -- putting a finished file in place, never over another ------------------------------------
+#: errno of a hard link that the file system refuses (a taken name is EEXIST, never one of these):
+#: EPERM from Linux on vfat and exfat (no link operation), EOPNOTSUPP/ENOTSUP from macOS on msdos,
+#: exfat and smbfs and from Linux cifs, ENOSYS from a FUSE file system without link, EMLINK where
+#: a file may have one name only, EACCES from SMB servers that refuse so.
+LINKS_REFUSED = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EACCES})
+#: Windows' codes for the same (CreateHardLinkW): ERROR_INVALID_FUNCTION on FAT32 and exFAT,
+#: ERROR_ACCESS_DENIED and ERROR_NOT_SUPPORTED from SMB shares, ERROR_INVALID_PARAMETER,
+#: ERROR_TOO_MANY_LINKS.
+WIN_LINKS_REFUSED = frozenset({1, 5, 50, 87, 1142})
+
+
+def links_refused(exc: OSError) -> bool:
+    """Whether `exc`, raised by os.link, says the file system makes no hard links (not: the name is taken)."""
+    winerror = getattr(exc, "winerror", None)
+    return winerror in WIN_LINKS_REFUSED if winerror is not None else exc.errno in LINKS_REFUSED
+
+
+def publish(temp: str, target: str | os.PathLike[str], src_dir_fd: int | None = None,
+            dst_dir_fd: int | None = None) -> None:
+    """Give the complete, fsynced file `temp` the name `target` in one step, never over a file:
+    FileExistsError when the name is taken (the caller compares bytes or picks another name), so
+    of two writers racing for one name exactly one wins. With the dir fds, the names are relative
+    to those open folders (as os.link has them). `temp` is left where it was (a link) or is gone
+    (a rename): `temp_copy`'s exit takes either.
+
+    A hard link first. Where the file system refuses hard links (`links_refused`: FAT32, exFAT,
+    many SMB shares), a rename that refuses a taken name (`rename_noreplace`). Where there is no
+    such rename either, the name is claimed with an empty file made O_EXCL and `temp` renamed over
+    that claim: a reader may see the empty file for a moment, never part of a file; a crash in
+    between (nothing is written there) leaves an empty file at the name, which no image is: it
+    reads as a taken name until removed by hand.
+    """
+    try:
+        os.link(temp, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if not links_refused(exc):  # EXDEV among them: a rename cannot cross disks either
+            raise
+    if not rename_noreplace(temp, target, src_dir_fd, dst_dir_fd):
+        _claim_and_replace(temp, target, src_dir_fd, dst_dir_fd)
+
+
+def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str], src_dir_fd: int | None = None,
+                     dst_dir_fd: int | None = None) -> bool:
+    """Rename `src` to `dst` in one step unless `dst` exists (FileExistsError); False, with
+    nothing done, where the OS or the file system has no such rename.
+
+    Windows: os.rename (MoveFileExW without MOVEFILE_REPLACE_EXISTING) refuses a taken name.
+    Linux: renameat2(RENAME_NOREPLACE) (kernel 3.15, glibc 2.28; EINVAL from a file system
+    without it). macOS: renameatx_np(RENAME_EXCL) (10.12; ENOTSUP from a file system without it).
+    """
+    if os.name == "nt":
+        os.rename(src, dst)
+        return True
+    call = _noreplace_rename()
+    if call is None:
+        return False
+    if call(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst)) == 0:
+        return True
+    import ctypes
+
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fsdecode(dst))  # EEXIST: FileExistsError
+
+
+#: (src_dir_fd, src, dst_dir_fd, dst) → 0, or -1 with ctypes' errno set.
+NoReplace = Callable[[int | None, bytes, int | None, bytes], int]
+
+
+@cache
+def _noreplace_rename() -> NoReplace | None:
+    """The C library's rename that refuses a taken name, on Linux and macOS; None elsewhere."""
+    import ctypes
+
+    if sys.platform.startswith("linux"):
+        name, here, flag = "renameat2", -100, 1  # AT_FDCWD, RENAME_NOREPLACE
+    elif sys.platform == "darwin":
+        name, here, flag = "renameatx_np", -2, 4  # AT_FDCWD, RENAME_EXCL
+    else:
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+    if function is None:  # a C library without it (glibc before 2.28)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+
+    def call(src_dir_fd: int | None, src: bytes, dst_dir_fd: int | None, dst: bytes) -> int:
+        return int(function(here if src_dir_fd is None else src_dir_fd, src,
+                            here if dst_dir_fd is None else dst_dir_fd, dst, flag))
+
+    return call
+
+
+def _claim_and_replace(temp: str, target: str | os.PathLike[str], src_dir_fd: int | None,
+                       dst_dir_fd: int | None) -> None:
+    """`publish`'s last resort: the name claimed with an empty file made O_EXCL, then `temp` renamed
+    over that claim (ours: every writer of new names refuses a taken one)."""
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC, 0o666, dir_fd=dst_dir_fd))
+    except FileExistsError:
+        _settle(target, dst_dir_fd)
+        raise
+    try:
+        os.replace(temp, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+    except BaseException:
+        try:
+            os.unlink(target, dir_fd=dst_dir_fd)  # our empty claim, nothing else
+        except OSError:
+            pass
+        raise
+
+
+def _settle(target: str | os.PathLike[str], dir_fd: int | None, wait: float = 1.0) -> None:
+    """Wait (a second at most) while the taken name holds an empty file: another writer's claim,
+    about to be replaced by its file, so that the caller compares the bytes that will be there."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(target, dir_fd=dir_fd, follow_symlinks=False).st_size:
+                return
+        except OSError:
+            return
+        time.sleep(0.01)
+
+
+def names_beside(name: str, sha256: str) -> list[str]:
+    """Where bytes go when `name` holds other bytes: `name`, then with the first 12 hex digits of
+    their sha256 before the extension, then with all of it."""
+    stem, ext = os.path.splitext(name)
+    return [name, f"{stem}-{sha256[:12]}{ext}", f"{stem}-{sha256}{ext}"]
+
+
+def write_first_free(data: bytes, targets: Iterable[Path], prefix: str) -> tuple[Path, bool] | None:
+    """`data` at the first of `targets` that is free or holds these very bytes already (a regular
+    file): (that path, whether it was written now); None when each holds other bytes. Written by
+    `temp_copy` (temp names begin with `prefix`) and `publish`: never over a file, and of two
+    writers racing for a name one gets it and the other the next name (or finds its bytes)."""
+    for target in targets:
+        if not os.path.lexists(target):
+            with temp_copy(target.parent, data, prefix) as temp:
+                try:
+                    publish(temp, target)
+                    return target, True
+                except FileExistsError:
+                    pass
+        if holds(target, data):
+            return target, False
+    return None
+
+
+def holds(path: Path, data: bytes) -> bool:
+    """Whether `path` is a regular file (not a symlink) of exactly these bytes (size first: no read
+    for most mismatches)."""
+    try:
+        info = path.lstat()
+        return stat.S_ISREG(info.st_mode) and info.st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 #: errno → (error type, what happened, what to do) for writes that failed on the disk, not the path.

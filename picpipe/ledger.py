@@ -1,8 +1,9 @@
 """The ledger (the "mark file"): which bytes went to which URL and where each backup lives.
 
-An append-only JSON Lines file. Appends take an exclusive `flock` and go out in one `write`,
-so any number of concurrent writers leave whole lines; a torn line left by a crashed writer
-is fenced off with a newline, reported and skipped by readers, and never rewritten away.
+An append-only JSON Lines file. Appends take an exclusive lock (`picpipe.locks`: flock; a
+companion lock file on Windows) and go out in one `write`, so any number of concurrent writers
+leave whole lines; a torn line left by a crashed writer is fenced off with a newline, reported
+and skipped by readers, and never rewritten away.
 
 An image on a host is identified by (sha256, host, key), or by its URL when an imported entry
 has no hash. Its state is the latest record for that identity; backups accumulate.
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picpipe import console
+from picpipe import console, locks
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
 from picpipe.links import UrlSet, url_identity
@@ -254,16 +255,10 @@ class Ledger:
     @contextmanager
     def _locked(self) -> Iterator[int]:
         """The open file under an exclusive lock, with Ctrl-C held back until it is released."""
-        import fcntl
-
         self.open()
         assert self._fd is not None
-        with no_interrupt:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield self._fd
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with no_interrupt, locks.locked(self._fd, readers=self.path):
+            yield self._fd
 
     def _write(self, fd: int, entries: list[Record], written: list[tuple[int, int]] | None = None) -> int:
         if entries:
@@ -331,20 +326,17 @@ class Ledger:
         """Bring the index up to date before the first `append_new`, where Ctrl-C still stops
         the command (an append holds it back): the first look at a ledger of 1M lines takes
         seconds."""
-        import fcntl
         import sqlite3
 
         self.open()
         assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            index = self._open_index(self._fd)
-            if index is not None:
-                index.catch_up(self._fd)
-        except sqlite3.Error as exc:
-            self._index_broken(exc)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with locks.locked(self._fd, readers=self.path):
+            try:
+                index = self._open_index(self._fd)
+                if index is not None:
+                    index.catch_up(self._fd)
+            except sqlite3.Error as exc:
+                self._index_broken(exc)
 
     def index_file(self) -> Path | None:
         """The index's database file, once a look at the ledger opened it; else None."""
@@ -396,7 +388,6 @@ class Ledger:
         """`find(index, fd)` on an index brought up to date under the ledger's lock (so a line
         appended before this call is never missed); None when there is no usable index (the
         caller reads the whole file). No ledger yet: nothing to find."""
-        import fcntl
         import sqlite3
 
         with self._guard:
@@ -411,22 +402,22 @@ class Ledger:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     return None
-                fcntl.flock(fd, fcntl.LOCK_EX)  # the lock that serialises the index's writers
-                index = self._open_index(fd)
-                if index is None:
-                    return None
-                try:
-                    index.flush(fd)
-                    index.catch_up(fd)
-                    return find(index, fd)
-                except sqlite3.Error as exc:
-                    self._index_broken(exc)
-                    return None
-                finally:
-                    if self._index is not None:
-                        self._index.end_read()
+                with locks.locked(fd, readers=self.path):  # the lock that serialises the index's writers
+                    index = self._open_index(fd)
+                    if index is None:
+                        return None
+                    try:
+                        index.flush(fd)
+                        index.catch_up(fd)
+                        return find(index, fd)
+                    except sqlite3.Error as exc:
+                        self._index_broken(exc)
+                        return None
+                    finally:
+                        if self._index is not None:
+                            self._index.end_read()
             finally:
-                os.close(fd)  # releases the lock
+                os.close(fd)
 
     def states_for(self, sha256s: Iterable[str]) -> list[Record]:
         """The states of the images with these sha256s (any host, key), as `states()` has them,
@@ -522,7 +513,6 @@ class Ledger:
         """(index, open ledger, end): the index brought up to date under the lock, then a read
         transaction opened on it (a snapshot for as long as the caller reads), the lock released;
         `end` is where the index's lines end. None without a usable index or ledger file."""
-        import fcntl
         import sqlite3
 
         with self._guard:
@@ -534,17 +524,16 @@ class Ledger:
                 return None
             try:
                 if stat.S_ISREG(os.fstat(fd).st_mode):
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    index = self._open_index(fd)
-                    if index is not None:
-                        try:
-                            index.flush(fd)
-                            index.catch_up(fd)
-                            end = index.covered()  # starts the read transaction
-                            fcntl.flock(fd, fcntl.LOCK_UN)
-                            return index, fd, end
-                        except sqlite3.Error as exc:
-                            self._index_broken(exc)
+                    with locks.locked(fd, readers=self.path):  # released before the caller reads
+                        index = self._open_index(fd)
+                        if index is not None:
+                            try:
+                                index.flush(fd)
+                                index.catch_up(fd)
+                                end = index.covered()  # starts the read transaction
+                                return index, fd, end
+                            except sqlite3.Error as exc:
+                                self._index_broken(exc)
             except BaseException:
                 os.close(fd)
                 raise

@@ -132,30 +132,22 @@ class SyncState:
     def locked(self, wait: bool = True) -> Iterator[bool]:
         """The sync lock of this ledger: one sync at a time (an interactive one waits for the
         automatic one, saying so). Yields False when `wait` is off and another one holds it."""
-        with _flock(self.lock_path, wait=False) as free:
+        with _lock(self.lock_path, wait=False) as free:
             if free or not wait:
                 yield free
                 return
         console.say(f"waiting for another sync of {self.ledger} to end")
-        with _flock(self.lock_path, wait=True) as free:
+        with _lock(self.lock_path, wait=True) as free:
             yield free
 
 
 @contextmanager
-def _flock(path: Path, wait: bool) -> Iterator[bool]:
-    import fcntl
+def _lock(path: Path, wait: bool) -> Iterator[bool]:
+    """The lock file at `path` held while the block runs; False when `wait` is off and another holds it."""
+    from picpipe.locks import lock_file
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
+    with lock_file(path, wait) as fd:
+        yield fd is not None
 
 
 @dataclass
@@ -244,7 +236,7 @@ class Sync:
         except FileNotFoundError:
             return
         try:
-            size = _settled_size(fd)
+            size = _settled_size(fd, self.ledger_path)
             sent = int(ts["sent"])
             if sent and (sent > size or _tail_digest(fd, sent) != ts["digest"]):
                 self.report.replaced = True
@@ -372,7 +364,7 @@ def pending(ledger: Path, ts: dict[str, Any]) -> int:
     except FileNotFoundError:
         return 0
     try:
-        size = _settled_size(fd)
+        size = _settled_size(fd, ledger)
         sent = int(ts.get("sent", 0))
         if sent and (sent > size or _tail_digest(fd, sent) != ts.get("digest")):
             return size
@@ -383,15 +375,12 @@ def pending(ledger: Path, ts: dict[str, Any]) -> int:
 
 
 # -- reading the local ledger ------------------------------------------------------------------
-def _settled_size(fd: int) -> int:
-    """The ledger's size between two appends: writers append under an exclusive flock."""
-    import fcntl
+def _settled_size(fd: int, ledger: Path) -> int:
+    """The ledger's size between two appends: writers append under an exclusive lock."""
+    from picpipe.locks import locked
 
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    try:
+    with locked(fd, shared=True, readers=ledger):
         return os.fstat(fd).st_size
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _tail_digest(fd: int, offset: int) -> str:
@@ -546,7 +535,7 @@ def auto_sync(config: Config, name: str, ledger: Path, every: float, environ: An
     target: Target | None = None
     try:
         while True:
-            with _flock(state.auto_path, wait=False) as mine:
+            with _lock(state.auto_path, wait=False) as mine:
                 if not mine:
                     return 0  # the one holding it takes these lines too
                 if target is None:
@@ -650,7 +639,7 @@ def start_auto_sync(name: str, ledger: Path, environ: Any = os.environ) -> bool:
     import sys
 
     folder, ident = state_files(ledger, environ)
-    with _flock(folder / f"{ident}.auto", wait=False) as free:
+    with _lock(folder / f"{ident}.auto", wait=False) as free:
         if not free:
             return False
     log_path = folder / f"{ident}.log"

@@ -3,8 +3,8 @@
 thousand times from xargs must not spend it 600 times over.
 
 The times of the requests sent in the last window live in a small file under the cache folder,
-read and rewritten under `flock` before each request. Losing the file costs nothing but the
-memory of the last half hour.
+read and rewritten under its lock (`picpipe.locks`) before each request. Losing the file costs
+nothing but the memory of the last half hour.
 """
 
 from __future__ import annotations
@@ -74,12 +74,10 @@ class Pacer:
 
     def _take(self, now: float) -> float:
         """Seconds to wait before the next request; 0 when it may go now (and it is then counted)."""
-        import fcntl
+        from picpipe.locks import lock_file
 
-        self.state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with lock_file(self.state) as fd:
+            assert fd is not None  # a waiting lock is always taken
             times = sorted(t for t in _floats(os.read(fd, 1 << 20)) if now - self.window < t <= now + 1)
             delay = self._delay(times, now)
             if delay > 0:
@@ -90,8 +88,6 @@ class Pacer:
             os.ftruncate(fd, 0)
             os.write(fd, data)
             return 0.0
-        finally:
-            os.close(fd)  # releases the lock
 
 
 def _floats(data: bytes) -> list[float]:

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from picpipe.cli import Command, fail_record
@@ -104,35 +105,31 @@ class PasteCommand(Command):
     def store(self, data: bytes, name: str, folder: Path, template: str) -> Record:
         """Check the bytes, then write them under `folder` by the template, never over other bytes."""
         from picpipe.clipboard import check_image
-        from picpipe.files import temp_copy
+        from picpipe.files import names_beside, write_first_free
         from picpipe.keys import make_key
 
         facts = check_image(data, name)
         sha256 = hashlib.sha256(data).hexdigest()
         ext = _EXT.get(facts["format"], "." + facts["format"])
         relative = make_key(template, "clipboard" + ext, data, sha256, source=str(folder / ("clipboard" + ext)))
-        stem, suffix = os.path.splitext(relative)
-        for candidate in (relative, f"{stem}-{sha256[:12]}{suffix}", f"{stem}-{sha256}{suffix}"):
-            target = folder / candidate
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"--out {folder}: cannot make the folder {target.parent} ({exc.strerror or exc})",
-                                 "choose a folder you may write to with --out") from None
-            if not os.path.lexists(target):
-                with temp_copy(target.parent, data, ".pp-paste-") as temp:
-                    try:
-                        os.link(temp, target)  # atomic, and fails when another writer took the name
-                        break
-                    except FileExistsError:
-                        pass
-            if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
-                break
-        else:
+        placed = write_first_free(data, _folders_made(folder, names_beside(relative, sha256)), ".pp-paste-")
+        if placed is None:
             raise PicpipeError("name_taken", f"{folder / relative} and the names beside it hold other files",
                                "move those files away, or choose another --out or --name")
-        path = os.path.abspath(target)
+        path = os.path.abspath(placed[0])
         return {"path": path, "source": path, "sha256": sha256, "size": len(data), **facts}
+
+
+def _folders_made(folder: Path, names: list[str]) -> Iterator[Path]:
+    """The paths of `names` under `folder`, each folder on the way made: a usage error when it cannot be."""
+    for name in names:
+        target = folder / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {folder}: cannot make the folder {target.parent} ({exc.strerror or exc})",
+                             "choose a folder you may write to with --out") from None
+        yield target
 
 
 def main() -> int:

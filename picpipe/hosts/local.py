@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
-from picpipe.files import sweep_once, temp_copy
+from picpipe.files import publish, sweep_once, temp_copy
 from picpipe.hosts import Host, Stored, conflict
 
 #: How the temp files of an upload begin (hidden, and picpipe's: swept after a killed run).
@@ -29,7 +29,7 @@ class LocalHost(Host):
         self.root = (Path(os.path.expanduser(folder)) if folder else xdg_home("XDG_DATA_HOME", ".local/share") / "host")
 
     def default_base_url(self) -> str:
-        return self.root.resolve().as_uri() + "/"
+        return folder_url(self.root.resolve())
 
     def path(self, key: str) -> Path:
         root = self.root.resolve()
@@ -58,7 +58,7 @@ class LocalHost(Host):
                 os.replace(temp, target)
                 return Stored(key, self.url(key))
             try:
-                os.link(temp, target)  # atomic, and fails when the name is taken
+                publish(temp, target)
             except FileExistsError:
                 if target.read_bytes() == data:
                     return Stored(key, self.url(key), reused=True)
@@ -67,6 +67,13 @@ class LocalHost(Host):
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+
+def folder_url(folder: PurePath) -> str:
+    """The file: URL of an absolute folder, ending in a slash (RFC 8089, as pathlib writes it):
+    file:///home/me/host/, file:///C:/Users/me/host/, a UNC share file://server/share/host/;
+    `picpipe.linkcheck.local_path` reads each back."""
+    return folder.as_uri().rstrip("/") + "/"
 
 
 HOST = LocalHost

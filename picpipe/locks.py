@@ -1,0 +1,92 @@
+"""File locks between picpipe's processes (ledger appends, the ledger index's writers, the shared
+request budget, one ledger sync at a time), the same wherever picpipe runs.
+
+POSIX (Linux, macOS, BSD): `fcntl.flock` on the file itself, as picpipe always did: advisory,
+shared or exclusive, held per open file (two descriptors of one process exclude each other),
+released on unlock or when the descriptor closes; a wait blocks in the kernel, no polling. The
+standard library's own: nothing to import, nothing for a command's start-up to pay.
+
+Windows: locks are mandatory byte-range locks (`LockFileEx`): while a writer held a lock on the
+ledger, another process's plain read of those bytes would fail. So a file that others read
+without the lock (the ledger) is locked through a companion file beside it, `<name>.lock` (made
+once, empty, left in place: removing a lock file races with the next one to open it). The lock
+is taken with `filelock.lock_descriptor` (LockFileEx on the companion's first byte; a wait polls
+every POLL seconds). Windows has no shared lock there: a shared one is taken exclusive (only ever
+held for an fstat). `filelock` is imported on Windows only, when the first lock is taken.
+
+`MANDATORY` says which of the two is in force; the tests set it to drive the Windows path here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Whether this OS's file locks are mandatory (Windows): then filelock on companion files.
+MANDATORY = os.name == "nt"
+#: Seconds between two tries of a waiting lock on Windows (the kernel queues waiters on POSIX).
+POLL = 0.01
+
+
+@contextmanager
+def locked(fd: int, shared: bool = False, wait: bool = True, readers: Path | None = None) -> Iterator[bool]:
+    """`fd` locked while the block runs: exclusive, or `shared`; yields False (and holds nothing)
+    when `wait` is off and another process holds a conflicting lock.
+
+    `readers`: the path `fd` has open, when other processes read that file without taking the
+    lock (the ledger); on Windows the lock is then taken on the companion file `<path>.lock`.
+    Files only ever opened under their lock (a lock file, the request budget) are locked
+    themselves on every OS.
+    """
+    if not MANDATORY:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return
+    if readers is None:
+        with _mandatory(fd, wait) as free:
+            yield free
+        return
+    companion = os.open(readers.with_name(readers.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with _mandatory(companion, wait) as free:
+            yield free
+    finally:
+        os.close(companion)
+
+
+@contextmanager
+def _mandatory(fd: int, wait: bool) -> Iterator[bool]:
+    from filelock import lock_descriptor, unlock_descriptor
+
+    if not lock_descriptor(fd, blocking=wait, poll_interval=POLL):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        unlock_descriptor(fd)
+
+
+@contextmanager
+def lock_file(path: Path, wait: bool = True) -> Iterator[int | None]:
+    """The file at `path` (made when missing, in a folder private to the user) open and locked
+    exclusive while the block runs: a lock file, or a small state file read and rewritten through
+    the descriptor yielded. None instead when `wait` is off and another process holds the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with locked(fd, wait=wait) as free:
+            yield fd if free else None
+    finally:
+        os.close(fd)
