@@ -15,6 +15,14 @@ every POLL seconds). Windows has no shared lock there: a shared one is taken exc
 held for an fstat). `filelock` is imported on Windows only, when the first lock is taken.
 
 `MANDATORY` says which of the two is in force; the tests set it to drive the Windows path here.
+
+The code paths of locking and publishing that differ by OS, all of them (each tested on Linux,
+the Windows and macOS ones through their stand-ins):
+- `locked`: flock (POSIX) or filelock on a companion file (Windows);
+- `picpipe.files.links_refused`: errno (POSIX) or winerror (Windows) says a hard link is refused;
+- `picpipe.files.rename_noreplace`: renameat2 (Linux), renameatx_np (macOS), os.rename (Windows);
+- `picpipe.files.NOFOLLOW`, `CLOEXEC`: flags Windows lacks, 0 there;
+- `picpipe.linkcheck.local_path`: file: URLs of drives and UNC shares (Windows).
 """
 
 from __future__ import annotations
