@@ -296,7 +296,7 @@ def test_nothing_is_written_outside_out(site, fetch, tmp_path):
     assert code == 0
     out_dir = tmp_path / "fetched"
     assert [Path(r["path"]).relative_to(out_dir / "127.0.0.1").as_posix() for r in out] == [
-        "escape1.png", "a/escape2.png", "escape3.png", "escape4.png", "etc/escape5.png", "nulname.png",
+        "escape1.png", "escape2.png", "escape3.png", "escape4.png", "etc/escape5.png", "nulname.png",
         "index.png", "index.png"]
     assert {p for p in files_under(tmp_path) - before if not p.startswith("fetched/")} == set()
 
