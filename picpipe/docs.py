@@ -1341,9 +1341,13 @@ def _write_new(name: str, data: bytes, before: os.stat_result) -> bool:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    mode = stat.S_IMODE(before.st_mode)
     with os.fdopen(fd, "wb") as handle:
-        os.fchmod(fd, stat.S_IMODE(before.st_mode))
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         handle.write(data)
+    if not hasattr(os, "fchmod"):
+        os.chmod(name, mode)  # Windows before Python 3.13: its read-only bit is all a mode holds there
     os.utime(name, ns=(before.st_atime_ns, before.st_mtime_ns))
     return True
 

@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -400,3 +401,22 @@ def os_error(exc: OSError) -> PicpipeError:
         return PicpipeError(kind, f"{where}{problem}", hint)
     return PicpipeError("io", f"{where}{exc.strerror or exc}",
                         _HINTS.get(exc.errno or 0, "check the file, its folder and the disk"))
+
+
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """`os.pread`: up to `size` bytes at `offset`, the file position untouched. Windows has no
+    pread: there a seek and a read, under one lock so that threads sharing a descriptor (pp-server's
+    ledger) never move each other's position, which is put back after."""
+    if _os_pread is not None:
+        return _os_pread(fd, size, offset)
+    with _seek_lock:
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, size)
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
+
+
+_os_pread: Callable[[int, int, int], bytes] | None = getattr(os, "pread", None)
+_seek_lock = threading.Lock()

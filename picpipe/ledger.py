@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picpipe import console, locks
+from picpipe import console, files, locks
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
 from picpipe.links import UrlSet, url_identity
@@ -272,7 +272,7 @@ class Ledger:
         size = os.fstat(fd).st_size
         # The file ends where our last line ended: its last byte is our newline, no need to look.
         start = size
-        if size and size != self._end and os.pread(fd, 1, size - 1) != b"\n":
+        if size and size != self._end and files.pread(fd, 1, size - 1) != b"\n":
             data, start = b"\n" + data, size + 1  # fence off a torn line left by a crashed writer
         view = memoryview(data)
         try:
@@ -676,7 +676,7 @@ def _read_at(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[tuple[int, R
     decode = json.JSONDecoder().decode
     for off, length in sorted(set(spans)):
         try:
-            value = decode(os.pread(fd, length, off).decode("utf-8").strip())
+            value = decode(files.pread(fd, length, off).decode("utf-8").strip())
         except ValueError:  # the index covers whole good lines only: a file changed under it
             continue
         if isinstance(value, dict):
@@ -881,7 +881,7 @@ class LedgerIndex:
 
     def _tail(self, fd: int, end: int) -> str:
         start = max(0, end - self.TAIL)
-        return hashlib.sha256(os.pread(fd, end - start, start)).hexdigest()
+        return hashlib.sha256(files.pread(fd, end - start, start)).hexdigest()
 
     @staticmethod
     def _look(info: os.stat_result) -> tuple[int, ...]:
@@ -995,7 +995,7 @@ class LedgerIndex:
         as a record (a file edited by hand) is one: the readers (`_scan`) take it too."""
         position, rest = offset, b""
         while position < end:
-            block = os.pread(fd, min(chunk, end - position), position)
+            block = files.pread(fd, min(chunk, end - position), position)
             if not block:
                 break
             position += len(block)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picpipe import console
+from picpipe import console, files
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.timeutil import now_iso
@@ -385,7 +385,7 @@ def _settled_size(fd: int, ledger: Path) -> int:
 
 def _tail_digest(fd: int, offset: int) -> str:
     start = max(0, offset - TAIL)
-    return hashlib.sha256(os.pread(fd, offset - start, start)).hexdigest()
+    return hashlib.sha256(files.pread(fd, offset - start, start)).hexdigest()
 
 
 def _prefix_digest(path: Path, size: int) -> bytes | None:
@@ -407,7 +407,7 @@ def _last_line_end(fd: int, start: int, end: int) -> int:
     pos = end
     while pos > start:
         low = max(start, pos - BLOCK)
-        found = os.pread(fd, pos - low, low).rfind(b"\n")
+        found = files.pread(fd, pos - low, low).rfind(b"\n")
         if found >= 0:
             return low + found + 1
         pos = low
@@ -449,7 +449,7 @@ def _line_blocks(fd: int, start: int, end: int, skip: list[tuple[int, int]]) -> 
     for low, high in _outside(start, end, skip):
         pos, carry = low, b""
         while pos < high:
-            chunk = os.pread(fd, min(BLOCK, high - pos), pos)
+            chunk = files.pread(fd, min(BLOCK, high - pos), pos)
             if not chunk:  # cannot be: the ledger is only appended to, and `end` was read from it
                 raise PicpipeError("ledger_changed", "the ledger became shorter while it was read",
                                    "run the sync again")

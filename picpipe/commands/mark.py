@@ -179,7 +179,7 @@ class MergeCommand(LedgerCommand):
 
     def run(self, args: argparse.Namespace) -> int:
         ledger = self.open_ledger(args)
-        sources = [Ledger(name if name != "-" else "/dev/stdin") for name in args.files]
+        sources = [Ledger(name) if name != "-" else stdin_ledger() for name in args.files]
         for name, source in zip(args.files, sources):  # all of them before any line is added
             if name != "-" and not source.path.exists() or source.path.is_dir():
                 raise UsageError(f"{name}: no such ledger file")
@@ -395,6 +395,27 @@ COMMAND_CLASSES: dict[str, type[Command]] = {
     "tee": TeeCommand, "find": FindCommand, "merge": MergeCommand, "import": ImportCommand, "check": CheckCommand,
     "index": IndexCommand,
 }
+
+
+#: The file that is stdin: read as it streams in (POSIX); where there is none (Windows), a copy.
+STDIN = "/dev/stdin"
+
+
+def stdin_ledger() -> Ledger:
+    """The ledger piped in (`pp-mark merge -`). Without a /dev/stdin (Windows), stdin is copied
+    into a temp file first, removed when the command ends."""
+    import os
+
+    if os.path.exists(STDIN):
+        return Ledger(STDIN)
+    import atexit
+    import shutil
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("wb", prefix="pp-mark-", suffix=".jsonl", delete=False) as spool:
+        atexit.register(os.unlink, spool.name)
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+    return Ledger(spool.name)
 
 
 def main() -> int:
