@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import command_path, parse_jsonl
 from picpipe import clipboard
 from picpipe.errors import PicpipeError
-from tests.conftest import command_path, parse_jsonl
 
 FAKE = f"""#!{sys.executable}
 import json, os, re, shutil, sys, time
