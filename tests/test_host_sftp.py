@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sshd import PASSPHRASE, Sshd, free_port, sshd
 
 from conftest import ROOT, jsonl, parse_jsonl
+from sshd import PASSPHRASE, Sshd, free_port, sshd
 from test_upload import image
 
 BASE = "https://img.example.com/"
