@@ -42,6 +42,13 @@ LEDGER_NAME = "picpipe-ledger.jsonl"
 TYPES = ("local", "webdav")
 #: Temp files of a restore, at the top of --out: `files.temp_copy` names them, `files.sweep_temps` removes stale ones.
 RESTORE_TEMP = ".pp-restore-"
+#: Whether restore walks `out` by open folders, race-free (POSIX: openat, mkdirat, linkat, renameat),
+#: or by paths checked at each step (Windows: no dir_fd, no O_DIRECTORY). The tests turn it off.
+FOLDER_FDS = hasattr(os, "O_DIRECTORY") and {os.open, os.mkdir, os.link, os.rename, os.unlink} <= os.supports_dir_fd
+#: The bit of a reparse point's tag that says it stands for another path (IsReparseTagNameSurrogate):
+#: set for symlinks (IO_REPARSE_TAG_SYMLINK) and junctions (IO_REPARSE_TAG_MOUNT_POINT), not for
+#: OneDrive's cloud placeholders or deduplicated files, which are the folder or file itself.
+NAME_SURROGATE = 0x20000000
 #: Bytes per read of a file streamed from a target.
 CHUNK = 1 << 20
 
@@ -468,20 +475,37 @@ def restore(record: Record, targets: TargetFinder, out: Path, only: str | None =
 def write_restored(out: Path, key: str, data: bytes) -> Path:
     """`data` at out/key, made atomically and only where no file is (a link cannot replace one): the
     same bytes already there are that file; other bytes get the hash in their name. Nothing is
-    written outside `out`: each folder on the way is made and opened without following a symlink
-    (one planted in `out` could lead anywhere), and the file is made inside the folder so opened."""
+    written outside `out` through a symlink planted in it (one could lead anywhere).
+
+    POSIX (`FOLDER_FDS`): each folder on the way is made and opened relative to the one before,
+    without following a symlink, and the file is made inside the folder so opened: no race.
+
+    Windows has no dir_fd and no O_DIRECTORY: the folders are walked by path, each made and then
+    looked at (lstat) and refused when it is a symlink, a junction or another reparse point that
+    names another path (`_leads_elsewhere`), and the file is published by path. What this cannot
+    guarantee: a folder swapped for a link between its check and the write is followed. That needs
+    someone writing into `out` during the restore, racing it, and on Windows making a symlink takes
+    administrator rights or developer mode; a junction needs neither, but one made before the
+    restore is refused, as is a symlink.
+    """
     parts = sanitize(key).split("/")
     out.mkdir(parents=True, exist_ok=True)
+    if not FOLDER_FDS:
+        folder = out
+        for part in parts[:-1]:
+            folder = _checked_folder(folder / part)
+        return folder / _place(out, None, folder, None, parts[-1], data)
     top = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    folder = os.dup(top)
+    folder_fd = os.dup(top)
     try:
         for depth, part in enumerate(parts[:-1], 1):
-            inner = _open_folder(folder, part, out.joinpath(*parts[:depth]))
-            os.close(folder)
-            folder = inner
-        return out.joinpath(*parts[:-1], _place(out, top, folder, parts[-1], data))
+            inner = _open_folder(folder_fd, part, out.joinpath(*parts[:depth]))
+            os.close(folder_fd)
+            folder_fd = inner
+        where = out.joinpath(*parts[:-1])
+        return where / _place(out, top, where, folder_fd, parts[-1], data)
     finally:
-        os.close(folder)
+        os.close(folder_fd)
         os.close(top)
 
 
@@ -498,35 +522,77 @@ def _open_folder(parent: int, name: str, where: Path) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
-        raise PicpipeError("unsafe_path", f"{where} is a symlink or a file, not a folder: nothing was written "
-                           "through it", "restore into a new --out folder, or remove what is at that name") from None
+        raise _unsafe(where) from None
 
 
-def _place(out: Path, top: int, folder: int, name: str, data: bytes) -> str:
-    """The name in the open `folder` where `data` now is (see write_restored): a temp file at the
-    top of `out` (opened as `top`, where the next restore sweeps what a killed one left), linked
-    to `name`, or renamed to a name with the hash in it."""
-    from picpipe.files import temp_copy
-
-    with temp_copy(out, data, RESTORE_TEMP, dir_fd=top) as temp:
-        try:
-            publish(temp, name, src_dir_fd=top, dst_dir_fd=folder)
-            return name
-        except FileExistsError:
-            if _holds(folder, name, data):
-                return name
-        stem, suffix = os.path.splitext(name)
-        named = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
-        os.replace(temp, named, src_dir_fd=top, dst_dir_fd=folder)  # named after its bytes: same for all
-        return named
-
-
-def _holds(folder: int, name: str, data: bytes) -> bool:
-    """Whether `name` in the open `folder` is a regular file (not a symlink) holding `data`."""
+def _checked_folder(where: Path) -> Path:
+    """The folder at `where`, made when missing, then looked at (also when just made: another
+    process may have put a link there first): never a symlink, a junction or a file."""
     import stat
 
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        os.mkdir(where)
+    except FileExistsError:
+        pass
+    info = os.lstat(where)
+    if not stat.S_ISDIR(info.st_mode) or _leads_elsewhere(info):
+        raise _unsafe(where)
+    return where
+
+
+def _leads_elsewhere(info: os.stat_result) -> bool:
+    """Whether lstat's `info` is of a link: a symlink, or on Windows a reparse point standing for
+    another path (a junction has S_IFDIR, only its attributes tell). A reparse point whose tag
+    is unknown counts as one."""
+    import stat
+
+    if stat.S_ISLNK(info.st_mode):
+        return True
+    if not getattr(info, "st_file_attributes", 0) & stat.FILE_ATTRIBUTE_REPARSE_POINT:
+        return False
+    tag = getattr(info, "st_reparse_tag", 0)
+    return not tag or bool(tag & NAME_SURROGATE)
+
+
+def _unsafe(where: Path) -> PicpipeError:
+    return PicpipeError("unsafe_path", f"{where} is a symlink or a file, not a folder: nothing was written "
+                        "through it", "restore into a new --out folder, or remove what is at that name")
+
+
+def _place(out: Path, top: int | None, folder: Path, folder_fd: int | None, name: str, data: bytes) -> str:
+    """The name in `folder` where `data` now is (see write_restored): a temp file at the top of
+    `out` (where the next restore sweeps what a killed one left), linked to `name`, or renamed to
+    a name with the hash in it. With `top` and `folder_fd` (both folders open: POSIX) the names
+    are relative to them; without (Windows), paths."""
+    from picpipe.files import temp_copy
+
+    def at(file: str) -> str:
+        return file if folder_fd is not None else str(folder / file)
+
+    with temp_copy(out, data, RESTORE_TEMP, dir_fd=top) as temp:
+        try:
+            publish(temp, at(name), src_dir_fd=top, dst_dir_fd=folder_fd)
+            return name
+        except FileExistsError:
+            if _holds(folder_fd, at(name), data):
+                return name
+        stem, suffix = os.path.splitext(name)
+        named = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
+        os.replace(temp, at(named), src_dir_fd=top, dst_dir_fd=folder_fd)  # named after its bytes: same for all
+        return named
+
+
+def _holds(folder_fd: int | None, name: str, data: bytes) -> bool:
+    """Whether `name` (in the open folder `folder_fd`, else a path) is a regular file, not a
+    symlink, holding `data`."""
+    import stat
+
+    if folder_fd is None:  # Windows has no O_NOFOLLOW: lstat first
+        from picpipe.files import holds
+
+        return holds(Path(name), data)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder_fd)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:
