@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.files import NOFOLLOW, publish
+from picpipe.files import BINARY, NOFOLLOW, publish
 from picpipe.keys import make_key, sanitize
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
@@ -202,7 +202,7 @@ class FolderTarget(Target):
     def write_new(self, name: str, data: bytes, temp: str) -> bool:
         path, temp_path = self.root / name, self.root / temp
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -592,7 +592,7 @@ def _holds(folder_fd: int | None, name: str, data: bytes) -> bool:
 
         return holds(Path(name), data)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | BINARY, dir_fd=folder_fd)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:

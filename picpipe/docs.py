@@ -46,6 +46,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from picpipe.errors import PicpipeError
+from picpipe.files import BINARY, NONBLOCK
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
 HTML_SUFFIXES = (".html", ".htm")
@@ -1185,7 +1186,7 @@ def _image_file(path: str) -> bool:
     if path.lower().endswith(IMAGE_SUFFIXES):
         return os.path.isfile(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | NONBLOCK | BINARY)
     except OSError:
         return False
     try:
@@ -1338,7 +1339,7 @@ def _backup_names(doc: str) -> Iterator[str]:
 def _write_new(name: str, data: bytes, before: os.stat_result) -> bool:
     """Write a file that is not there yet (False when it is), with the mode and times of `before`."""
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | BINARY, 0o600)
     except FileExistsError:
         return False
     mode = stat.S_IMODE(before.st_mode)

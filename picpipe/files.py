@@ -28,7 +28,7 @@ def read_source(path: str, max_bytes: int | None = None) -> bytes:
     before it is read: the commands hold the bytes in memory.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | NONBLOCK | BINARY | CLOEXEC)
     except FileNotFoundError:
         raise PicpipeError("not_found", f"{path}: no such file",
                            "check the path (relative to the current folder)") from None
@@ -46,7 +46,8 @@ def read_source(path: str, max_bytes: int | None = None) -> bytes:
             raise _not_a_file(path, _SPECIAL.get(stat.S_IFMT(info.st_mode), "special file"))
         if max_bytes is not None and info.st_size > max_bytes:
             raise _too_big(path, max_bytes)
-        os.set_blocking(fd, True)
+        if NONBLOCK:
+            os.set_blocking(fd, True)
         with open(fd, "rb", closefd=False) as handle:
             data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     finally:
@@ -174,7 +175,7 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None)
     relative to it, is yielded: a symlink planted at `folder` afterwards cannot redirect it.
     """
     sweep_once(folder, prefix)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC | BINARY
     while True:
         name = f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
         temp = os.path.join(folder, name)
@@ -207,8 +208,11 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None)
 
 
 #: os.open flags that POSIX has and Windows lacks (where nothing needs them: no symlink is followed
-#: by O_EXCL creation there, and handles are not inherited by default).
-NOFOLLOW, CLOEXEC = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_CLOEXEC", 0)
+#: by O_EXCL creation there, handles are not inherited by default, and there are no FIFOs to block on).
+NOFOLLOW, CLOEXEC, NONBLOCK = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_CLOEXEC", 0), getattr(os, "O_NONBLOCK", 0)
+#: The flag Windows needs on every os.open of a file's bytes: without it the descriptor is in text
+#: mode, reads turn \r\n into \n and stop at ^Z, writes turn \n into \r\n. 0 on POSIX.
+BINARY: int = getattr(os, "O_BINARY", 0)
 
 
 # -- putting a finished file in place, never over another ------------------------------------
@@ -314,7 +318,8 @@ def _claim_and_replace(temp: str, target: str | os.PathLike[str], src_dir_fd: in
     """`publish`'s last resort: the name claimed with an empty file made O_EXCL, then `temp` renamed
     over that claim (ours: every writer of new names refuses a taken one)."""
     try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC, 0o666, dir_fd=dst_dir_fd))
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o666,
+                         dir_fd=dst_dir_fd))
     except FileExistsError:
         _settle(target, dst_dir_fd)
         raise

@@ -221,7 +221,7 @@ class Ledger:
         """Create the file (and its folder, private to the user) if needed, and keep it open."""
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | files.BINARY, 0o600)
         return self
 
     def close(self) -> None:
@@ -394,7 +394,7 @@ class Ledger:
             if self._index_failed:
                 return None
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                fd = os.open(self.path, os.O_RDONLY | files.BINARY)
             except FileNotFoundError:
                 return []
             except OSError:
@@ -519,7 +519,7 @@ class Ledger:
             if self._index_failed:
                 return None
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                fd = os.open(self.path, os.O_RDONLY | files.BINARY)
             except OSError:
                 return None
             try:

@@ -232,7 +232,7 @@ class Sync:
             self.target.remove(ts["temp"])
             ts["temp"] = None
         try:
-            fd = os.open(self.ledger_path, os.O_RDONLY)
+            fd = os.open(self.ledger_path, os.O_RDONLY | files.BINARY)
         except FileNotFoundError:
             return
         try:
@@ -318,7 +318,7 @@ class Sync:
             digest = hashlib.sha256()
             merged = self.merge(LEDGER_NAME, LEDGER_NAME, digest.update)
             if merged and not ts["sent"] and _prefix_digest(self.ledger_path, merged) == digest.digest():
-                fd = os.open(self.ledger_path, os.O_RDONLY)
+                fd = os.open(self.ledger_path, os.O_RDONLY | files.BINARY)
                 try:
                     self._sent_to(fd, merged)
                 finally:
@@ -360,7 +360,7 @@ class Sync:
 
 def pending(ledger: Path, ts: dict[str, Any]) -> int:
     try:
-        fd = os.open(ledger, os.O_RDONLY)
+        fd = os.open(ledger, os.O_RDONLY | files.BINARY)
     except FileNotFoundError:
         return 0
     try:
@@ -651,7 +651,7 @@ def start_auto_sync(name: str, ledger: Path, environ: Any = os.environ) -> bool:
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.BINARY, 0o600)
     try:
         subprocess.Popen([sys.executable, "-m", "picpipe.commands.backup", "ledger", "--to", name, "--auto",
                           "--ledger", str(Path(os.path.abspath(ledger)))],

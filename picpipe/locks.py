@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from picpipe.files import BINARY
+
 #: Whether this OS's file locks are mandatory (Windows): then filelock on companion files.
 MANDATORY = os.name == "nt"
 #: Seconds between two tries of a waiting lock on Windows (the kernel queues waiters on POSIX).
@@ -67,7 +69,7 @@ def locked(fd: int, shared: bool = False, wait: bool = True, readers: Path | Non
         with _mandatory(fd, wait) as free:
             yield free
         return
-    companion = os.open(readers.with_name(readers.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    companion = os.open(readers.with_name(readers.name + ".lock"), os.O_RDWR | os.O_CREAT | BINARY, 0o600)
     try:
         with _mandatory(companion, wait) as free:
             yield free
@@ -94,7 +96,7 @@ def lock_file(path: Path, wait: bool = True) -> Iterator[int | None]:
     exclusive while the block runs: a lock file, or a small state file read and rewritten through
     the descriptor yielded. None instead when `wait` is off and another process holds the lock."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | BINARY, 0o600)
     try:
         with locked(fd, wait=wait) as free:
             yield fd if free else None

@@ -130,3 +130,28 @@ def test_a_ledger_sync_without_pread(run, tmp_path, windows_like):
     assert "sent 20 lines" in both and "received 30 lines" in both
     assert "20 added" in laptop.sync(**windows_like).stderr
     assert lines(laptop.ledger) == lines(desktop.ledger) and len(lines(laptop.ledger)) == 50
+
+
+def test_every_os_open_of_a_files_bytes_is_binary_on_windows():
+    """Windows opens a descriptor in text mode unless told O_BINARY: reads would turn \\r\\n into
+    \\n and stop at ^Z, corrupting images and ledgers. So every os.open in picpipe names
+    files.BINARY (0 on POSIX), but those of os.devnull and of folders."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "picpipe"
+    checked, offenders = 0, []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        binary_flags = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                        and "BINARY" in ast.unparse(node.value) for target in node.targets
+                        if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and ast.unparse(node.func) == "os.open"):
+                continue
+            checked += 1
+            name, flags = ast.unparse(node.args[0]), node.args[1]
+            if "BINARY" in ast.unparse(flags) or "O_DIRECTORY" in ast.unparse(flags) or name == "os.devnull" \
+                    or isinstance(flags, ast.Name) and flags.id in binary_flags:
+                continue
+            offenders.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)}")
+    assert checked > 15 and offenders == []
