@@ -1,7 +1,7 @@
 """The commands on a system without POSIX's extras, as on Windows: no `os.pread` (the ledger, its
 index and its sync read by seek and read), no `/dev/stdin` (`pp-mark merge -` copies stdin first),
-no `os.fchmod` (pp-rewrite sets a document's mode by name). A sitecustomize on PYTHONPATH takes
-them away from the real commands."""
+no `os.fchmod` (pp-rewrite sets a document's mode by name), no `O_NONBLOCK`, `O_NOFOLLOW`,
+`O_CLOEXEC` or `os.uname`. A sitecustomize on PYTHONPATH takes them away from the real commands."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from picpipe import files
 
 NO_POSIX = (
     "import os\n"
-    "del os.pread, os.fchmod\n"
+    "del os.pread, os.fchmod, os.O_NONBLOCK, os.O_NOFOLLOW, os.O_CLOEXEC, os.uname\n"
     "import picpipe.commands.mark\n"
     "picpipe.commands.mark.STDIN = os.path.join(os.sep, 'no', 'dev', 'stdin')\n"
 )
@@ -35,7 +35,7 @@ def windows_like(env, tmp_path: Path) -> dict[str, str]:
     site.mkdir()
     (site / "sitecustomize.py").write_text(NO_POSIX)
     extra = {"PYTHONPATH": os.pathsep.join([str(site), env["PYTHONPATH"]])}
-    check = "import os; assert not hasattr(os, 'pread') and not hasattr(os, 'fchmod')"
+    check = "import os; assert not any(hasattr(os, n) for n in ('pread', 'fchmod', 'O_NONBLOCK', 'uname'))"
     subprocess.run([sys.executable, "-c", check], env={**env, **extra}, check=True)
     return extra
 
