@@ -299,6 +299,8 @@ _BACKTICKS = re.compile(r"`+")
 _BRACKET_TOKEN = re.compile(r"\\.|`+|[\[\]]", re.S)
 #: Longer <img> tags (a big data: URI in src) are not read: nothing in them is worth a record.
 MAX_TAG = 16384
+#: The attributes of an <img> that name one image, and the ref.kind of each.
+_SOURCES = (("src", "html"), ("data-src", "data-src"), ("data-original", "data-original"))
 _IMG_TAG = re.compile(r"""<(?:img|source)(?=[\s/>])(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""", re.I)
 #: Obsidian's embed: ![[name]], ![[name|300]], ![[folder/name.png#heading|alias]] (https://help.obsidian.md/embeds)
 _OBSIDIAN = re.compile(r"!\[\[([^\[\]|#^\n]+)(?:#[^\[\]|\n]*)?(?:\|[^\[\]\n]*)?\]\]")
@@ -532,7 +534,9 @@ class _Finder:
             values.setdefault(attribute.group(1).lower(), (attribute, group))
         alt, alt_group = values.get("alt", (None, 0))
         alt_text = (decode_target(alt.group(alt_group), "html") if alt is not None and alt_group else None) or None
-        for name, kind in (("src", "html"), ("data-src", "data-src"), ("data-original", "data-original")):
+        # <source src> is a video's or a sound's; a <picture>'s <source> names its images in srcset only
+        sources = () if self.text[at + 1:at + 7].lower() == "source" else _SOURCES
+        for name, kind in sources:
             value, group = values.get(name, (None, 0))
             if value is not None and group:
                 self.add(self.make(kind, at, tag.end(), value.start(group), value.end(group), _QUOTES[group],

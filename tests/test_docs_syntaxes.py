@@ -192,6 +192,14 @@ def test_lazy_loading_attributes_and_srcset():
     assert refs[6].url == "https://img.example.com/orig.jpg?w=1&h=2"  # entities decoded as in src
 
 
+def test_a_video_source_is_no_image():
+    """<source src> is a <video>'s or <audio>'s (Obsidian's own release notes have one); a
+    <picture>'s <source> names its images in srcset."""
+    text = ('<video controls>\n  <source src="https://x.example/v.mp4" type="video/mp4">\n</video>\n\n'
+            '<picture><source srcset="https://x.example/p.avif" src="https://x.example/no.png"></picture>\n')
+    assert [(ref.kind, ref.target) for ref in find_refs(text, "doc.md")] == [("srcset", "https://x.example/p.avif")]
+
+
 @pytest.mark.parametrize("name, expected", [
     ("front_matter.md", [
         (3, "/img/index.png", ""), (4, "https://img.example.com/banner it's.png", "'"),
