@@ -244,9 +244,10 @@ def publish(temp: str, target: str | os.PathLike[str], src_dir_fd: int | None = 
     A hard link first. Where the file system refuses hard links (`links_refused`: FAT32, exFAT,
     many SMB shares), a rename that refuses a taken name (`rename_noreplace`). Where there is no
     such rename either, the name is claimed with an empty file made O_EXCL and `temp` renamed over
-    that claim: a reader may see the empty file for a moment, never part of a file; a crash in
-    between (nothing is written there) leaves an empty file at the name, which no image is: it
-    reads as a taken name until removed by hand.
+    that claim: a reader may see the empty file for a moment, never part of a file. A crash in
+    between (nothing is written there) leaves an empty file at the name, which no image is: a
+    taken name for CLAIM_ABANDONED seconds, then removed by the next writer of that name
+    (`_claim`), since a content-hash key can go nowhere else.
     """
     try:
         os.link(temp, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
@@ -254,7 +255,7 @@ def publish(temp: str, target: str | os.PathLike[str], src_dir_fd: int | None = 
     except FileExistsError:
         raise
     except OSError as exc:
-        if not links_refused(exc):  # EXDEV among them: a rename cannot cross disks either
+        if not links_refused(exc):  # EXDEV is not among them: re-raised, as a rename cannot cross disks
             raise
     if not rename_noreplace(temp, target, src_dir_fd, dst_dir_fd):
         _claim_and_replace(temp, target, src_dir_fd, dst_dir_fd)
@@ -270,6 +271,8 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str], s
     without it). macOS: renameatx_np(RENAME_EXCL) (10.12; ENOTSUP from a file system without it).
     """
     if os.name == "nt":
+        if src_dir_fd is not None or dst_dir_fd is not None:  # os.rename would drop them without a word
+            raise NotImplementedError("rename_noreplace: dir_fd unavailable on this platform")
         os.rename(src, dst)
         return True
     call = _noreplace_rename()
@@ -315,34 +318,104 @@ def _noreplace_rename() -> NoReplace | None:
 
 def _claim_and_replace(temp: str, target: str | os.PathLike[str], src_dir_fd: int | None,
                        dst_dir_fd: int | None) -> None:
-    """`publish`'s last resort: the name claimed with an empty file made O_EXCL, then `temp` renamed
-    over that claim (ours: every writer of new names refuses a taken one)."""
-    try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o666,
-                         dir_fd=dst_dir_fd))
-    except FileExistsError:
-        _settle(target, dst_dir_fd)
-        raise
+    """`publish`'s last resort: the name claimed with an empty file made O_EXCL (`_claim`), then
+    `temp` renamed over that claim (ours: every writer of new names refuses a taken one)."""
+    claim, replaced = _claim(target, dst_dir_fd), False
     try:
         os.replace(temp, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        replaced = True
     except BaseException:
-        try:
-            os.unlink(target, dir_fd=dst_dir_fd)  # our empty claim, nothing else
-        except OSError:
-            pass
+        # Our empty claim only, never the file just published: a Ctrl-C may land after os.replace
+        # returned and before the flag is set, and then the name no longer holds the claim's inode.
+        if not replaced and _same_file(target, dst_dir_fd, claim):
+            try:
+                os.unlink(target, dir_fd=dst_dir_fd)
+            except OSError:
+                pass
         raise
 
 
-def _settle(target: str | os.PathLike[str], dir_fd: int | None, wait: float = 1.0) -> None:
-    """Wait (a second at most) while the taken name holds an empty file: another writer's claim,
-    about to be replaced by its file, so that the caller compares the bytes that will be there."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+#: Seconds after which an empty file at a name is a claim whose writer died (`_claim`): a live
+#: writer replaces its claim within milliseconds. Ample for clocks of two machines sharing a folder.
+CLAIM_ABANDONED = 60.0
+#: Seconds `_settle` waits for another writer's claim to be filled.
+SETTLE = 1.0
+
+
+def _claim(target: str | os.PathLike[str], dir_fd: int | None, retry: bool = True) -> os.stat_result:
+    """The name taken with an empty file made O_EXCL; that file's stat. FileExistsError when taken.
+
+    An empty file that has been there CLAIM_ABANDONED seconds is a claim left by a crash: it is
+    removed and the name claimed again, once. The removal is made by one writer at a time (the
+    O_EXCL file `<name>.pp-reclaim`), which checks under it that the name still holds that old
+    empty file: two writers that find one dead claim never remove the fresh claim of the first.
+    (A crash inside that step leaves the guard: the name then waits for a person, as before.)
+    """
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o666, dir_fd=dir_fd)
+    except FileExistsError:
+        left = _settle(target, dir_fd)
+        if retry and left is not None and _abandoned(left) and _reclaim(target, dir_fd, left):
+            return _claim(target, dir_fd, retry=False)
+        raise
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _abandoned(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0 and time.time() - info.st_mtime > CLAIM_ABANDONED
+
+
+def _same_file(target: str | os.PathLike[str], dir_fd: int | None, info: os.stat_result) -> bool:
+    try:
+        now = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _reclaim(target: str | os.PathLike[str], dir_fd: int | None, left: os.stat_result) -> bool:
+    """Remove the abandoned claim `left` at `target`; False when another writer is at it, or the
+    name holds something else by now."""
+    guard = os.fspath(target) + ".pp-reclaim"
+    try:
+        os.close(os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o600, dir_fd=dir_fd))
+    except OSError:
+        return False
+    try:
         try:
-            if os.stat(target, dir_fd=dir_fd, follow_symlinks=False).st_size:
-                return
+            now = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
-            return
+            return True  # gone already: claim it
+        if (now.st_dev, now.st_ino) != (left.st_dev, left.st_ino) or not _abandoned(now):
+            return False
+        os.unlink(target, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            os.unlink(guard, dir_fd=dir_fd)
+        except OSError:
+            pass
+
+
+def _settle(target: str | os.PathLike[str], dir_fd: int | None) -> os.stat_result | None:
+    """Wait (SETTLE seconds at most) while the taken name holds an empty file: another writer's
+    claim, about to be replaced by its file, so that the caller compares the bytes that will be
+    there. The empty file's stat when it stays empty; None once it is filled or gone."""
+    deadline = time.monotonic() + SETTLE
+    while True:
+        try:
+            info = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if info.st_size or not stat.S_ISREG(info.st_mode):
+            return None
+        if time.monotonic() >= deadline:
+            return info
         time.sleep(0.01)
 
 
@@ -366,6 +439,7 @@ def write_first_free(data: bytes, targets: Iterable[Path], prefix: str) -> tuple
                     return target, True
                 except FileExistsError:
                     pass
+        _settle(target, None)  # another writer's empty claim: compare the bytes it is putting there
         if holds(target, data):
             return target, False
     return None

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path, PureWindowsPath
 
 import pytest
@@ -21,8 +22,9 @@ from conftest import jsonl, parse_jsonl
 from fakehost import FakeHandler, serving
 from picpipe import files
 from picpipe.backup import FolderTarget
+from picpipe.errors import PicpipeError
 from picpipe.files import publish, temp_copy, write_first_free
-from picpipe.hosts.local import folder_url
+from picpipe.hosts.local import LocalHost, folder_url
 from picpipe.linkcheck import local_path
 
 #: How os.link fails where a file system makes no hard links: errno names, or win:<winerror>.
@@ -170,13 +172,140 @@ def test_a_failed_rename_over_the_claim_removes_only_the_claim(monkeypatch, tmp_
     assert (tmp_path / "b.png").read_bytes() == b"someone else's"
 
 
-def test_a_crash_leaves_an_empty_file_that_reads_as_a_taken_name(monkeypatch, tmp_path: Path) -> None:
+@pytest.fixture
+def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait for another writer's claim, a tenth of its second."""
+    monkeypatch.setattr(files, "SETTLE", 0.1, raising=False)
+
+
+def aged(path: Path, seconds: float) -> Path:
+    os.utime(path, (time.time() - seconds,) * 2)
+    return path
+
+
+def test_a_fresh_empty_file_reads_as_a_taken_name(monkeypatch, tmp_path: Path, quick_settle) -> None:
     force(monkeypatch, "EPERM", "absent")
-    (tmp_path / "a.png").touch()  # a writer died between its claim and its rename
+    (tmp_path / "a.png").touch()  # a writer between its claim and its rename, or one that just died
     with temp_copy(tmp_path, b"x", ".pp-t-") as temp, pytest.raises(FileExistsError):
         publish(temp, tmp_path / "a.png")
     placed = write_first_free(b"x", [tmp_path / "a.png", tmp_path / "a-2.png"], ".pp-t-")
     assert placed == (tmp_path / "a-2.png", True) and (tmp_path / "a.png").read_bytes() == b""
+
+
+def test_a_claim_abandoned_by_a_crash_is_removed_and_the_name_taken(monkeypatch, tmp_path: Path,
+                                                                   quick_settle) -> None:
+    force(monkeypatch, "EPERM", "absent")
+    (tmp_path / "a.png").touch()
+    aged(tmp_path / "a.png", files.CLAIM_ABANDONED + 5)
+    with temp_copy(tmp_path, b"x", ".pp-t-") as temp:
+        publish(temp, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == b"x" and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    aged(tmp_path / "a.png", 3600)  # an old file with bytes is never a claim
+    with temp_copy(tmp_path, b"y", ".pp-t-") as temp, pytest.raises(FileExistsError):
+        publish(temp, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == b"x"
+
+
+def test_a_dead_claim_is_removed_by_one_writer_at_a_time(monkeypatch, tmp_path: Path, quick_settle) -> None:
+    force(monkeypatch, "EPERM", "absent")
+    target = tmp_path / "a.png"
+    target.touch()
+    aged(target, 120)
+    (tmp_path / "a.png.pp-reclaim").touch()  # another writer is removing it
+    with temp_copy(tmp_path, b"x", ".pp-t-") as temp, pytest.raises(FileExistsError):
+        publish(temp, target)
+    assert target.read_bytes() == b"" and (tmp_path / "a.png.pp-reclaim").exists()
+
+
+def test_a_dead_claim_replaced_by_a_fresh_one_meanwhile_is_left(monkeypatch, tmp_path: Path, quick_settle) -> None:
+    """Two writers found the dead claim; the first removed it and claimed the name anew: the
+    second, checking under the guard, finds that fresh claim and leaves it."""
+    force(monkeypatch, "EPERM", "absent")
+    target = tmp_path / "a.png"
+    target.touch()
+    aged(target, 120)
+    settle = files._settle
+
+    def first_writer_meanwhile(*args: object) -> os.stat_result | None:
+        left = settle(*args)  # type: ignore[arg-type]
+        target.unlink()
+        keep = tmp_path / "keep"  # the old inode stays taken: the fresh claim gets another
+        keep.touch()
+        target.touch()
+        return left
+
+    monkeypatch.setattr(files, "_settle", first_writer_meanwhile)
+    before = target.stat().st_ino
+    with temp_copy(tmp_path, b"x", ".pp-t-") as temp, pytest.raises(FileExistsError):
+        publish(temp, target)
+    assert target.exists() and target.stat().st_ino != before and target.read_bytes() == b""
+    assert not (tmp_path / "a.png.pp-reclaim").exists()
+
+
+@pytest.mark.parametrize("age", [0, 120])
+def test_the_local_host_names_an_empty_file_and_frees_an_abandoned_one(monkeypatch, tmp_path: Path,
+                                                                       quick_settle, age: int) -> None:
+    force(monkeypatch, "EPERM", "absent")
+    host = LocalHost({"name": "local", "type": "local", "dir": str(tmp_path)})
+    key = "2026/12/85c1d332c6f6.png"
+    target = host.path(key)
+    target.parent.mkdir(parents=True)
+    target.touch()
+    aged(target, age)
+    if not age:
+        with pytest.raises(PicpipeError) as raised:
+            host.put(key, b"image", "image/png")
+        assert raised.value.type == "empty_file" and str(target) in raised.value.message
+        assert target.read_bytes() == b""
+    else:
+        assert not host.put(key, b"image", "image/png").reused and target.read_bytes() == b"image"
+
+
+def test_ctrl_c_after_the_rename_keeps_the_published_file(monkeypatch, tmp_path: Path) -> None:
+    """A KeyboardInterrupt that arrives as os.replace returns: the name holds the image, not the
+    claim, and is left alone."""
+    force(monkeypatch, "EPERM", "absent")
+    replace = os.replace
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        replace(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with temp_copy(tmp_path, b"image", ".pp-t-") as temp, pytest.raises(KeyboardInterrupt):
+        publish(temp, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == b"image"
+
+
+def test_write_first_free_waits_for_a_claim_of_the_same_bytes(tmp_path: Path) -> None:
+    """Another writer's empty claim at the name, filled a moment later with these very bytes:
+    found there, not written again under the next name."""
+    target = tmp_path / "a.png"
+    target.touch()
+
+    def fill() -> None:
+        time.sleep(0.2)
+        (tmp_path / "other.tmp").write_bytes(b"same")
+        os.replace(tmp_path / "other.tmp", target)
+
+    filler = threading.Thread(target=fill)
+    filler.start()
+    try:
+        placed = write_first_free(b"same", [target, tmp_path / "a-2.png"], ".pp-t-")
+    finally:
+        filler.join()
+    assert placed == (target, False) and not (tmp_path / "a-2.png").exists()
+
+
+def test_windows_rename_refuses_dir_fds(monkeypatch, tmp_path: Path) -> None:
+    """os.rename on Windows drops dir fds without a word: refused as os.link refuses them."""
+    renamed: list[tuple] = []
+    with monkeypatch.context() as windows:  # undone before pytest reports (it builds paths from os.name)
+        windows.setattr(os, "name", "nt")
+        windows.setattr(os, "rename", lambda *args, **kwargs: renamed.append(args))
+        with pytest.raises(NotImplementedError) as raised:
+            files.rename_noreplace("a", "b", src_dir_fd=3, dst_dir_fd=3)
+    assert raised.type is NotImplementedError and renamed == []
 
 
 # -- races: exactly one writer gets a name, the other's bytes go elsewhere -----------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError
-from picpipe.files import publish, sweep_once, temp_copy
+from picpipe.files import CLAIM_ABANDONED, publish, sweep_once, temp_copy
 from picpipe.hosts import Host, Stored, conflict
 
 #: How the temp files of an upload begin (hidden, and picpipe's: swept after a killed run).
@@ -60,8 +60,14 @@ class LocalHost(Host):
             try:
                 publish(temp, target)
             except FileExistsError:
-                if target.read_bytes() == data:
+                there = target.read_bytes()
+                if there == data:
                     return Stored(key, self.url(key), reused=True)
+                if not there:  # another upload's claim, or one a crash left younger than CLAIM_ABANDONED
+                    raise PicpipeError(
+                        "empty_file", f"{target} is an empty file: another upload is writing it, or one that "
+                        "stopped mid-way left it", f"run again; the name is freed {CLAIM_ABANDONED:.0f} s after "
+                        "a crash left it (or remove the empty file)") from None
                 raise conflict(self.name, key) from None
             return Stored(key, self.url(key))
 
