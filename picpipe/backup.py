@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.files import BINARY, NOFOLLOW, publish
+from picpipe.files import BINARY, publish, temp_copy
 from picpipe.keys import make_key, sanitize
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
@@ -202,19 +202,12 @@ class FolderTarget(Target):
     def write_new(self, name: str, data: bytes, temp: str) -> bool:
         path, temp_path = self.root / name, self.root / temp
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with temp_copy(temp_path.parent, data, "", name=temp_path.name) as written:
             try:
-                publish(str(temp_path), path)
+                publish(written, path)
             except FileExistsError:
                 return False
             return True
-        finally:
-            temp_path.unlink(missing_ok=True)
 
     def remove(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)

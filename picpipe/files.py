@@ -162,7 +162,8 @@ def sweep_once(folder: Path, prefix: str) -> None:
 
 
 @contextmanager
-def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None) -> Iterator[str]:
+def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None,
+              name: str | None = None) -> Iterator[str]:
     """`data` written and fsynced to a temp file in `folder`, removed on exit unless moved away:
     the caller renames or links it into place, so a reader never sees half a file.
 
@@ -173,17 +174,23 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None)
 
     With `dir_fd` (`folder`, opened), the file is made inside that open folder and its name,
     relative to it, is yielded: a symlink planted at `folder` afterwards cannot redirect it.
+
+    `name`: the temp file's name, given by a caller that records it to remove it after a kill (the
+    ledger sync's segments); FileExistsError when taken, and nothing is swept (`prefix` is unused).
     """
-    sweep_once(folder, prefix)
+    if name is None:
+        sweep_once(folder, prefix)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC | BINARY
     while True:
-        name = f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        given, name = name, name or f"{prefix}{_machine()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
         temp = os.path.join(folder, name)
         try:  # the umask applies, as mkstemp's fixed 0600 would not
             fd = os.open(name if dir_fd is not None else temp, flags, 0o666, dir_fd=dir_fd)
             break
         except FileExistsError:
-            continue
+            if given is not None:
+                raise
+            name = None
     if not _live:
         import atexit
 

@@ -551,6 +551,30 @@ def test_ledger_segments_on_a_folder_target(monkeypatch, tmp_path: Path, mode: s
     assert sorted(results) == [False, True]
 
 
+def test_a_segment_is_written_by_temp_copy(monkeypatch, tmp_path: Path) -> None:
+    """FolderTarget.write_new goes through temp_copy: its temp file under the name the sync
+    recorded, made close-on-exec and removed at exit should Ctrl-C stop the thread mid-way."""
+    from picpipe import backup
+
+    target = FolderTarget({"type": "local", "dir": str(tmp_path / "usb"), "name": "usb"})
+    opened: dict[str, int] = {}
+    real_open, real_publish = os.open, backup.publish
+
+    def record_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        opened[os.fspath(path)] = flags  # type: ignore[arg-type]
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def publish_seen(temp: str, path: object, *args: object) -> None:
+        assert temp == str(tmp_path / "usb" / "ledger" / ".seg-1.tmp") and temp in files._live
+        real_publish(temp, path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", record_open)
+    monkeypatch.setattr(backup, "publish", publish_seen)
+    assert target.write_new("ledger/seg-1.jsonl", b"one\n", "ledger/.seg-1.tmp")
+    assert opened[str(tmp_path / "usb" / "ledger" / ".seg-1.tmp")] & files.CLOEXEC == files.CLOEXEC != 0
+    assert not files._live and sorted(p.name for p in (tmp_path / "usb" / "ledger").iterdir()) == ["seg-1.jsonl"]
+
+
 def test_ledger_sync_to_a_folder_with_no_links(run, no_links, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text(json.dumps({"sha256": "a" * 64, "host": "h", "key": "k", "url": "https://x.example/k"}) + "\n")
