@@ -623,7 +623,7 @@ def tell_failure(ledger: Path, environ: Any = os.environ) -> None:
     failed = folder / f"{ident}.failed"
     told = failed.with_suffix(".told")
     try:
-        os.rename(failed, told)
+        os.replace(failed, told)  # os.rename refuses an existing .told on Windows
         failure = json.loads(told.read_bytes())
     except (OSError, ValueError):
         return
@@ -646,7 +646,7 @@ def start_auto_sync(name: str, ledger: Path, environ: Any = os.environ) -> bool:
     try:
         if log_path.stat().st_size > LOG_MAX:
             os.replace(log_path, log_path.with_suffix(".log.1"))
-    except FileNotFoundError:
+    except OSError:  # none yet; or, on Windows, a sync started a moment ago holds it open: rotated next time
         pass
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(environ)

@@ -384,3 +384,48 @@ def test_a_machine_cloned_with_its_sync_state_takes_a_new_name_and_both_get_the_
     laptop.sync()
     assert lines(laptop.ledger) == lines(clone.ledger) and len(lines(laptop.ledger)) == 4
     assert len({name.split("/")[0] for name in segments(place)}) == 2
+
+
+# -- the Windows paths of the failure file and the log (forced here) --------------------------------
+def test_a_failure_is_said_again_after_one_was_told_even_where_rename_never_replaces(tmp_path, monkeypatch):
+    """On Windows os.rename refuses an existing name: the second failure must still be said."""
+    from picpipe import console, ledgersync
+
+    def windows_rename(src: object, dst: object) -> None:
+        if os.path.lexists(dst):  # type: ignore[arg-type]
+            raise FileExistsError(17, "Cannot create a file when that file already exists", dst)
+        os.replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", windows_rename)
+    said: list[str] = []
+    monkeypatch.setattr(console, "warn", said.append)
+    environ = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    folder, ident = ledgersync.state_files(tmp_path / "ledger.jsonl", environ)
+    folder.mkdir(parents=True)
+    for reason in ("first", "second"):
+        (folder / f"{ident}.failed").write_text(json.dumps({"target": "nas", "at": "now", "reason": reason,
+                                                            "log": "x.log"}) + "\n")
+        ledgersync.tell_failure(tmp_path / "ledger.jsonl", environ)
+    assert [s.split(": ")[-1].split(";")[0] for s in said] == ["first", "second"]
+    assert not (folder / f"{ident}.failed").exists()
+
+
+def test_a_log_that_cannot_be_rotated_now_does_not_stop_the_command(tmp_path, monkeypatch):
+    """Windows: a sync started a moment ago has the log open, and renaming it is a sharing violation."""
+    import subprocess
+
+    from picpipe import ledgersync
+
+    environ = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    folder, ident = ledgersync.state_files(tmp_path / "ledger.jsonl", environ)
+    folder.mkdir(parents=True)
+    (folder / f"{ident}.log").write_bytes(b"x" * (ledgersync.LOG_MAX + 1))
+
+    def in_use(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "replace", in_use)
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    assert ledgersync.start_auto_sync("nas", tmp_path / "ledger.jsonl", environ)
+    assert len(started) == 1 and (folder / f"{ident}.log").stat().st_size == ledgersync.LOG_MAX + 1
