@@ -9,7 +9,11 @@ standard library's own: nothing to import, nothing for a command's start-up to p
 Windows: locks are mandatory byte-range locks (`LockFileEx`): while a writer held a lock on the
 ledger, another process's plain read of those bytes would fail. So a file that others read
 without the lock (the ledger) is locked through a companion file beside it, `<name>.lock` (made
-once, empty, left in place: removing a lock file races with the next one to open it). The lock
+once, empty, left in place: removing a lock file races with the next one to open it), named from
+the file's real path (two spellings through a symlink or a junction share one). Where the folder
+cannot be written (a read-only share), a companion that is there is locked read-only; where there
+is none and none can be made, no process of this user can hold one, and the lock is skipped: the
+ledger's readers take whole lines and index what appears under them. The lock
 is taken with `filelock.lock_descriptor` (LockFileEx on the companion's first byte; a wait polls
 every POLL seconds). Windows has no shared lock there: a shared one is taken exclusive (only ever
 held for an fstat). `filelock` is imported on Windows only, when the first lock is taken.
@@ -70,12 +74,28 @@ def locked(fd: int, shared: bool = False, wait: bool = True, readers: Path | Non
         with _mandatory(fd, wait) as free:
             yield free
         return
-    companion = os.open(readers.with_name(readers.name + ".lock"), os.O_RDWR | os.O_CREAT | BINARY, 0o600)
+    companion = _companion(readers)
+    if companion is None:
+        yield True
+        return
     try:
         with _mandatory(companion, wait) as free:
             yield free
     finally:
         os.close(companion)
+
+
+def _companion(readers: Path) -> int | None:
+    """The companion lock file of `readers` (Windows), open; None where it is not there and this
+    user cannot make it (the folder is read-only to them)."""
+    name = os.path.realpath(readers) + ".lock"
+    try:
+        return os.open(name, os.O_RDWR | os.O_CREAT | BINARY, 0o600)
+    except OSError:  # a read-only folder or share, or a lock file another user made
+        try:
+            return os.open(name, os.O_RDONLY | BINARY)  # LockFileEx takes a handle opened for reading
+        except OSError:
+            return None
 
 
 @contextmanager

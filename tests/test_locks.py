@@ -163,3 +163,79 @@ def test_four_appenders_times_1000_through_the_companion_lock(tmp_path: Path) ->
     assert len(lines) == 4000
     seen = {(entry["writer"], entry["i"]) for entry in map(json.loads, lines)}
     assert seen == {(w, i) for w in range(4) for i in range(1000)}
+
+
+# -- the companion file (Windows path) where the ledger's folder is linked or read-only ---------------
+@pytest.fixture
+def companion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locks, "MANDATORY", True)
+
+
+def test_two_spellings_of_one_ledger_share_one_companion(tmp_path: Path, companion: None) -> None:
+    """Through a symlink (a junction on Windows): the lock is the real file's, as flock's is the inode's."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    real, linked = tmp_path / "real" / "ledger.jsonl", tmp_path / "other" / "ledger.jsonl"
+    real.touch()
+    linked.symlink_to(real)
+    one, two = os.open(real, os.O_RDWR), os.open(linked, os.O_RDONLY)
+    try:
+        with locks.locked(one, readers=real) as free:
+            assert free and held_elsewhere(two, linked)
+    finally:
+        os.close(one)
+        os.close(two)
+    assert sorted(p.name for p in tmp_path.rglob("*.lock")) == ["ledger.jsonl.lock"]
+
+
+@pytest.fixture
+def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """read_only(companion) → tmp_path/ro: a folder this user may read, not write (also as root:
+    os.open is refused there as Windows refuses it on a read-only share), holding a ledger of one
+    line, and its companion lock file when `companion` says (made by a user who may write there)."""
+    folder = tmp_path / "ro"
+
+    def make(companion: bool) -> Path:
+        folder.mkdir()
+        with Ledger(folder / "ledger.jsonl") as ledger:
+            ledger.append([{"sha256": "a" * 64, "host": "h", "key": "k", "url": "https://x.example/k"}])
+        lock = folder / "ledger.jsonl.lock"
+        lock.touch() if companion else lock.unlink(missing_ok=True)
+        real_open = os.open
+
+        def refuse_writes(path: object, flags: int, *args: object, **kwargs: object) -> int:
+            if str(path).startswith(str(folder)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(13, "Access is denied", str(path))
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", refuse_writes)
+        folder.chmod(0o555)
+        return folder
+
+    yield make
+    if folder.exists():
+        folder.chmod(0o755)
+
+
+def test_a_ledger_in_a_read_only_folder_is_read_without_a_companion(read_only, companion: None) -> None:
+    folder = read_only(companion=False)
+    assert [s["key"] for s in Ledger(folder / "ledger.jsonl").states_for(["a" * 64])] == ["k"]
+    fd = os.open(folder / "ledger.jsonl", os.O_RDONLY)
+    try:
+        with locks.locked(fd, shared=True, readers=folder / "ledger.jsonl") as free:
+            assert free
+    finally:
+        os.close(fd)
+    assert not (folder / "ledger.jsonl.lock").exists()
+
+
+def test_a_companion_there_in_a_read_only_folder_is_locked_read_only(read_only, companion: None) -> None:
+    ledger = read_only(companion=True) / "ledger.jsonl"
+    one, two = os.open(ledger, os.O_RDONLY), os.open(ledger, os.O_RDONLY)
+    try:
+        with locks.locked(one, readers=ledger) as free:
+            assert free and held_elsewhere(two, ledger)
+        assert not held_elsewhere(two, ledger)
+    finally:
+        os.close(one)
+        os.close(two)
