@@ -128,17 +128,11 @@ def local_path(path: str, folder: str) -> str:
 
 
 def file_url_path(url: str) -> str:
-    """The local path a file: URL names. `file:///C:/x.png` (or `C|`) and `file://server/share/x.png`
-    are a Windows drive and a UNC path on every system, as Windows programs write them."""
-    from urllib.parse import unquote, urlsplit
+    """The local path a file: URL names (`links.file_url_path`, the one reading of them), made
+    absolute as a document's paths are."""
+    from picpipe.links import file_url_path as path_of
 
-    parts = urlsplit(url)
-    path = unquote(parts.path)
-    if parts.netloc and parts.netloc.lower() != "localhost":
-        path = "\\\\" + parts.netloc + path.replace("/", "\\")
-    elif re.match(r"/[A-Za-z][:|]/", path):
-        path = f"{path[1]}:{path[3:]}"
-    return local_path(path, os.sep)
+    return local_path(path_of(url, windows=os.name == "nt"), os.sep)
 
 
 def decode_target(target: str, kind: str) -> str:

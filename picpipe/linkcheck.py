@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from picpipe import net
 from picpipe.concurrency import KeyedSlots, ordered_map
@@ -46,19 +46,6 @@ class Probe:
     error: PicpipeError | None  # None when ok
 
 
-def local_path(url: str, windows: bool = os.name == "nt") -> str:
-    r"""The path a file: URL names (RFC 8089): file:///home/me/a.png; on Windows file:///C:/a.png
-    is C:\a.png and file://server/share/a.png the UNC path \\server\share\a.png (POSIX has no
-    such paths: there the host part is left out, as it always was)."""
-    parts = urlsplit(url)
-    if not windows:
-        return unquote(parts.path)
-    import nturl2path
-
-    host = "" if parts.netloc.lower() in ("", "localhost") else parts.netloc
-    return nturl2path.url2pathname(f"//{host}{parts.path}" if host else parts.path)
-
-
 def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retries: int = 1) -> Probe:
     """Check one URL; a dead link is a Probe with an error, never an exception."""
     import requests
@@ -69,7 +56,13 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
         return Probe(url, error is None, status, method, int((time.monotonic() - start) * 1000), error)
 
     if url[:5].lower() == "file:":  # the local host's links (the embedded default): the file is the link
-        path = local_path(url)
+        from picpipe.links import WINDOWS_PATH, file_url_path
+
+        path = file_url_path(url)
+        if os.name != "nt" and WINDOWS_PATH.match(path):  # file://server/share/a.png names no /share/a.png
+            return result(None, None, masked_error(
+                "file_missing", f"{path}: a Windows path, no such file on this system",
+                "check the link on the Windows machine that has that drive or share"))
         if os.path.isfile(path):
             return result(None, None, None)
         return result(None, None, masked_error("file_missing", f"no file at {path}",

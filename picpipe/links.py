@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -209,6 +210,29 @@ class UrlSet:
 
     def __len__(self) -> int:
         return len(self.identities)
+
+
+#: A Windows drive or UNC path (`C:\x.png`, `C:/x.png`, `\\server\share\x.png`), as Typora on Windows
+#: writes an image's place and as `file_url_path` reads such a file: URL on every system.
+WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\/]")
+
+
+def file_url_path(url: str, windows: bool = os.name == "nt") -> str:
+    r"""The path a file: URL names (RFC 8089), the one reading of pp-mark check, pp-scan and the
+    local host: file:///home/me/a.png is /home/me/a.png. file:///C:/a.png (or `C|`) is the drive
+    path C:/a.png, and file://server/share/a.png the UNC path \\server\share\a.png, on every
+    system, as Windows programs write them: elsewhere such a path names no file (`WINDOWS_PATH`
+    matches it), never a POSIX path that happens to exist. On Windows the separators are
+    backslashes (C:\a.png)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc and parts.netloc.lower() != "localhost":
+        path = "\\\\" + parts.netloc + path.replace("/", "\\")
+    elif re.match(r"/[A-Za-z][:|]/", path):
+        path = f"{path[1]}:{path[3:]}"
+    return path.replace("/", "\\") if windows else path
 
 
 def parse_rewrite(rule: str) -> tuple[str, str]:

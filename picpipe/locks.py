@@ -27,7 +27,7 @@ the Windows and macOS ones through their stand-ins):
 - `picpipe.files.rename_noreplace`: renameat2 (Linux), renameatx_np (macOS), os.rename (Windows);
 - `picpipe.files.NOFOLLOW`, `CLOEXEC`, `NONBLOCK`: flags Windows lacks, 0 there; `BINARY`: the flag
   it needs on every os.open of a file's bytes, 0 elsewhere;
-- `picpipe.linkcheck.local_path`: file: URLs of drives and UNC shares (Windows);
+- `picpipe.links.file_url_path`: file: URLs of drives and UNC shares (backslashes on Windows);
 - `picpipe.backup.write_restored`: --out walked by open folders (POSIX, `FOLDER_FDS`) or by paths,
   each lstat-checked for a symlink or junction (Windows, no dir_fd).
 """

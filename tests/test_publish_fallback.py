@@ -25,7 +25,7 @@ from picpipe.backup import FolderTarget
 from picpipe.errors import PicpipeError
 from picpipe.files import publish, temp_copy, write_first_free
 from picpipe.hosts.local import LocalHost, folder_url
-from picpipe.linkcheck import local_path
+from picpipe.links import file_url_path
 
 #: How os.link fails where a file system makes no hard links: errno names, or win:<winerror>.
 REFUSALS = ["EPERM", "EOPNOTSUPP", "ENOSYS", "EMLINK", "EACCES", "win:1", "win:5", "win:50", "win:87", "win:1142"]
@@ -446,7 +446,7 @@ def test_upload_to_the_local_host(run, no_links, tmp_path: Path, code: str, mode
     assert first.returncode == 0, first.stderr
     records = parse_jsonl(first.stdout)
     for image, record in zip(images, records):
-        path = Path(local_path(record["url"]))
+        path = Path(file_url_path(record["url"]))
         assert path.read_bytes() == image.read_bytes() and os.stat(path).st_nlink == 1
         assert temps(path.parent) == [] and temps(tmp_path / "data" / "picpipe" / "host") == []
     extra["PICPIPE_LEDGER"] = str(tmp_path / "other.jsonl")  # no dedupe: each file is written again
@@ -598,8 +598,8 @@ def test_windows_file_urls_round_trip(folder: str, url: str, path: str) -> None:
     key = "2024/05/图 a.png"
     from urllib.parse import quote
 
-    assert local_path(base + quote(key), windows=True) == str(PureWindowsPath(path, *key.split("/")))
-    assert local_path("file://localhost/C:/a%20b.png", windows=True) == r"C:\a b.png"
+    assert file_url_path(base + quote(key), windows=True) == str(PureWindowsPath(path, *key.split("/")))
+    assert file_url_path("file://localhost/C:/a%20b.png", windows=True) == r"C:\a b.png"
 
 
 def test_posix_file_urls_round_trip(tmp_path: Path) -> None:
@@ -607,4 +607,4 @@ def test_posix_file_urls_round_trip(tmp_path: Path) -> None:
 
     base = folder_url(tmp_path / "host 图")
     assert base.startswith("file:///") and base.endswith("/")
-    assert local_path(base + quote("a b.png"), windows=False) == str(tmp_path / "host 图" / "a b.png")
+    assert file_url_path(base + quote("a b.png"), windows=False) == str(tmp_path / "host 图" / "a b.png")

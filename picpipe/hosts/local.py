@@ -78,7 +78,7 @@ class LocalHost(Host):
 def folder_url(folder: PurePath) -> str:
     """The file: URL of an absolute folder, ending in a slash (RFC 8089, as pathlib writes it):
     file:///home/me/host/, file:///C:/Users/me/host/, a UNC share file://server/share/host/;
-    `picpipe.linkcheck.local_path` reads each back."""
+    `picpipe.links.file_url_path` reads each back."""
     return folder.as_uri().rstrip("/") + "/"
 
 
