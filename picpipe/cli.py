@@ -53,7 +53,8 @@ class Command:
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
-    def build_parser(self) -> argparse.ArgumentParser:
+    def build_parser(self, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+        """The command's parser; `argv` (default sys.argv[1:]) only says whether --print-completion is asked for."""
         parser = Parser(
             prog=self.prog,
             description=self.description,
@@ -63,7 +64,7 @@ class Command:
         add_common_options(parser, self.default_jobs)
         from picpipe import completion  # --print-completion SHELL; shtab is imported only then
 
-        completion.add_option(parser)
+        completion.add_option(parser, sys.argv[1:] if argv is None else argv)
         self.add_arguments(parser)
         return parser
 
@@ -79,7 +80,7 @@ class Command:
             self.config, config_error = config.load(), None
         except UsageError as exc:
             config_error = exc
-        args = self.build_parser().parse_args(argv)
+        args = self.build_parser(argv).parse_args(argv)
         if getattr(args, "debug", False):
             console.debug = True
         try:

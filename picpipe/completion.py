@@ -8,7 +8,7 @@ subcommands are loaded only when a script is asked for.
 pp-mark and pp-backup choose a subcommand with `cli.split_subcommand`, each its own parser; the
 script sees them joined under one parser, so that `pp-mark f<TAB>` says `find` and
 `pp-mark find --<TAB>` lists find's options. Options naming a profile complete the host types
-and, in bash and zsh, the `[profiles.NAME]` of the config file as it is at TAB time; file and
+and, in bash, zsh and PowerShell, the `[profiles.NAME]` of the config file as it is at TAB time; file and
 folder options complete paths, other values nothing.
 """
 
@@ -50,8 +50,18 @@ class PrintCompletion(argparse.Action):
         parser.exit(0)
 
 
-def add_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--print-completion", action=PrintCompletion)
+OPTION = "--print-completion"
+
+
+def add_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """--print-completion SHELL, said in the epilog of every command's --help and registered only
+    when `argv` asks for it: always there, it would take argparse's abbreviations of a command's own
+    --p... options (`pp-server --p 8080` for --port, `pp-upload --pa` for --path)."""
+    parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
+        f"shell completion:\n  {parser.prog} {OPTION} SHELL\n      print the completion script for SHELL "
+        f"({', '.join(SHELLS)}); see the README, Shell completion\n")
+    if any(word == OPTION or word.startswith(OPTION + "=") for word in argv):
+        parser.add_argument(OPTION, action=PrintCompletion)
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
@@ -60,7 +70,9 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
 
     prog = parser.prog.split()[0]
     whole = command_parser(prog) or parser
-    preamble = {"bash": BASH_PROFILES, "zsh": ZSH_PROFILES}.get(shell, "").replace("@TYPES@", host_type_words())
+    preamble = {"bash": BASH_PROFILES, "zsh": ZSH_PROFILES, "powershell": POWERSHELL_PROFILES}.get(shell, "")
+    preamble = preamble.replace("@TYPES@", host_type_words()).replace(
+        "@TYPE_LIST@", ", ".join(f"'{word}'" for word in host_type_words().split()))
     if shell == "bash" and any(isinstance(a, argparse._SubParsersAction) for a in whole._actions):
         # The first word of pp-mark/pp-backup is a subcommand or, for the default one, an image.
         preamble += f"\n{shell_prefix(prog)}_pos_0_COMPGEN=_shtab_compgen_files\n"
@@ -83,7 +95,7 @@ def command_parser(prog: str) -> argparse.ArgumentParser | None:
     roots = [cls for cls in classes.values() if cls.prog == prog]
     if not roots:
         return None
-    parser = roots[0]().build_parser()
+    parser = roots[0]().build_parser([OPTION])  # the script completes --print-completion too
     subcommands = {name: cls for name, cls in classes.items() if cls is not roots[0]}
     if subcommands:
         # The default subcommand's own positional (its images) would hide the subcommands from
@@ -93,7 +105,7 @@ def command_parser(prog: str) -> argparse.ArgumentParser | None:
             parser._positionals._group_actions.remove(action)
         choice = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         for name, cls in subcommands.items():
-            choice.add_parser(name, parents=[cls().build_parser()], add_help=False,
+            choice.add_parser(name, parents=[cls().build_parser([])], add_help=False,
                               help=cls.description.split("\n")[0], description=cls.description)
     annotate(parser)
     return parser
@@ -118,9 +130,10 @@ def annotate(parser: argparse.ArgumentParser) -> None:
 
 
 def profiles() -> dict[str, str]:
-    """A profile name: a host type (`--host local`), or, in bash and zsh, a profile of the config file."""
+    """A profile name: a host type (`--host local`), or, in bash, zsh and PowerShell, a profile of the config file."""
     types = host_type_words()
-    return {"bash": "_picpipe_profiles", "zsh": "_picpipe_profiles", "tcsh": f"({types})", "fish": types}
+    return {"bash": "_picpipe_profiles", "zsh": "_picpipe_profiles", "powershell": "_picpipe_profiles",
+            "tcsh": f"({types})", "fish": types}
 
 
 def host_type_words() -> str:
@@ -150,4 +163,22 @@ ZSH_PROFILES = f"""\
 _picpipe_profiles() {{
   compadd -- @TYPES@ $({_PROFILE_NAMES})
 }}
+"""
+#: The same for PowerShell (shtab calls it with the word being completed): config.py's path, on Windows too.
+POWERSHELL_PROFILES = r"""
+function _picpipe_profiles {
+  param([string]$WordToComplete)
+  $config = $env:PICPIPE_CONFIG
+  if (-not $config) {
+    $base = if ($env:XDG_CONFIG_HOME) { $env:XDG_CONFIG_HOME } else { Join-Path $HOME '.config' }
+    $config = Join-Path (Join-Path $base 'picpipe') 'config.toml'
+  }
+  $names = @(@TYPE_LIST@)
+  if (Test-Path -LiteralPath $config) {
+    $names += Get-Content -LiteralPath $config -ErrorAction SilentlyContinue | ForEach-Object {
+      if ($_ -match '^\s*\[\s*profiles\."?([A-Za-z0-9][A-Za-z0-9_-]*)"?\s*\]') { $Matches[1] }
+    }
+  }
+  $names | Where-Object { $_ -like "$WordToComplete*" }
+}
 """

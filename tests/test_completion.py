@@ -183,3 +183,29 @@ def test_a_normal_start_does_not_load_shtab(env: dict[str, str]) -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "picpipe.completion" in imported and "picpipe.config" in imported
     assert "shtab" not in imported and "picpipe.commands.mark" not in imported
+
+
+@pytest.mark.parametrize(("name", "args", "field"), [
+    ("pp-server", ["--p", "8080"], "port"), ("pp-upload", ["--p", "{sha256}{ext}", "--host", "local"], "path"),
+    ("pp-fetch", ["--p", "2"], "per_host"),
+])
+def test_abbreviations_of_a_commands_own_options_still_parse(name: str, args: list[str], field: str) -> None:
+    """--print-completion is registered only when asked for: `pp-server --p 8080` is --port, as before it came."""
+    done = run_command(name, *args, "--help")
+    assert done.returncode == 0 and "ambiguous" not in done.stderr, done.stderr
+    assert "--print-completion SHELL" in done.stdout  # said in the epilog all the same
+    classes = {cls.prog: cls for cls in vars(__import__(COMMANDS[name], fromlist=["x"])).values()
+               if isinstance(cls, type) and getattr(cls, "prog", None) == name}
+    parsed = classes[name]().build_parser(args).parse_args(args)
+    assert str(getattr(parsed, field)) == args[1]
+
+
+def test_powershell_completes_profile_names(tmp_path: Path) -> None:
+    """shtab calls the function named for --host with the word; it offers the host types and the
+    config's profiles (read as bash reads them). No pwsh here: the script's wiring is checked."""
+    script = run_command("pp-upload", "--print-completion", "powershell").stdout
+    assert "'_shtab_pp_upload___host' = '_picpipe_profiles'" in script
+    function = script[script.index("function _picpipe_profiles"):]
+    assert "'local', " in function and "'webdav'" in function and "profiles\\." in function
+    backup = run_command("pp-backup", "--print-completion", "powershell").stdout
+    assert "___to' = '_picpipe_profiles'" in backup
