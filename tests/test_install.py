@@ -16,9 +16,12 @@ import pytest
 
 from conftest import ROOT
 
-#: pip's words when it cannot reach the package index (then the test is skipped, not failed).
-OFFLINE = re.compile(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|"
-                     r"No matching distribution found|Could not fetch URL|ProxyError|timed out")
+#: pip's words when the connection to the package index fails (then the test is skipped, not
+#: failed): urllib3's connection errors, which pip prints on each retry. Not "No matching
+#: distribution found" alone: a reachable index says that for a wrong or unsatisfiable pin.
+OFFLINE = re.compile(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
+                     r"Name or service not known|nodename nor servname|getaddrinfo failed|Network is unreachable|"
+                     r"No route to host|ConnectTimeoutError|ProxyError|SSLError")
 
 
 def pip(python: Path | str, *args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -112,3 +115,15 @@ def test_no_package_index_skips_and_a_broken_build_fails(monkeypatch: pytest.Mon
     monkeypatch.setattr(subprocess, "run", fake("error: invalid command 'bdist_wheel'"))
     with pytest.raises(AssertionError, match="bdist_wheel"):
         pip("python", "wheel", ".", timeout=1)
+
+
+@pytest.mark.parametrize("stderr", [
+    "ERROR: Could not find a version that satisfies the requirement filelock>=3.300 (from picpipe) (from versions: "
+    "3.0.0, 3.20.0)\nERROR: No matching distribution found for filelock>=3.300",
+    "ERROR: Ignored the following versions that require a different python version: 9.0 Requires-Python >=3.14\n"
+    "ERROR: No matching distribution found for pillow>=9",
+])
+def test_a_bad_pin_with_the_index_reachable_fails(monkeypatch: pytest.MonkeyPatch, stderr: str) -> None:
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a[0], 1, "", stderr))
+    with pytest.raises(AssertionError, match="No matching distribution"):
+        pip("python", "install", "x", timeout=1)
