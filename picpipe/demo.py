@@ -83,6 +83,9 @@ def serve_dav(folder: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from picpipe.cli import utf8_stdio
+
+    utf8_stdio()  # the paths start the README's pipelines: UTF-8 like every command's stdout, whatever the locale
     commands = {"images": make_images, "dav": serve_dav}
     if len(argv) != 2 or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
