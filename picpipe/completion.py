@@ -58,8 +58,8 @@ def add_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     when `argv` asks for it: always there, it would take argparse's abbreviations of a command's own
     --p... options (`pp-server --p 8080` for --port, `pp-upload --pa` for --path)."""
     parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
-        f"shell completion:\n  {parser.prog} {OPTION} SHELL\n      print the completion script for SHELL "
-        f"({', '.join(SHELLS)}); see the README, Shell completion\n")
+        f"shell completion:\n  {OPTION} SHELL   print this command's completion script for SHELL and exit\n"
+        f"      ({', '.join(SHELLS)}); see the README, Shell completion\n")
     if any(word == OPTION or word.startswith(OPTION + "=") for word in argv):
         parser.add_argument(OPTION, action=PrintCompletion)
 
