@@ -557,8 +557,6 @@ def _place(out: Path, top: int | None, folder: Path, folder_fd: int | None, name
     `out` (where the next restore sweeps what a killed one left), linked to `name`, or renamed to
     a name with the hash in it. With `top` and `folder_fd` (both folders open: POSIX) the names
     are relative to them; without (Windows), paths."""
-    from picpipe.files import temp_copy
-
     def at(file: str) -> str:
         return file if folder_fd is not None else str(folder / file)
 

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 from picpipe.errors import PicpipeError
 from picpipe.files import BINARY, NONBLOCK
+from picpipe.links import WINDOWS_PATH, encode_url
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
 HTML_SUFFIXES = (".html", ".htm")
@@ -110,16 +111,13 @@ _HTML_DECODE = re.compile(_ENTITY)
 _ENTITY_AMPERSAND = re.compile("&(?=" + _ENTITY[1:] + ")")
 _MARKDOWN_DECODE = re.compile(r"\\[!-/:-@\[-`{-~]|" + _ENTITY)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-#: A Windows drive or UNC path, as Typora on Windows writes an image's place (`C:\Users\me\截图 1.png`,
-#: `C:/Users/me/x.png`, `\\server\share\x.png`): a local path, never a URL with the scheme `c:`.
-_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\/]")
 
 
 def elsewhere(path: str) -> bool:
     """Whether `path` is a Windows drive or UNC path on a system that is not Windows, where it names
     no file. The one place where reading a document differs by OS: on Windows such a path resolves
     as Windows resolves it; elsewhere it is kept as written, and `confined` says why it is no file."""
-    return os.name != "nt" and _WINDOWS_PATH.match(path) is not None
+    return os.name != "nt" and WINDOWS_PATH.match(path) is not None
 
 
 def local_path(path: str, folder: str) -> str:
@@ -130,9 +128,7 @@ def local_path(path: str, folder: str) -> str:
 def file_url_path(url: str) -> str:
     """The local path a file: URL names (`links.file_url_path`, the one reading of them), made
     absolute as a document's paths are."""
-    from picpipe.links import file_url_path as path_of
-
-    return local_path(path_of(url, windows=os.name == "nt"), os.sep)
+    return local_path(url_path(url, windows=os.name == "nt"), os.sep)
 
 
 def decode_target(target: str, kind: str) -> str:
@@ -142,7 +138,7 @@ def decode_target(target: str, kind: str) -> str:
 
     if kind not in HTML_KINDS and kind not in ("inline", "reference"):
         return target  # front matter, Obsidian, Hugo and Liquid tags: written as they are read
-    if kind not in HTML_KINDS and _WINDOWS_PATH.match(target.strip()):
+    if kind not in HTML_KINDS and WINDOWS_PATH.match(target.strip()):
         return target  # `\\server\share\x.png` as Typora on Windows writes it: the backslashes separate
     pattern = _HTML_DECODE if kind in HTML_KINDS else _MARKDOWN_DECODE
     return pattern.sub(lambda m: m.group(0)[1] if m.group(0)[0] == "\\" else html.unescape(m.group(0)), target)
@@ -156,7 +152,7 @@ def classify(value: str, folder: str) -> tuple[str, str] | None:
         return None
     if value.startswith("//"):  # protocol-relative (Hexo themes): fetched over https
         value = "https:" + value
-    scheme = None if _WINDOWS_PATH.match(value) else _SCHEME.match(value)  # `C:` is a drive
+    scheme = None if WINDOWS_PATH.match(value) else _SCHEME.match(value)  # `C:` is a drive
     if scheme:
         name = scheme.group(1).lower()
         if name in ("http", "https"):
@@ -174,8 +170,6 @@ def classify(value: str, folder: str) -> tuple[str, str] | None:
 def url_key(url: str) -> str:
     """A URL as compared for replacement: `links.url_identity`, the project's one URL identity
     (`图(1).png`, `%E5%9B%BE%281%29.png` and `%e5%9b%be(1).png` are one image)."""
-    from picpipe.links import url_identity
-
     return url_identity(url)
 
 
@@ -184,8 +178,6 @@ def encode_target(url: str, kind: str, wrap: str) -> str:
     non-ASCII percent-encoded (as pp-link writes URLs), `&` as `&amp;` in HTML, quotes added to an
     unquoted HTML value that needs them; in Markdown, unbalanced parentheses in a bare target encoded
     and an `&` that would start a character reference escaped."""
-    from picpipe.links import encode_url
-
     url = encode_url(url)
     if kind in HTML_KINDS:
         url = url.replace("&", "&amp;")
@@ -202,8 +194,6 @@ def replacement(text: str, ref: Ref, new: str) -> tuple[int, int, str] | str:
     """(start, end, new text) that makes `ref` show `new`, or why that cannot be done safely. Only
     the target's characters change, except for an Obsidian embed: Obsidian shows no URL in
     `![[...]]`, so the embed becomes its external-image form `![size](URL)`."""
-    from picpipe.links import encode_url
-
     url = encode_url(new)
     if ref.kind == "obsidian":
         embed = text.rfind("![[", 0, ref.start)
