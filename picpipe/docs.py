@@ -47,7 +47,8 @@ from typing import Any, NamedTuple
 
 from picpipe.errors import PicpipeError
 from picpipe.files import BINARY, NONBLOCK
-from picpipe.links import WINDOWS_PATH, encode_url
+from picpipe.links import WINDOWS_PATH, encode_url, url_identity
+from picpipe.links import file_url_path as url_path
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
 HTML_SUFFIXES = (".html", ".htm")
