@@ -69,6 +69,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/ledger_bench.py
+	$(BIN)/python bench/server_bench.py
 	$(BIN)/python -m pip install --quiet jsonlines && $(BIN)/python bench/jsonlines_bench.py
 	$(MAKE) bench-compress
 
