@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+import fakehost
+
 USER, PASSWORD = "writer", "S3cret-dav-password"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -51,8 +53,7 @@ BLOCKED = sabre_error("BlockedTemporarily", "Too many requests are received rece
 
 def profile_env(name: str, url: str, password: str = PASSWORD, **settings: str) -> dict[str, str]:
     """The PICPIPE_<NAME>_* variables of a webdav profile at `url`, logged in as USER."""
-    values = {"type": "webdav", "url": url, "user": USER, "password": password, **settings}
-    return {f"PICPIPE_{name.upper()}_{key.upper()}": value for key, value in values.items()}
+    return fakehost.profile_env(name, **{"type": "webdav", "url": url, "user": USER, "password": password, **settings})
 
 
 @dataclass

@@ -15,10 +15,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
 
 
 @dataclass
@@ -61,6 +62,10 @@ class FakeServer(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that give up (timeouts, resets) are expected here."""
+
+    def count(self, method: str) -> int:
+        """How many requests of `method` the fake has answered."""
+        return sum(1 for each, _ in self.requests if each == method)
 
 
 class FakeHandler(BaseHTTPRequestHandler):
@@ -142,3 +147,28 @@ def serving(handler: type[FakeHandler], server_class: type[FakeServer] = FakeSer
     finally:
         server.shutdown()
         server.server_close()
+
+
+def profile_env(name: str, **settings: Any) -> dict[str, str]:
+    """The PICPIPE_<NAME>_<KEY> variables of a profile, as a user without a config file sets them."""
+    return {f"PICPIPE_{name.upper()}_{key.upper()}": str(value) for key, value in settings.items()}
+
+
+Host = TypeVar("Host")
+
+
+@contextmanager
+def host_maker(host_class: Callable[[dict[str, Any]], Host], **base: Any) -> Iterator[Callable[..., Host]]:
+    """make(**extra) → a `host_class` on the `base` settings with `extra` over them, in this
+    process (for what needs no command line); every one made is closed at the end."""
+    made: list[Any] = []
+
+    def make(**extra: Any) -> Host:
+        made.append(host_class({**base, **extra}))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for each in made:
+            each.close()

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import jsonl, parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.alist import (
     GUARDED,
     GUARDED_PASSWORD,
@@ -46,26 +46,19 @@ def alist(server):
 @pytest.fixture
 def host(alist):
     """AListHost objects on the fake, in this process (for what needs no command line)."""
-    made: list[AListHost] = []
+    def alist_host(values: dict) -> AListHost:
+        if "user" not in values and "token" not in values:
+            values["token"] = TOKEN
+        return AListHost({k: v for k, v in values.items() if v is not None})
 
-    def make(**extra: str) -> AListHost:
-        settings = {"name": "al", "type": "alist", "url": alist.url, "dir": "/local/img", "retries": 0, **extra}
-        if "user" not in extra and "token" not in settings:
-            settings["token"] = TOKEN
-        made.append(AListHost({k: v for k, v in settings.items() if v is not None}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(alist_host, name="al", type="alist", url=alist.url, dir="/local/img", retries=0) as make:
+        yield make
 
 
 def profile(server: AListServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_AL_TYPE": "alist", "PICPIPE_AL_URL": server.url, "PICPIPE_AL_DIR": "/local/img",
-           "PICPIPE_AL_RETRIES": "0"}
-    if "user" not in extra:
-        env["PICPIPE_AL_TOKEN"] = TOKEN
-    return {**env, **{f"PICPIPE_AL_{k.upper()}": v for k, v in extra.items()}}
+    token = {} if "user" in extra else {"token": TOKEN}
+    return profile_env("al", **{"type": "alist", "url": server.url, "dir": "/local/img", "retries": 0, **token,
+                                **extra})
 
 
 def link(server: AListServer, path: str) -> str:

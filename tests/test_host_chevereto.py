@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.chevereto import API_KEY, IMGBB_KEY, CheveretoServer, FakeChevereto
 from picpipe.errors import PicpipeError
 from picpipe.hosts.chevereto import CheveretoHost
@@ -31,32 +31,18 @@ def chv(server):
 
 @pytest.fixture
 def host(chv):
-    made: list[CheveretoHost] = []
-
-    def make(**extra: str) -> CheveretoHost:
-        made.append(CheveretoHost({"name": "cv", "type": "chevereto", "url": chv.url, "api_key": API_KEY,
-                                   "retries": 2, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(CheveretoHost, name="cv", type="chevereto", url=chv.url, api_key=API_KEY, retries=2) as make:
+        yield make
 
 
 def profile(server: CheveretoServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_CV_TYPE": "chevereto", "PICPIPE_CV_URL": server.url, "PICPIPE_CV_API_KEY": API_KEY,
-           "PICPIPE_CV_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_CV_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("cv", **{"type": "chevereto", "url": server.url, "api_key": API_KEY, "retries": 0, **extra})
 
 
 def imgbb_profile(server: CheveretoServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_BB_TYPE": "imgbb", "PICPIPE_BB_ENDPOINT": server.url + "/1/upload",
-           "PICPIPE_BB_API_KEY": IMGBB_KEY, "PICPIPE_BB_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_BB_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("bb", **{"type": "imgbb", "endpoint": server.url + "/1/upload", "api_key": IMGBB_KEY,
+                                "retries": 0, **extra})
 
-
-def posts(server: CheveretoServer) -> int:
-    return sum(1 for m, _ in server.requests if m == "POST")
 
 
 def test_upload_and_delete_on_chevereto_4(run, tmp_path, chv):
@@ -111,11 +97,11 @@ def test_an_upload_is_repeated_only_when_chevereto_did_not_act(host, chv):
     chv.faults.append(Fault(500))  # it may have stored the image: not sent again
     with pytest.raises(PicpipeError) as caught:
         host().put("a.png", b"a", "image/png")
-    assert caught.value.type == "server_error" and posts(chv) == 1
+    assert caught.value.type == "server_error" and chv.count("POST") == 1
 
     chv.faults.append(Fault(429, headers={"Retry-After": "0"}))  # it did not act: sent again
     stored = host().put("a.png", b"a", "image/png")
-    assert posts(chv) == 3 and len(chv.images) == 1
+    assert chv.count("POST") == 3 and len(chv.images) == 1
 
     chv.faults.append(Fault(503))  # the deletion link is asked for again
     host().delete(stored.key)

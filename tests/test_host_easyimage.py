@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.easyimage import EXPIRED_TOKEN, TOKEN, EasyImageServer, FakeEasyImage
 from picpipe.errors import PicpipeError
 from picpipe.hosts.easyimage import EasyImageHost
@@ -33,26 +33,13 @@ def easy(server):
 
 @pytest.fixture
 def host(easy):
-    made: list[EasyImageHost] = []
-
-    def make(**extra: str) -> EasyImageHost:
-        made.append(EasyImageHost({"name": "ei", "type": "easyimage", "url": easy.url, "token": TOKEN,
-                                   "retries": 2, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(EasyImageHost, name="ei", type="easyimage", url=easy.url, token=TOKEN, retries=2) as make:
+        yield make
 
 
 def profile(server: EasyImageServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_EI_TYPE": "easyimage", "PICPIPE_EI_URL": server.url, "PICPIPE_EI_TOKEN": TOKEN,
-           "PICPIPE_EI_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_EI_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("ei", **{"type": "easyimage", "url": server.url, "token": TOKEN, "retries": 0, **extra})
 
-
-def posts(server: EasyImageServer) -> int:
-    return sum(1 for m, _ in server.requests if m == "POST")
 
 
 def test_upload_is_a_new_file_each_time_and_delete(run, tmp_path, easy):
@@ -112,11 +99,11 @@ def test_an_upload_is_repeated_only_when_easyimage_did_not_act(host, easy):
     easy.faults.append(Fault(502))  # it may have stored the file: not sent again
     with pytest.raises(PicpipeError) as caught:
         host().put("a.png", b"a", "image/png")
-    assert caught.value.type == "server_error" and posts(easy) == 1
+    assert caught.value.type == "server_error" and easy.count("POST") == 1
 
     easy.faults.append(Fault(429, headers={"Retry-After": "0"}))  # it did not act: sent again
     stored = host().put("a.png", b"a", "image/png")
-    assert posts(easy) == 3 and list(easy.objects.values()) == [b"a"]
+    assert easy.count("POST") == 3 and list(easy.objects.values()) == [b"a"]
 
     easy.faults.append(Fault(503))  # a deletion is repeated: the same link again does no harm
     host().delete(stored.key)

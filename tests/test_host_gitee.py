@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import serving
+from fakehost import host_maker, profile_env, serving
 from fakes.gitee import EXPIRED_TOKEN, TOKEN, FakeGitee, GiteeServer
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts.gitee import GiteeHost
@@ -33,22 +33,14 @@ def gitee(server):
 
 @pytest.fixture
 def host(gitee):
-    made: list[GiteeHost] = []
-
-    def make(**extra: str) -> GiteeHost:
-        made.append(GiteeHost({"name": "ge", "type": "gitee", "repo": "octo/pics", "token": TOKEN,
-                               "endpoint": gitee.url + "/api/v5", "retries": 1, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(GiteeHost, name="ge", type="gitee", repo="octo/pics", token=TOKEN, endpoint=gitee.url + "/api/v5",
+                    retries=1) as make:
+        yield make
 
 
 def profile(server: GiteeServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_GE_TYPE": "gitee", "PICPIPE_GE_ENDPOINT": server.url + "/api/v5", "PICPIPE_GE_REPO": "octo/pics",
-           "PICPIPE_GE_TOKEN": TOKEN, "PICPIPE_GE_RETRIES": "1"}
-    return {**env, **{f"PICPIPE_GE_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("ge", **{"type": "gitee", "endpoint": server.url + "/api/v5", "repo": "octo/pics",
+                                "token": TOKEN, "retries": 1, **extra})
 
 
 def test_upload_reuse_conflict_overwrite_delete(run, tmp_path, gitee):

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.github import EXPIRED_TOKEN, TOKEN, FakeGitHub, GitHubServer, blob_sha
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts.github import GitHubHost, git_blob_sha
@@ -41,22 +41,14 @@ def github(server):
 @pytest.fixture
 def host(github):
     """Build GitHubHost objects on the fake, in this process (for what needs no command line)."""
-    made: list[GitHubHost] = []
-
-    def make(**extra: str) -> GitHubHost:
-        made.append(GitHubHost({"name": "gh", "type": "github", "repo": "octo/pics", "token": TOKEN,
-                                "endpoint": github.url, "retries": 1, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(GitHubHost, name="gh", type="github", repo="octo/pics", token=TOKEN, endpoint=github.url,
+                    retries=1) as make:
+        yield make
 
 
 def profile(server: GitHubServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_GH_TYPE": "github", "PICPIPE_GH_ENDPOINT": server.url, "PICPIPE_GH_REPO": "octo/pics",
-           "PICPIPE_GH_TOKEN": TOKEN, "PICPIPE_GH_RETRIES": "1"}
-    return {**env, **{f"PICPIPE_GH_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("gh", **{"type": "github", "endpoint": server.url, "repo": "octo/pics", "token": TOKEN,
+                                "retries": 1, **extra})
 
 
 def test_git_blob_sha_matches_git():

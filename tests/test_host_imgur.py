@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.imgur import CLIENT_ID, REVOKED_CLIENT_ID, FakeImgur, ImgurServer
 from picpipe.errors import PicpipeError
 from picpipe.hosts.imgur import ImgurHost
@@ -34,26 +34,15 @@ def imgur(server):
 
 @pytest.fixture
 def host(imgur):
-    made: list[ImgurHost] = []
-
-    def make(**extra: str) -> ImgurHost:
-        made.append(ImgurHost({"name": "im", "type": "imgur", "client_id": CLIENT_ID, "endpoint": imgur.url + "/3",
-                               "retries": 2, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(ImgurHost, name="im", type="imgur", client_id=CLIENT_ID, endpoint=imgur.url + "/3",
+                    retries=2) as make:
+        yield make
 
 
 def profile(server: ImgurServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_IM_TYPE": "imgur", "PICPIPE_IM_ENDPOINT": server.url + "/3", "PICPIPE_IM_CLIENT_ID": CLIENT_ID,
-           "PICPIPE_IM_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_IM_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("im", **{"type": "imgur", "endpoint": server.url + "/3", "client_id": CLIENT_ID, "retries": 0,
+                                **extra})
 
-
-def posts(server: ImgurServer) -> int:
-    return sum(1 for m, _ in server.requests if m == "POST")
 
 
 def test_upload_is_a_new_image_each_time_and_delete(run, tmp_path, imgur):
@@ -103,16 +92,16 @@ def test_an_upload_is_repeated_only_when_imgur_did_not_act(host, imgur):
     imgur.faults.append(Fault(500))  # it may have stored the image: not sent again
     with pytest.raises(PicpipeError) as caught:
         host().put("a.png", b"a", "image/png")
-    assert caught.value.type == "server_error" and posts(imgur) == 1
+    assert caught.value.type == "server_error" and imgur.count("POST") == 1
 
     imgur.faults.append(Fault(503))  # a proxy may say 503 after Imgur stored it: not sent again either
     with pytest.raises(PicpipeError):
         host().put("a.png", b"a", "image/png")
-    assert posts(imgur) == 2
+    assert imgur.count("POST") == 2
 
     imgur.faults.append(Fault(429, headers={"Retry-After": "0"}))  # it did not act: sent again
     stored = host().put("a.png", b"a", "image/png")
-    assert posts(imgur) == 4 and imgur.objects[imgur.deletehashes[stored.key]] == b"a"
+    assert imgur.count("POST") == 4 and imgur.objects[imgur.deletehashes[stored.key]] == b"a"
 
 
 def test_a_used_up_allowance_says_when_it_comes_back(host, imgur):

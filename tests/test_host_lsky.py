@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.lsky import TOKEN, V1_TOKEN, FakeLsky, LskyServer
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts.lsky import LskyHost
@@ -32,25 +32,13 @@ def lsky(server):
 
 @pytest.fixture
 def host(lsky):
-    made: list[LskyHost] = []
-
-    def make(**extra: str) -> LskyHost:
-        made.append(LskyHost({"name": "ls", "type": "lsky", "url": lsky.url, "token": TOKEN, "retries": 0, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(LskyHost, name="ls", type="lsky", url=lsky.url, token=TOKEN, retries=0) as make:
+        yield make
 
 
 def profile(server: LskyServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_LS_TYPE": "lsky", "PICPIPE_LS_URL": server.url, "PICPIPE_LS_TOKEN": TOKEN,
-           "PICPIPE_LS_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_LS_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("ls", **{"type": "lsky", "url": server.url, "token": TOKEN, "retries": 0, **extra})
 
-
-def posts(server: LskyServer) -> int:
-    return sum(1 for m, _ in server.requests if m == "POST")
 
 
 def test_upload_and_delete_with_lsky_2(run, tmp_path, lsky):
@@ -121,7 +109,7 @@ def test_a_refusal_with_http_200_is_an_error(host, lsky):
 def test_an_upload_is_retried_after_a_5xx_and_stored_once(host, lsky):
     lsky.faults.append(Fault(503))
     stored = host(retries="2").put("a.png", b"a", "image/png")
-    assert posts(lsky) == 2 and lsky.objects == {lsky.images[stored.key]["pathname"]: b"a"}
+    assert lsky.count("POST") == 2 and lsky.objects == {lsky.images[stored.key]["pathname"]: b"a"}
 
     # As if Lsky stored it and then a proxy failed: the retry gets the same file at the same URL.
     first = host().put("b.png", b"b", "image/png")
@@ -157,7 +145,7 @@ def test_lsky_1_refusals_are_not_retried(host, lsky):
                                                    "data": [], "time": 0}, ensure_ascii=False).encode()))
     with pytest.raises(PicpipeError) as caught:
         host(version="1", token=V1_TOKEN, retries="3").put("a.png", b"a", "image/png")
-    assert caught.value.type == "rejected" and "策略配置" in caught.value.message and posts(lsky) == 1
+    assert caught.value.type == "rejected" and "策略配置" in caught.value.message and lsky.count("POST") == 1
 
 
 def test_profile_mistakes_are_usage_errors(lsky):

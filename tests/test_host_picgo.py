@@ -13,7 +13,7 @@ import requests
 from test_editors import Server, free_port
 
 from conftest import ROOT, jsonl, parse_jsonl
-from fakehost import serving
+from fakehost import profile_env, serving
 from fakes.piclist import SERVER_KEY, FakePicList, PicListServer
 from picgoserver import PicGo, keys, moto_bucket, needs_picgo, stored
 from test_upload import image
@@ -24,8 +24,7 @@ PREFIX = "viapicgo/"
 
 def profile(url: str, **extra: str) -> dict[str, str]:
     """A picgo profile `pg` from the environment, as a user without a config file writes it."""
-    return {"PICPIPE_PG_TYPE": "picgo", "PICPIPE_PG_URL": url, "PICPIPE_PG_RETRIES": "1",
-            **{f"PICPIPE_PG_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("pg", **{"type": "picgo", "url": url, "retries": 1, **extra})
 
 
 def clean_env(root: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import jsonl, parse_jsonl
-from fakehost import Fault, serving
+from fakehost import Fault, host_maker, profile_env, serving
 from fakes.smms import RESET_TOKEN, TOKEN, FakeSmms, SmmsServer
 from picpipe.errors import PicpipeError
 from picpipe.hosts.smms import SmmsHost
@@ -32,22 +32,13 @@ def smms(server):
 
 @pytest.fixture
 def host(smms):
-    made: list[SmmsHost] = []
-
-    def make(**extra: str) -> SmmsHost:
-        made.append(SmmsHost({"name": "sm", "type": "smms", "token": TOKEN, "endpoint": smms.url + "/api/v2",
-                              "retries": 0, **extra}))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+    with host_maker(SmmsHost, name="sm", type="smms", token=TOKEN, endpoint=smms.url + "/api/v2", retries=0) as make:
+        yield make
 
 
 def profile(server: SmmsServer, **extra: str) -> dict[str, str]:
-    env = {"PICPIPE_SM_TYPE": "smms", "PICPIPE_SM_ENDPOINT": server.url + "/api/v2", "PICPIPE_SM_TOKEN": TOKEN,
-           "PICPIPE_SM_RETRIES": "0"}
-    return {**env, **{f"PICPIPE_SM_{k.upper()}": v for k, v in extra.items()}}
+    return profile_env("sm", **{"type": "smms", "endpoint": server.url + "/api/v2", "token": TOKEN, "retries": 0,
+                                **extra})
 
 
 def test_upload_reuse_and_delete(run, tmp_path, smms):
