@@ -44,7 +44,6 @@ def imgbb_profile(server: CheveretoServer, **extra: str) -> dict[str, str]:
                                 "retries": 0, **extra})
 
 
-
 def test_upload_and_delete_on_chevereto_4(run, tmp_path, chv):
     a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
     b = image(tmp_path / "two" / "logo.png", (0, 0, 200))

@@ -41,7 +41,6 @@ def profile(server: EasyImageServer, **extra: str) -> dict[str, str]:
     return profile_env("ei", **{"type": "easyimage", "url": server.url, "token": TOKEN, "retries": 0, **extra})
 
 
-
 def test_upload_is_a_new_file_each_time_and_delete(run, tmp_path, easy):
     a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
     b = image(tmp_path / "two" / "logo.png", (0, 0, 200))

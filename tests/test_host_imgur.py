@@ -44,7 +44,6 @@ def profile(server: ImgurServer, **extra: str) -> dict[str, str]:
                                 **extra})
 
 
-
 def test_upload_is_a_new_image_each_time_and_delete(run, tmp_path, imgur):
     a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
     b = image(tmp_path / "two" / "logo.png", (0, 0, 200))

@@ -40,7 +40,6 @@ def profile(server: LskyServer, **extra: str) -> dict[str, str]:
     return profile_env("ls", **{"type": "lsky", "url": server.url, "token": TOKEN, "retries": 0, **extra})
 
 
-
 def test_upload_and_delete_with_lsky_2(run, tmp_path, lsky):
     a = image(tmp_path / "one" / "logo.png", (200, 0, 0))
     b = image(tmp_path / "two" / "logo.png", (0, 0, 200))
