@@ -122,6 +122,17 @@ def test_a_deletion_link_elsewhere_is_refused(host, chv):
     assert not chv.requests
 
 
+def test_a_profile_with_only_an_endpoint_deletes_on_the_api_site(host, chv):
+    # No url: the site is the endpoint's host, as EasyImage's is (the links were refused as foreign).
+    only_endpoint = host(url="", endpoint=chv.url + "/api/1/upload")
+    stored = only_endpoint.put("a.png", b"a", "image/png")
+    only_endpoint.delete(stored.key)
+    assert not chv.images
+    with pytest.raises(PicpipeError) as caught:
+        only_endpoint.delete("https://elsewhere.example/image/ab/delete/cd")
+    assert caught.value.type == "bad_key"
+
+
 def test_imgbb_upload_and_no_api_delete(run, tmp_path, chv):
     a = image(tmp_path / "a.png", (1, 2, 3))
     env = imgbb_profile(chv)

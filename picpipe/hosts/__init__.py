@@ -113,6 +113,17 @@ class HttpHost(Service, Host):
         Host.__init__(self, profile)
         Service.__init__(self, profile, purpose="upload")
 
+    def site_url(self, default_scheme: str | None = None, *, needed: bool = True, default: str = "") -> str:
+        """The profile's `url` (the site's address, where its API is; `default` when unset), checked and
+        without a trailing '/'; "" when it is unset and not `needed` (an `endpoint` names the API itself)."""
+        given = self.profile.get("url") or default
+        if not given:
+            if needed:
+                self.setting("url")  # raises: the site is needed to find its API
+            return ""
+        return check_url(given, f"profile {self.name!r}: url", url_hint(self.name, "url"),
+                         default_scheme=default_scheme).rstrip("/")
+
 
 def etag_matches(etag: str, data: bytes) -> bool | None:
     """Whether an object store's ETag says it holds `data`: a simple PUT's ETag is the MD5 (S3, OSS,

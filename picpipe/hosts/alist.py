@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored, conflict
-from picpipe.net import check_url, url_hint
 
 if TYPE_CHECKING:
     import requests
@@ -52,8 +51,7 @@ class AListHost(HttpHost):
 
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)
-        self.site = check_url(self.setting("url"), f"profile {self.name!r}: url", url_hint(self.name, "url"),
-                              default_scheme="https").rstrip("/")
+        self.site = self.site_url("https")
         self.folder = _folder(str(profile.get("dir") or "/"), self.name)
         self.static_token = str(profile.get("token") or "")
         self.user, self.password = str(profile.get("user") or ""), str(profile.get("password") or "")

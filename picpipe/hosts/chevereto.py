@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
-from picpipe.net import check_url, url_hint
 
 if TYPE_CHECKING:
     import requests
@@ -71,11 +70,7 @@ class CheveretoHost(HttpHost):
                              f"set version = \"4\" (X-API-Key header) or \"3\" (key field) in [profiles.{self.name}]")
         self.in_header = self.key_in_header and version == "4"
         self.album_id = str(profile.get("album_id") or "").strip()
-        given = profile.get("url")
-        if given in (None, "") and not profile.get("endpoint") and self.default_api is None:
-            self.setting("url")  # the site is needed to find its API
-        self.site = check_url(given, f"profile {self.name!r}: url", url_hint(self.name, "url")).rstrip("/") \
-            if given not in (None, "") else None
+        self.site = self.site_url(needed=not profile.get("endpoint") and self.default_api is None)
         self.api = self.endpoint(f"{self.site}/api/1/upload" if self.site else self.default_api or "")
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
@@ -112,7 +107,7 @@ class CheveretoHost(HttpHost):
         if not self.deletes:
             raise PicpipeError("not_supported", f"{self.name}: {self.product}'s API has no delete; open the "
                                f"deletion link in a browser and confirm: {key}", "nothing was deleted")
-        if not self.on_own_site(key, self.site) or "/delete/" not in urllib.parse.urlsplit(key).path:
+        if not self.on_own_site(key, self.site, self.api) or "/delete/" not in urllib.parse.urlsplit(key).path:
             raise self.foreign_link(key)
         # 301: deleted, and sent on to the viewer page; 404: no such image (any more).
         self.request("GET", key, redirects=False, ok=(301, 302, 303, 404))

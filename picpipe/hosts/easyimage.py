@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError
 from picpipe.hosts import HttpHost, Stored
-from picpipe.net import check_url, url_hint
 
 if TYPE_CHECKING:
     import requests
@@ -54,11 +53,7 @@ class EasyImageHost(HttpHost):
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)
         self.token = self.setting("token").strip()
-        given = profile.get("url")
-        if given in (None, "") and not profile.get("endpoint"):
-            self.setting("url")  # the site is needed to find its API
-        self.site = check_url(given, f"profile {self.name!r}: url", url_hint(self.name, "url")).rstrip("/") \
-            if given not in (None, "") else None
+        self.site = self.site_url(needed=not profile.get("endpoint"))
         self.api = self.endpoint(f"{self.site}/api/index.php")
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:

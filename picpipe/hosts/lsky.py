@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from picpipe import redact
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
-from picpipe.net import check_url, url_hint
 
 if TYPE_CHECKING:
     import requests
@@ -78,12 +77,8 @@ class LskyHost(HttpHost):
                 raise UsageError(f"profile {self.name!r}: permission = {self.fields['permission']!r} is not "
                                  "public or private", "set permission = \"public\" (1) or \"private\" (0)")
             self.fields["permission"] = permission
-        suffix = "/api/v1" if self.v2 else "/api"
-        if profile.get("endpoint"):
-            self.api = self.endpoint("")
-        else:
-            site = check_url(self.setting("url"), f"profile {self.name!r}: url", url_hint(self.name, "url"))
-            self.api = site.rstrip("/") + suffix
+        site = self.site_url(needed=not profile.get("endpoint"))
+        self.api = self.endpoint(site and site + ("/api/v1" if self.v2 else "/api"))
 
     def put(self, key: str, data: bytes, mime: str, overwrite: bool = False) -> Stored:
         """Lsky names the file; the same bytes come back at the same URL (see the module's docstring)."""

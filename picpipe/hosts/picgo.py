@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
-from picpipe.net import check_url, url_hint
 
 if TYPE_CHECKING:
     import requests
@@ -67,9 +66,7 @@ class PicGoHost(HttpHost):
         if profile.get("timeout") in (None, ""):
             profile["timeout"] = DEFAULT_TIMEOUT
         super().__init__(profile)
-        given = profile.get("url") or profile.get("endpoint") or DEFAULT_URL
-        url = check_url(given, f"profile {self.name!r}: url", url_hint(self.name, "url"), default_scheme="http")
-        url = url.rstrip("/")
+        url = self.site_url("http", default=profile.get("endpoint") or DEFAULT_URL)
         self.server = url[: -len("/upload")] if url.endswith("/upload") else url  # Typora's setting, pasted
         uploader, picbed = profile.get("uploader") or None, profile.get("picbed") or None
         if uploader and picbed and uploader != picbed:
