@@ -977,10 +977,15 @@ def picgo_item(record: Record, name: str, kind: str | None) -> dict[str, Any]:
 
 
 def named_in(states: list[Record], host: Any, key: Any, url: Any) -> list[Record]:
-    """The ledger states of uploads that are the host, key and URL given (those given)."""
+    """The ledger states of uploads that are the host, key and URL given (those given). The URL
+    as `states_by_url` found them, however it is spelled (`%28` or `(`): not a glob, as
+    `Ledger.matches` is, since it names what to delete."""
+    from picpipe.links import url_identity
+
+    wanted = url_identity(url) if isinstance(url, str) else None
     return [state for state in states if state.get("host") and state.get("key")
             and (host is None or state.get("host") == host) and (key is None or state.get("key") == key)
-            and (url is None or state.get("url") == url)]
+            and (url is None or isinstance(state.get("url"), str) and url_identity(state["url"]) == wanted)]
 
 
 def full_result(item: dict[str, Any], record: Record) -> dict[str, Any]:

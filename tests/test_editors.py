@@ -673,6 +673,34 @@ def test_server_delete_takes_what_the_ledger_has_and_nothing_else(serve, tmp_pat
         assert server.post("/delete", json={"list": [full[0]]}, headers={"Origin": origin}).status_code == 403
 
 
+def test_server_delete_finds_an_upload_however_its_url_is_spelled(serve, two_hosts_env, tmp_path):
+    """The ledger finds a URL by its identity (`HTTPS://IMG.EXAMPLE.COM/%61.png` is `.../a.png`);
+    /delete takes what it found: the upload's own URL and its mirrors', by hash or by URL alone."""
+    config = Path(two_hosts_env["PICPIPE_CONFIG"])
+    config.write_text(config.read_text().replace('host = "site"', 'host = ["site", "other"]'))
+    server = serve(env=two_hosts_env)
+    first, second = image(tmp_path / "s.png", (12, 34, 56)), image(tmp_path / "t.png", (65, 43, 21))
+    full = server.post(json={"list": [str(first), str(second)]}).json()["fullResult"]
+
+    def respelled(url: str) -> str:
+        scheme, _, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        return f"{scheme.upper()}://{host.upper()}/" + "".join(f"%{ord(c):02X}" if c.isalnum() else c for c in path)
+
+    [mirror] = full[0]["mirrors"]
+    assert respelled(full[0]["url"]) != full[0]["url"]
+    items = [{**full[0], "url": respelled(full[0]["url"]), "mirrors": [{**mirror, "url": respelled(mirror["url"])}]},
+             {"imgUrl": respelled(full[1]["url"])}]  # PicList's imgUrl alone
+    deleted = server.post("/delete", json={"list": items})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"success": True, "message": "delete success: 2, fail: 0"}
+    gone = {e["host"]: e for e in ledger(tmp_path) if e.get("sha256") == full[0]["sha256"]}
+    assert gone["site"]["deleted_at"] and gone["other"]["deleted_at"]
+    assert [e for e in ledger(tmp_path) if e.get("url") == full[1]["url"]][-1]["deleted_at"]
+    for url in (full[0]["url"], full[1]["url"]):
+        assert not (tmp_path / "site" / unquote(url[len(BASE):])).exists()
+    assert not (tmp_path / "other" / unquote(mirror["url"][len(OTHER):])).exists()
+
 FAKE_WL_PASTE = f"""#!{sys.executable}
 import os, sys
 spec = os.environ["FAKE_CLIPBOARD"]
