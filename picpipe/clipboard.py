@@ -35,7 +35,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from picpipe.errors import PicpipeError
 
@@ -224,9 +224,10 @@ def _holds(types: list[str]) -> str | None:
     return f"{'text' if text else 'something else'} ({listed})"
 
 
-def file_paths(uri_list: str) -> tuple[str, ...]:
-    """Local paths in a text/uri-list (RFC 2483: comments start with #); other URLs are left out."""
-    from urllib.request import url2pathname
+def file_paths(uri_list: str, windows: bool = os.name == "nt") -> tuple[str, ...]:
+    """Local paths in a text/uri-list (RFC 2483: comments start with #), read as every file: URL is
+    (links.file_url_path); other URLs, and files on other machines, are left out."""
+    from picpipe.links import file_url_path
 
     paths = []
     for line in uri_list.splitlines():
@@ -235,7 +236,7 @@ def file_paths(uri_list: str) -> tuple[str, ...]:
             continue
         parts = urlsplit(line)
         if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):
-            paths.append(url2pathname(unquote(parts.path)) if os.name == "nt" else unquote(parts.path))
+            paths.append(file_url_path(line, windows))
     return tuple(paths)
 
 

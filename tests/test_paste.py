@@ -424,6 +424,13 @@ def test_file_paths() -> None:
     assert clipboard.file_paths(listed) == ("/tmp/a b.png", "/tmp/c.png")
 
 
+def test_file_paths_decode_once_as_links_reads_file_urls() -> None:
+    """links.file_url_path is the one reading: %2525 is a literal %25 in the name, on Windows too."""
+    listed = "file:///tmp/100%2525.png\nfile:///C:/My%20Pics/100%2525.png\n"
+    assert clipboard.file_paths(listed, windows=False) == ("/tmp/100%25.png", "C:/My Pics/100%25.png")
+    assert clipboard.file_paths(listed, windows=True) == ("\\tmp\\100%25.png", "C:\\My Pics\\100%25.png")
+
+
 # -- what is no image is no file --------------------------------------------------------------
 
 @pytest.mark.parametrize("data, kind", [(png()[:-20], "truncated"), (b"<html><body>hi</body></html>", "not_an_image"),
