@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,14 @@ def test_an_unknown_or_unbuilt_host_is_a_usage_error(run, tmp_path):
     src = image(tmp_path / "a.png", (1, 1, 1))
     unknown = run("pp-upload", "--host", "nowhere", str(src))
     assert unknown.returncode == 2 and "no profile named 'nowhere'" in unknown.stderr
+
+
+def test_help_names_every_host_type(run):
+    from picpipe.config import host_types
+
+    said = " ".join(run("pp-upload", "--help").stdout.split())  # argparse wraps lines anywhere
+    listed = re.search(r"types: ([^.]*)\.", said)
+    assert listed and listed[1].split() == host_types() and "sftp" in host_types()
 
 
 def test_delete_refuses_keys_that_climb_out(run, tmp_path):

@@ -48,10 +48,12 @@ class UploadCommand(StreamCommand):
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from picpipe.config import host_types
+
         super().add_arguments(parser)
         parser.add_argument("--host", required=True, action="append", metavar="PROFILE",
                             help="the host profile: a [profiles.NAME] of the config or PICPIPE_NAME_* variables; "
-                            "types: local webdav s3 qiniu aliyun upyun tencent github gitee smms imgur. "
+                            f"types: {' '.join(host_types())}. "
                             "Repeat it to upload to several hosts: the first one's URL is the record's, "
                             "the others are in `mirrors`")
         parser.add_argument("--path", metavar="TEMPLATE",
