@@ -409,7 +409,40 @@ RANGES: dict[str, tuple[float, float, bool]] = {"timeout": (0.1, 3600.0, False),
                                                 "breaker": (0, 1000, True), "pace": (0, 100_000, True)}
 
 
-class Service:
+class ProfileValues:
+    """A profile's values read for a host or a server: what it cannot work without, numbers within
+    their range, each refusal a usage error naming the profile, the key and where to fix it."""
+
+    name: str
+    profile: dict[str, Any]
+
+    def number(self, key: str, default: float, limits: tuple[float, float, bool] | None = None) -> float:
+        """A numeric profile setting within `limits` (lowest, highest, whole number only), else its
+        RANGES; a typo, "inf" or "nan" in it is a usage error naming the profile and the key, not a crash."""
+        value = self.profile.get(key)
+        if value in (None, ""):
+            return default
+        low, high, whole = limits or RANGES.get(key, (0.0, 1e9, False))
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not low <= number <= high or whole and not number.is_integer():  # also refuses nan and inf
+            what = "a whole number" if whole else "a number"
+            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not {what} from {low:g} to {high:g}",
+                             f"fix {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
+        return number
+
+    def setting(self, key: str) -> str:
+        """A profile value the host cannot work without."""
+        value = self.profile.get(key)
+        if value in (None, ""):
+            raise UsageError(f"profile {self.name!r} ({self.profile['type']}) needs {key}",
+                             f"set {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
+        return str(value)
+
+
+class Service(ProfileValues):
     """One server of a profile spoken over HTTP: the retrying client, and the server's refusals
     turned into error records with the server's own code, message, request id and a hint.
 
@@ -433,31 +466,6 @@ class Service:
         breaker = Breaker(self.name, int(self.number("breaker", DEFAULT_LIMIT)), advice)
         self.client = Client(self.name, timeout=self.number("timeout", 30.0), retries=int(self.number("retries", 4)),
                              jobs=16, purpose=purpose, pace=pace, breaker=breaker)
-
-    def number(self, key: str, default: float) -> float:
-        """A numeric profile setting within its RANGES; a typo, "inf" or "nan" in it is a usage error
-        naming the profile and the key, not a crash."""
-        value = self.profile.get(key)
-        if value in (None, ""):
-            return default
-        low, high, whole = RANGES.get(key, (0.0, 1e9, False))
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not low <= number <= high or whole and not number.is_integer():  # also refuses nan and inf
-            what = "a whole number" if whole else "a number"
-            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not {what} from {low:g} to {high:g}",
-                             f"fix {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
-        return number
-
-    def setting(self, key: str) -> str:
-        """A profile value the host cannot work without."""
-        value = self.profile.get(key)
-        if value in (None, ""):
-            raise UsageError(f"profile {self.name!r} ({self.profile['type']}) needs {key}",
-                             f"set {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
-        return str(value)
 
     def endpoint(self, default: str) -> str:
         """The API/upload URL: the profile's override (private regions, Enterprise servers, tests) or the host's.

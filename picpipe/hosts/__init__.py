@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.net import Service, check_url, url_hint
+from picpipe.net import ProfileValues, Service, check_url, url_hint
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Stored:
     reused: bool = False
 
 
-class Host(ABC):
+class Host(ProfileValues, ABC):
     """One configured image host (a profile)."""
 
     #: The profile keys of this type besides config.COMMON_KEYS (read from PICPIPE_<NAME>_<KEY>,

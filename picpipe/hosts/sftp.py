@@ -41,7 +41,7 @@ from picpipe import console, redact
 from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import Host, Stored
-from picpipe.net import RANGES, TIMEOUT_RETRIES, backoff, in_chain
+from picpipe.net import TIMEOUT_RETRIES, backoff, in_chain
 
 if TYPE_CHECKING:
     import paramiko
@@ -91,29 +91,6 @@ class SftpHost(Host):
         self.busy = KeyedLocks()
         self.folders: set[str] = set()  # made (or found) and inside dir, in this run
         self.real_root: str | None = None
-
-    def setting(self, key: str) -> str:
-        value = self.profile.get(key)
-        if value in (None, ""):
-            raise UsageError(f"profile {self.name!r} (sftp) needs {key}",
-                             f"set {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
-        return str(value)
-
-    def number(self, key: str, default: float, limits: tuple[float, float, bool] | None = None) -> float:
-        """A numeric setting within its range (net.RANGES for timeout and retries)."""
-        value = self.profile.get(key)
-        if value in (None, ""):
-            return default
-        low, high, whole = limits or RANGES[key]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = float("nan")
-        if not low <= number <= high or whole and not number.is_integer():
-            raise UsageError(f"profile {self.name!r}: {key} = {value!r} is not a {'whole ' if whole else ''}"
-                             f"number from {low:g} to {high:g}",
-                             f"fix {key} in [profiles.{self.name}] or PICPIPE_{self.name.upper()}_{key.upper()}")
-        return number
 
     def keyscan(self) -> str:
         port = f"-p {self.port} " if self.port != 22 else ""
