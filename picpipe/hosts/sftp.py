@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from picpipe import console, redact
+from picpipe import console
 from picpipe.concurrency import KeyedLocks
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import Host, Stored
@@ -62,7 +62,6 @@ class SftpHost(Host):
 
     def __init__(self, profile: dict[str, Any]) -> None:
         super().__init__(profile)
-        redact.register(profile.get("key_passphrase"))  # not a name redact knows as secret
         self.server = self.setting("server")
         self.port = int(self.number("port", 22, (1, 65535, True)))
         self.user = str(profile.get("user") or getpass.getuser())
