@@ -273,6 +273,15 @@ def url_hint(profile: str, key: str, flag: str = "") -> str:
             + (f" or {flag}" if flag else ""))
 
 
+def json_body(response: requests.Response) -> dict[str, Any] | None:
+    """The JSON object a server answered; None for anything else (a proxy's HTML page, a JSON list)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def throttled(response: requests.Response, stream: bool = False) -> bool:
     """A server asking to slow down, not failing: 429, a 503 with Retry-After, S3's 503 SlowDown (read
     from a body already downloaded only: a streamed one is the caller's to read and cap)."""
@@ -503,11 +512,8 @@ class Service(ProfileValues):
     def json_object(self, response: requests.Response) -> dict[str, Any]:
         """The JSON object the API documents; anything else (a proxy's HTML page, a captive portal) is
         a `bad_answer` error rather than a crash."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = json_body(response)
+        if body is None:
             text = " ".join(response.text[:200].split())
             raise PicpipeError("bad_answer", f"{self.name}: HTTP {response.status_code} answer is not the API's "
                                f"JSON: {text!r}", "something else answered for the host (a proxy, a captive "

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
+from picpipe.net import json_body
 
 if TYPE_CHECKING:
     import requests
@@ -114,11 +115,8 @@ class CheveretoHost(HttpHost):
 
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """{"status_code", "error": {"message", "code"}, "status_txt"}; a duplicate refusal has its own code."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        error = body.get("error") if isinstance(body, dict) else None
+        body = json_body(response) or {}
+        error = body.get("error")
         if not isinstance(error, dict):
             return super().parse_error(response)
         message = str(error.get("message") or body.get("status_txt") or response.reason)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError
 from picpipe.hosts import HttpHost, Stored
+from picpipe.net import json_body
 
 if TYPE_CHECKING:
     import requests
@@ -88,11 +89,7 @@ class ImgurHost(HttpHost):
 
 def _data(response: requests.Response) -> Any:
     """The `data` member of Imgur's JSON answer, None when the answer is something else."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body.get("data") if isinstance(body, dict) else None
+    return (json_body(response) or {}).get("data")
 
 
 HOST = ImgurHost

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from picpipe import redact
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
+from picpipe.net import json_body
 
 if TYPE_CHECKING:
     import requests
@@ -179,13 +180,8 @@ class LskyHost(HttpHost):
 def _refused(response: requests.Response) -> bool:
     """A 1.x HTTP 500 that Lsky itself wrote ({"code": 500, "msg": ...}): a refusal that will not pass on
     another try, not a failing server."""
-    if response.status_code != 500:
-        return False
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and str(body.get("code")) == "500" and bool(body.get("msg"))
+    body = json_body(response) if response.status_code == 500 else None
+    return body is not None and str(body.get("code")) == "500" and bool(body.get("msg"))
 
 
 HOST = LskyHost

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.hosts import HttpHost, Stored
+from picpipe.net import json_body
 
 if TYPE_CHECKING:
     import requests
@@ -151,15 +152,7 @@ class PicGoHost(HttpHost):
     def answer(self, response: requests.Response) -> dict[str, Any]:
         """The JSON object answered; {} for an error status without one (a proxy's page, PicGo-Core's
         404), a `bad_answer` error for a 200 without one (something else listens there)."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            return body
-        if response.status_code == 200:
-            return self.json_object(response)
-        return {}
+        return json_body(response) or (self.json_object(response) if response.status_code == 200 else {})
 
     def refusal(self, response: requests.Response, body: dict[str, Any]) -> PicpipeError:
         """PicGo's `{"success": false, "message": ...}` (HTTP 200 from PicList and PicGo's app, 4xx/5xx

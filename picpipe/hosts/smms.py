@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from picpipe.errors import PicpipeError
 from picpipe.hosts import HttpHost, Stored
+from picpipe.net import json_body
 
 if TYPE_CHECKING:
     import requests
@@ -92,11 +93,8 @@ class SmmsHost(HttpHost):
 
     def answer(self, response: requests.Response) -> dict[str, Any]:
         """The JSON object SM.MS answered; anything else is the host's error."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = json_body(response)
+        if body is None:
             raise self.failure(response)
         return body
 
