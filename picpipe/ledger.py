@@ -699,7 +699,11 @@ def _states_of(index: LedgerIndex, fd: int, idents: set[tuple[str, ...]]) -> lis
 def _first_states(index: LedgerIndex, fd: int, chunk: list[tuple[int, Record]]) -> Iterator[Record]:
     """The states of the images whose first line is among `chunk` ((offset, line) in the
     ledger's order), in that order: each folded from all its lines, found through the index
-    (those in `chunk` are not read again)."""
+    (those in `chunk` are not read again).
+
+    A later line of an image is told from its first by the lines before it, read one at a time
+    up to the first of its image (most often the first one): all of an image's lines are read
+    only for its first line, once, not again for each later one (K lines: K reads, not K²)."""
     here = dict(chunk)
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for off, entry in chunk:
@@ -711,11 +715,21 @@ def _first_states(index: LedgerIndex, fd: int, chunk: list[tuple[int, Record]]) 
             yield entry
             continue
         ident = identity(entry)
-        lines = [(at, here[at]) for at, _ in spans if at in here]
-        lines += _read_at(fd, [span for span in spans if span[0] not in here])
-        lines = sorted(line for line in lines if identity(line[1]) == ident)
-        if lines and lines[0][0] == off:
-            yield resolve(line for _, line in lines)[0]
+        if off not in (at for at, _ in spans) or any(
+                identity(line) == ident for line in _lines_at(fd, here, [span for span in spans if span[0] < off])):
+            continue  # a later line of its image (or one the index does not know: read as not first)
+        later = _lines_at(fd, here, [span for span in spans if span[0] > off])
+        yield resolve([entry, *(line for line in later if identity(line) == ident)])[0]
+
+
+def _lines_at(fd: int, here: Mapping[int, Record], spans: list[tuple[int, int]]) -> Iterator[Record]:
+    """The records at these (offset, length), in the ledger's order, read one at a time (lazily:
+    a caller may stop early), those in `here` (offset → record) taken from it."""
+    for span in sorted(spans):
+        if span[0] in here:
+            yield here[span[0]]
+        else:
+            yield from _read_spans(fd, [span])
 
 
 def _where(entry: Mapping[str, Any]) -> tuple[str, int]:

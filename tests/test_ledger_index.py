@@ -437,6 +437,30 @@ def test_every_state_streamed_in_small_chunks_equals_a_full_read(tmp_path: Path,
     ledger.close()
 
 
+def test_streaming_reads_each_line_of_an_image_with_many_lines_about_twice(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """An image's first line reads its K-1 later ones to fold its state; each later line reads
+    the lines before it only up to its image's first: 2·(K-1) reads an image, not K·(K-1)."""
+    from picpipe import files
+
+    images, rounds = 40, 12
+    monkeypatch.setattr(Ledger, "STATES_CHUNK", 25)  # each round's lines over two chunks
+    path = tmp_path / "ledger.jsonl"
+    write(path, [{"sha256": sha(n), "host": "local", "key": f"{n}.png", "url": f"https://l/{n}.png",
+                  "backups": [{"target": f"t{r}", "location": f"/b/{r}/{n}.png"}]}
+                 for r in range(rounds) for n in range(images)])
+    everything = without_index(path).states()
+    assert len(everything) == images and all(len(s["backups"]) == rounds for s in everything)
+    ledger = Ledger(path)
+    assert list(ledger.iter_states()) == everything  # builds the index
+    reads = []
+    pread = files.pread
+    monkeypatch.setattr(files, "pread", lambda fd, n, off: reads.append(off) or pread(fd, n, off))
+    assert list(ledger.iter_states()) == everything
+    assert len(reads) <= 2 * images * (rounds - 1) + 2, len(reads)  # + the index's look at the tail
+    ledger.close()
+
+
 def test_find_by_url_and_by_other_filters_through_the_index(run, tmp_path: Path):
     rng = random.Random(23)
     path = tmp_path / "ledger.jsonl"
