@@ -514,12 +514,16 @@ class Service(ProfileValues):
         a `bad_answer` error rather than a crash."""
         body = json_body(response)
         if body is None:
-            text = " ".join(response.text[:200].split())
-            raise PicpipeError("bad_answer", f"{self.name}: HTTP {response.status_code} answer is not the API's "
-                               f"JSON: {text!r}", "something else answered for the host (a proxy, a captive "
-                               "portal, a wrong endpoint): check the profile's endpoint and the network",
-                               status=response.status_code)
+            raise self.bad_answer(response, f"HTTP {response.status_code} answer is not the API's JSON",
+                                  "something else answered for the host (a proxy, a captive portal, a wrong "
+                                  "endpoint): check the profile's endpoint and the network", quote=True)
         return body
+
+    def bad_answer(self, response: requests.Response, what: str, hint: str, quote: bool = False) -> PicpipeError:
+        """An answer that is not what the API documents (something else answered, or the API changed):
+        `what` is wrong with it, followed by the answer's start when `quote`."""
+        shown = f": {' '.join(response.text[:200].split())!r}" if quote else ""
+        return PicpipeError("bad_answer", f"{self.name}: {what}{shown}", hint, status=response.status_code)
 
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """(code, message) from a JSON or S3-style XML error body; the reason phrase when neither."""

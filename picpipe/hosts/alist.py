@@ -186,10 +186,9 @@ class AListHost(HttpHost):
         """AList's JSON object; its `code` must be a number (anything else answered for AList)."""
         body = self.json_object(response)
         if not isinstance(body.get("code"), int):
-            raise PicpipeError("bad_answer", f"{self.name}: the answer has no AList code: "
-                               f"{' '.join(response.text[:200].split())!r}",
-                               "check the profile's url: it must be the AList site itself "
-                               "(e.g. https://alist.example.com), not a page in front of it")
+            raise self.bad_answer(response, "the answer has no AList code", "check the profile's url: it must be "
+                                  "the AList site itself (e.g. https://alist.example.com), not a page in front of it",
+                                  quote=True)
         return body
 
     def refused(self, body: dict[str, Any], what: str, login: bool = False) -> PicpipeError:

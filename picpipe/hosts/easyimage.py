@@ -64,9 +64,8 @@ class EasyImageHost(HttpHost):
         if body.get("result") != "success" or str(body.get("code")) != "200":
             raise self.failure(response)
         if not body.get("url"):
-            raise PicpipeError("bad_answer", f"{self.name}: EasyImage's answer has no url",
-                               "check the profile's url: it is the site's address, where /api/index.php is",
-                               status=response.status_code)
+            raise self.bad_answer(response, "EasyImage's answer has no url",
+                                  "check the profile's url: it is the site's address, where /api/index.php is")
         url, delete = str(body["url"]), str(body.get("del") or "")
         return Stored(delete if "://" in delete else url, self.served_at(url))
 

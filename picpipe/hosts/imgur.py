@@ -49,8 +49,8 @@ class ImgurHost(HttpHost):
                                 data={"type": "file", "name": name}, files={"image": (name, data, mime)})
         found = _data(response)
         if not isinstance(found, dict) or not found.get("link") or not found.get("deletehash"):
-            raise PicpipeError("bad_answer", f"{self.name}: Imgur's answer has no link and deletehash",
-                               "re-run later; if it persists, the API has changed")
+            raise self.bad_answer(response, "Imgur's answer has no link and deletehash",
+                                  "re-run later; if it persists, the API has changed")
         return Stored(str(found["deletehash"]), self.served_at(str(found["link"])))
 
     def delete(self, key: str) -> None:

@@ -155,9 +155,8 @@ class LskyHost(HttpHost):
         return found if isinstance(found, dict) else {}
 
     def incomplete(self, response: requests.Response, what: str) -> PicpipeError:
-        return PicpipeError("bad_answer", f"{self.name}: Lsky Pro's answer has no {what}",
-                            "check that version matches the site (2.x: /api/v1, 1.x: /api) and its url",
-                            status=response.status_code)
+        return self.bad_answer(response, f"Lsky Pro's answer has no {what}",
+                               "check that version matches the site (2.x: /api/v1, 1.x: /api) and its url")
 
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """2.x: {"status": false, "message"}; 1.x: {"code", "msg"}, where code repeats the status."""

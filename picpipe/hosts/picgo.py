@@ -103,9 +103,9 @@ class PicGoHost(HttpHost):
         if response.status_code == 200 and body.get("success") is True and isinstance(urls, list) and urls:
             url = urls[0]
             if not isinstance(url, str) or "://" not in url:
-                raise PicpipeError("bad_answer", f"{self.name}: the PicGo server answered success without a URL "
-                                   f"({str(url)[:100]!r})", "the uploader returned no link: check its settings "
-                                   "in PicGo (a custom URL prefix, say)", status=response.status_code)
+                raise self.bad_answer(response, f"the PicGo server answered success without a URL ({str(url)[:100]!r})",
+                                      "the uploader returned no link: check its settings in PicGo (a custom URL "
+                                      "prefix, say)")
             full = body.get("fullResult")
             first = full[0] if isinstance(full, list) and full and isinstance(full[0], dict) else {}
             gallery_id = first.get("id")
