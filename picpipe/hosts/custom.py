@@ -564,12 +564,11 @@ class CustomHost(HttpHost):
 
     def refused(self, response: requests.Response, answer: Answer) -> PicpipeError:
         """An answer with a success status that says it failed (`success` does not hold)."""
-        code, message = self.parse_error(response)
-        return PicpipeError("rejected", f"{self.name}: HTTP {response.status_code}"
-                            f"{' ' + code if code and code not in message else ''}: {message}",
-                            f"the host answered, but `success = \"{self.success.text if self.success else ''}\"` "
-                            "does not hold: its message says why", status=response.status_code,
-                            **({"code": code} if code else {}))
+        error = self.failure(response)
+        said = self.success.text if self.success else ""
+        error.type, error.hint = "rejected", (f"the host answered, but `success = \"{said}\"` does not hold: its "
+                                              "message says why")
+        return error
 
     def parse_error(self, response: requests.Response) -> tuple[str | None, str]:
         """The profile's `error` first (a path or template); then the usual code and message fields."""
