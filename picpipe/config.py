@@ -31,6 +31,7 @@ Environment: `PICPIPE_<PROFILE>_<KEY>` (`PICPIPE_NUTSTORE_PASSWORD`), `PICPIPE_L
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -48,14 +49,15 @@ if TYPE_CHECKING:
 COMMON_KEYS = ("type", "endpoint", "base_url", "path", "timeout", "retries", "breaker")
 
 
-def host_types() -> list[str]:
-    """The profile types: the host modules in picpipe/hosts/ (listed, not imported)."""
+@functools.cache
+def host_types() -> tuple[str, ...]:
+    """The profile types: the host modules in picpipe/hosts/ (listed, not imported; once a process)."""
     import importlib.util
     import pkgutil
 
     spec = importlib.util.find_spec("picpipe.hosts")
     folders = spec.submodule_search_locations if spec is not None else None
-    return sorted(m.name for m in pkgutil.iter_modules(folders or []) if m.name not in HOST_HELPERS)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(folders or []) if m.name not in HOST_HELPERS))
 
 
 #: Modules in picpipe/hosts/ that are shared code, not host types.
@@ -73,11 +75,6 @@ def host_class(kind: object) -> type[Host] | None:
     host: type[Host] = importlib.import_module(f"picpipe.hosts.{kind}").HOST
     return host
 
-
-def type_keys(kind: object) -> tuple[str, ...] | None:
-    """The profile keys of a host type beside COMMON_KEYS; None for no such type."""
-    host = host_class(kind)
-    return host.keys if host is not None else None
 
 #: Top-level tables other than [profiles]; their names cannot be profile names.
 SECTIONS = {

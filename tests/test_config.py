@@ -62,6 +62,14 @@ def test_a_type_name_is_a_profile_and_env_only_profiles_work(tmp_path):
     assert redact.mask_registered("x sk-from-env-99 y") == "x *** y"
 
 
+def test_a_profile_not_from_the_config_with_an_unknown_type_is_a_usage_error():
+    from picpipe.hosts import open_host
+
+    with pytest.raises(UsageError, match="profile 'x' has type 'ftp'") as caught:
+        open_host({"name": "x", "type": "ftp"})
+    assert "sftp" in (caught.value.hint or "")
+
+
 def test_missing_default_file_is_empty_but_an_explicit_one_must_exist(tmp_path):
     assert config.load(environ={"XDG_CONFIG_HOME": str(tmp_path)}).data == {}
     with pytest.raises(UsageError, match="does not exist"):

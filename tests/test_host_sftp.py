@@ -209,7 +209,7 @@ def test_profile_mistakes_are_usage_errors(run, tmp_path):
 
 
 def test_paramiko_is_imported_only_when_an_sftp_profile_is_used():
-    code = ("import sys; from picpipe.config import type_keys; keys = type_keys('sftp'); "
+    code = ("import sys; from picpipe.config import host_class; keys = host_class('sftp').keys; "
             "assert 'server' in keys and 'paramiko' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -152,7 +152,7 @@ def test_help_names_every_host_type(run):
 
     said = " ".join(run("pp-upload", "--help").stdout.split())  # argparse wraps lines anywhere
     listed = re.search(r"types: ([^.]*)\.", said)
-    assert listed and listed[1].split() == host_types() and "sftp" in host_types()
+    assert listed and tuple(listed[1].split()) == host_types() and "sftp" in host_types()
 
 
 def test_delete_refuses_keys_that_climb_out(run, tmp_path):
