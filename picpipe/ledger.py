@@ -627,23 +627,24 @@ class Ledger:
             for number, raw in enumerate(handle, 1):
                 at, offset = offset, offset + len(raw)
                 later = end is not None and offset > end
-                problem = None
                 try:
-                    text = raw.decode("utf-8").strip()
-                    if not text:
-                        continue
-                    value = json.loads(text)
-                    if later:
-                        return
-                    if isinstance(value, dict):
-                        yield number, at, value
-                        continue
-                    problem = "not a JSON object"
+                    value = parse_line(raw)
                 except UnicodeDecodeError:
                     problem = "not valid UTF-8"
                 except json.JSONDecodeError as exc:
                     torn = not raw.endswith(b"\n")
                     problem = "incomplete line (a writer was interrupted)" if torn else f"invalid JSON ({exc.msg})"
+                except ValueError:
+                    if later:
+                        return
+                    problem = "not a JSON object"
+                else:
+                    if value is None:
+                        continue
+                    if later:
+                        return
+                    yield number, at, value
+                    continue
                 if on_bad_line is not None:
                     on_bad_line(number, problem)
                 if later:
@@ -660,6 +661,30 @@ class Ledger:
         return resolve(entry for _, entry in self.lines(on_bad_line))
 
 
+_DECODER = json.JSONDecoder()
+
+
+def parse_line(raw: bytes) -> Record | None:
+    """The record of one ledger line (its newline or not), None for a blank one: the one reading
+    of a line, for the ledger's readers, its index and a sync's segments alike. Blanks around
+    the object are any Unicode white space (`str.strip`: \\f, \\v, no-break spaces too).
+    Raises UnicodeDecodeError (not UTF-8), json.JSONDecodeError (not JSON, or torn) or another
+    ValueError (JSON, but no object)."""
+    text = raw.decode("utf-8")
+    try:  # a line as we write it: `decode` would look for blanks around it (a 10th of an index build)
+        value, end = _DECODER.raw_decode(text)
+    except ValueError:
+        value, end = None, -1
+    if end < 0 or end != len(text) and text[end:].strip():
+        text = text.strip()
+        if not text:
+            return None
+        value = _DECODER.decode(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def _copy_shas(entry: Mapping[str, Any]) -> set[str]:
     backups = entry.get("backups")
     return {str(b["sha256"]) for b in backups if isinstance(b, dict) and b.get("sha256")} \
@@ -673,13 +698,12 @@ def _read_spans(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[Record]:
 
 def _read_at(fd: int, spans: Iterable[tuple[int, int]]) -> Iterator[tuple[int, Record]]:
     """(offset, record) of the lines at these (offset, length), in the ledger's order."""
-    decode = json.JSONDecoder().decode
     for off, length in sorted(set(spans)):
         try:
-            value = decode(files.pread(fd, length, off).decode("utf-8").strip())
+            value = parse_line(files.pread(fd, length, off))
         except ValueError:  # the index covers whole good lines only: a file changed under it
             continue
-        if isinstance(value, dict):
+        if value is not None:
             yield off, value
 
 
@@ -1026,21 +1050,14 @@ class LedgerIndex:
         """Note where each line (the first at offset `base`) is, by what lookups ask for; returns
         how many lines were records."""
         spans = _new_spans()
-        decoder = json.JSONDecoder()
         position, records = base, 0
         for raw in lines:
             off, position = position, position + len(raw) + 1
             try:
-                text = raw.decode("utf-8")
-                try:  # a line as we write it; `decode` checks for blanks around it (a 10th of the build)
-                    entry, end = decoder.raw_decode(text)
-                    if end != len(text):
-                        raise ValueError
-                except ValueError:
-                    entry = decoder.decode(text.strip())  # as `_scan` strips: \f, \v, no-break spaces too
+                entry = parse_line(raw)
             except ValueError:  # torn, corrupt (UnicodeDecodeError too): the readers report it
                 continue
-            if isinstance(entry, dict):
+            if entry is not None:
                 _add_spans(spans, entry, off, len(raw))
                 records += 1
         self._store_spans(spans, staged)

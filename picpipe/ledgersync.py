@@ -471,7 +471,8 @@ class _Counts:
 
 def _records(chunks: Iterable[bytes], counts: _Counts,
              tee: Callable[[bytes], object] | None) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a stream of ledger bytes, line by line; bad lines are counted."""
+    """The JSON objects of a stream of ledger bytes, line by line, read as the ledger reads its
+    own lines (`parse_line`); bad lines are counted."""
     carry = b""
     for chunk in chunks:
         counts.size += len(chunk)
@@ -485,18 +486,18 @@ def _records(chunks: Iterable[bytes], counts: _Counts,
 
 
 def _parse(lines: list[bytes], counts: _Counts) -> Iterator[dict[str, Any]]:
+    from picpipe.ledger import parse_line
+
     for raw in lines:
-        if not raw.strip():
-            continue
-        counts.lines += 1
         try:
-            value = json.loads(raw)
+            value = parse_line(raw)
         except ValueError:  # UnicodeDecodeError included
-            value = None
-        if isinstance(value, dict):
-            yield value
-        else:
+            counts.lines += 1
             counts.bad += 1
+            continue
+        if value is not None:
+            counts.lines += 1
+            yield value
 
 
 def _coalesce(ranges: Iterable[tuple[int, int]]) -> list[list[int]]:

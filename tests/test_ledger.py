@@ -6,8 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import command_path, jsonl, parse_jsonl
-from picpipe.ledger import Ledger, canonical, identity, ledger_entry, matches, resolve
+from picpipe.ledger import Ledger, canonical, identity, ledger_entry, matches, parse_line, resolve
 
 IMG = {"sha256": "ab" * 32, "host": "qiniu", "key": "ab12.png"}
 
@@ -240,3 +242,17 @@ def test_globs_match_exact_names_suffixes_and_leading_wildcards():
     assert matches(rec, source="a[1].png") and matches(rec, url="https://x.example/a[1].png")
     assert matches(rec, source="*/pics/*.png") and matches(rec, source="pics/a*.png")
     assert matches(rec, source="/home/u/pics/*") and not matches(rec, source="other/*.png")
+
+
+def test_one_reading_of_a_line_for_the_ledger_its_index_and_a_sync():
+    """Blanks around a line are any Unicode white space; a line of them is blank (None), unlike
+    a JSON null, which is a line but no record."""
+    for raw in (b'{"a": 1}', b'{"a": 1}\n', b' {"a": 1}\xc2\xa0\r\n', b'\x0c{"a": 1}\xe2\x80\x83'):
+        assert parse_line(raw) == {"a": 1}, raw
+    for raw in (b"", b"\n", b" \r\n", b"\xc2\xa0\n"):
+        assert parse_line(raw) is None, raw
+    for raw, error in ((b"null\n", ValueError), (b"[1]\n", ValueError), (b"\xff\n", UnicodeDecodeError),
+                       (b'{"a": ', json.JSONDecodeError), (b'{"a": 1} x\n', json.JSONDecodeError),
+                       (b'{"a": 1}{}\n', json.JSONDecodeError)):
+        with pytest.raises(error):
+            parse_line(raw)

@@ -145,6 +145,28 @@ def test_ten_new_lines_are_one_segment_of_exactly_those_bytes(run, tmp_path, dav
     assert "received 10 lines" in pulled.stderr and lines(desktop.ledger) == lines(laptop.ledger)
 
 
+def test_a_line_the_ledger_reads_as_good_is_merged_not_skipped_as_bad(run, tmp_path):
+    """A sync reads a line as the ledger does (`parse_line`): blanks around it are any Unicode
+    white space (a no-break space an editor left, a form feed), a line of them is blank."""
+    folder = tmp_path / "server" / "backup"
+    place = Place({"PICPIPE_NAS_TYPE": "local", "PICPIPE_NAS_DIR": str(folder)}, folder)
+    laptop, desktop = Machine(run, tmp_path, "laptop", place), Machine(run, tmp_path, "desktop", place)
+    good = records("a", 3)
+    with open(laptop.ledger, "wb") as handle:
+        handle.write(json.dumps(good[0]).encode() + "\u00a0\n".encode()
+                     + b"\f" + json.dumps(good[1]).encode() + b"\r\n"
+                     + "\u00a0\u2003\n".encode() + b"not json\n[1]\n" + json.dumps(good[2]).encode() + b"\n")
+    from picpipe.ledger import Ledger
+
+    with Ledger(laptop.ledger) as ledger:
+        assert [entry for _, entry in ledger.lines()] == good
+    laptop.sync()
+    result = desktop.sync("--from")
+    assert "received 5 lines" in result.stderr and "3 added to the ledger" in result.stderr, result.stderr
+    assert "2 bad lines skipped" in result.stderr
+    assert lines(desktop.ledger) == {json.dumps(r, sort_keys=True) for r in good}
+
+
 def test_lines_pulled_from_another_machine_are_never_sent_back(run, tmp_path, place):
     laptop, desktop = Machine(run, tmp_path, "laptop", place), Machine(run, tmp_path, "desktop", place)
     laptop.append(records("a", 3))
