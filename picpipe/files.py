@@ -214,6 +214,14 @@ def temp_copy(folder: Path, data: bytes, prefix: str, dir_fd: int | None = None,
             pass
 
 
+def replace_file(path: Path, data: bytes, prefix: str) -> None:
+    """`data` as the whole of `path`, put there by a rename over it (from a `temp_copy`: fsynced,
+    removed after a Ctrl-C, swept after a kill): a reader or a crash sees the old file or the
+    new one, never half of one."""
+    with temp_copy(path.parent, data, prefix) as temp:
+        os.replace(temp, path)
+
+
 #: os.open flags that POSIX has and Windows lacks (where nothing needs them: no symlink is followed
 #: by O_EXCL creation there, handles are not inherited by default, and there are no FIFOs to block on).
 NOFOLLOW, CLOEXEC, NONBLOCK = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_CLOEXEC", 0), getattr(os, "O_NONBLOCK", 0)

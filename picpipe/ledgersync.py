@@ -58,6 +58,8 @@ SEGMENT_MAX = 64 << 20
 TAIL = 4096
 #: Bytes read from the ledger at a time while a segment is put together.
 BLOCK = 1 << 20
+#: The prefix of the temp files a state file is written to before it is renamed into place.
+TEMP = ".pp-sync-"
 #: Seconds an automatic sync waits at most for the rest of a pipeline to add its lines.
 SETTLE = 2.0
 #: The automatic sync's log is started afresh past this size (the previous one kept as .1).
@@ -108,9 +110,7 @@ class SyncState:
     def save(self) -> None:
         """Written to a temp file and renamed: a crash leaves the old state or the new one."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
-        os.replace(temp, self.path)
+        files.replace_file(self.path, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode(), TEMP)
 
     @property
     def machine(self) -> str:
@@ -610,9 +610,7 @@ def _failed(state: SyncState, name: str, reason: str, resume_after: str | None =
             state.target(target)["blocked_until"] = parse_time(resume_after).timestamp()
             state.save()
     failure = {"target": name, "at": now_iso(), "reason": reason, "log": str(state.log_path)}
-    temp = state.failed_path.with_name(state.failed_path.name + f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps(failure) + "\n")
-    os.replace(temp, state.failed_path)
+    files.replace_file(state.failed_path, (json.dumps(failure) + "\n").encode(), TEMP)
 
 
 def tell_failure(ledger: Path, environ: Any = os.environ) -> None:

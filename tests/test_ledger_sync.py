@@ -451,3 +451,33 @@ def test_a_log_that_cannot_be_rotated_now_does_not_stop_the_command(tmp_path, mo
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
     assert ledgersync.start_auto_sync("nas", tmp_path / "ledger.jsonl", environ)
     assert len(started) == 1 and (folder / f"{ident}.log").stat().st_size == ledgersync.LOG_MAX + 1
+
+
+def test_the_state_and_a_failure_are_fsynced_and_a_ctrl_c_leaves_no_temp_file(tmp_path, monkeypatch):
+    """Both are written to a temp file (`files.replace_file`) and renamed: a Ctrl-C before the
+    rename leaves the old file and nothing else in the state folder."""
+    from picpipe import ledgersync
+
+    environ = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    state = ledgersync.SyncState(tmp_path / "ledger.jsonl", environ)
+    state.data["machine"] = "laptop-1234"
+    synced: list[int] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or fsync(fd))
+    state.save()
+    ledgersync._failed(state, "nas", "first")
+    assert len(synced) == 2
+    saved = {path.name: path.read_bytes() for path in state.folder.iterdir()}
+    assert sorted(saved) == sorted([state.path.name, state.failed_path.name])
+    assert json.loads(saved[state.path.name])["machine"] == "laptop-1234"
+
+    def interrupted(src: object, dst: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    state.data["machine"] = "other-5678"
+    with pytest.raises(KeyboardInterrupt):
+        state.save()
+    with pytest.raises(KeyboardInterrupt):
+        ledgersync._failed(state, "nas", "second")
+    assert {path.name: path.read_bytes() for path in state.folder.iterdir()} == saved
