@@ -206,16 +206,19 @@ class Config:
     def resolve(self, where: str, key: str, value: Any) -> Any:
         """Follow `env:NAME`; register secrets so that no sink can print them."""
         if isinstance(value, str) and value.startswith("env:"):
-            variable = value[4:]
-            if variable not in self.environ:
-                raise UsageError(
-                    f"{where} {key} = \"{value}\" but the environment variable {variable} is not set",
-                    f"export {variable}=... before running, or write the value in the file",
-                )
-            value = self.environ[variable]
+            value = read_env(value[4:], f"{where} {key} = \"{value}\"", self.environ)
         if redact.is_secret_key(key):
             redact.register(value)
         return value
+
+
+def read_env(variable: str, said: str, environ: Mapping[str, str]) -> str:
+    """The environment variable a setting reads (`said`: where, and what is written there); a usage
+    error with what to do when it is not set."""
+    if variable not in environ:
+        raise UsageError(f"{said} but the environment variable {variable} is not set",
+                         f"export {variable}=... before running, or write the value in the file")
+    return environ[variable]
 
 
 def _seconds(value: Any) -> float:

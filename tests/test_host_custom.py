@@ -361,7 +361,12 @@ def test_a_redirect_to_another_server_carries_no_credentials(answers, monkeypatc
     ({"image_url": "{regex:(unclosed}"}, "not valid"),
     ({"method": "GET"}, "POST or PUT"),
     ({"body": "xml"}, "no body kind"),
-    ({"headers": {"Authorization": "env:PICPIPE_TEST_UNSET_VARIABLE"}}, "PICPIPE_TEST_UNSET_VARIABLE"),
+    ({"headers": {"Authorization": "env:PICPIPE_TEST_UNSET_VARIABLE"}},
+     '[profiles.c] headers.Authorization = "env:PICPIPE_TEST_UNSET_VARIABLE" but the environment variable '
+     "PICPIPE_TEST_UNSET_VARIABLE is not set"),
+    ({"headers": {"Authorization": "Bearer {env:PICPIPE_TEST_UNSET_VARIABLE}"}},
+     "[profiles.c] headers.Authorization has {env:PICPIPE_TEST_UNSET_VARIABLE} but the environment variable "
+     "PICPIPE_TEST_UNSET_VARIABLE is not set"),
     ({"headers": {"X": ["a"]}}, "headers.X is not a string"),
     ({"url": "ftp://host/{key}"}, "not an http(s) URL"),
 ])

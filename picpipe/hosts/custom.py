@@ -330,11 +330,11 @@ class Resolver:
     def __init__(self, profile: str, environ: Mapping[str, str] = os.environ) -> None:
         self.profile, self.environ = profile, environ
 
-    def variable(self, name: str, where: str) -> str:
-        if name not in self.environ:
-            raise UsageError(f"[profiles.{self.profile}] {where} reads the environment variable {name}, which is not "
-                             "set", f"export {name}=... before running, or write the value in the file")
-        value = self.environ[name]
+    def variable(self, name: str, said: str) -> str:
+        """The environment variable `name`, which `said` (a key, and what is written there) reads."""
+        from picpipe.config import read_env
+
+        value = read_env(name, f"[profiles.{self.profile}] {said}", self.environ)
         redact.register(value)  # a value kept out of the file is a secret by intent
         return value
 
@@ -347,7 +347,7 @@ class Resolver:
             raise UsageError(f"[profiles.{self.profile}] {where} is not a string",
                              f'write it as {where.rpartition(".")[2]} = "..." in the table')
         if value.startswith("env:"):
-            template: Template = (self.variable(value[4:], where),)
+            template: Template = (self.variable(value[4:], f"{where} = \"{value}\""),)
         else:
             template = self.fill(parse_template(value, f"[profiles.{self.profile}] {where}", allowed), where)
         if secret and len(template) == 1 and isinstance(template[0], str):  # a credential written in the file
@@ -362,7 +362,7 @@ class Resolver:
         for part in template:
             if isinstance(part, Call) and part.name == "env":
                 name = "".join(p for p in part.args[0] if isinstance(p, str))
-                out.append(self.variable(name, where))
+                out.append(self.variable(name, f"{where} has {{env:{name}}}"))
             elif isinstance(part, Call):
                 out.append(Call(part.name, tuple(self.fill(arg, where) for arg in part.args)))
             else:
