@@ -661,6 +661,17 @@ class Ledger:
         return resolve(entry for _, entry in self.lines(on_bad_line))
 
 
+#: Bytes before an offset whose digest tells the same ledger file from a replaced or rewritten one.
+TAIL = 4096
+
+
+def tail_digest(fd: int, offset: int) -> str:
+    """The digest of the TAIL bytes before `offset` in the ledger open at `fd`: how the index and a
+    sync tell that the file they read up to `offset` is still the one there (appended to only)."""
+    start = max(0, offset - TAIL)
+    return hashlib.sha256(files.pread(fd, offset - start, start)).hexdigest()
+
+
 _DECODER = json.JSONDecoder()
 
 
@@ -809,8 +820,6 @@ class LedgerIndex:
     checks that the index is of our file and format before writing to it.
     """
 
-    #: Bytes before the read position kept as a digest to recognise the same file.
-    TAIL = 4096
     #: Reading more than this says so on stderr, since it takes seconds (the first look at a ledger).
     SAY_ABOVE = 64 << 20
     VERSION = "5"  # 5: URL keys resolve dot segments (links.url_identity)
@@ -917,10 +926,6 @@ class LedgerIndex:
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
 
-    def _tail(self, fd: int, end: int) -> str:
-        start = max(0, end - self.TAIL)
-        return hashlib.sha256(files.pread(fd, end - start, start)).hexdigest()
-
     @staticmethod
     def _look(info: os.stat_result) -> tuple[int, ...]:
         return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
@@ -940,7 +945,7 @@ class LedgerIndex:
         same = (meta.get("version") == self.VERSION and meta.get("file") == f"{info.st_dev}:{info.st_ino}"
                 and meta.get("offset", "").isdigit() and int(meta["offset"]) <= info.st_size)
         offset = int(meta["offset"]) if same else 0
-        if same and meta.get("tail") != self._tail(fd, offset):
+        if same and meta.get("tail") != tail_digest(fd, offset):
             same, offset = False, 0
         if not (same and offset == info.st_size):
             if info.st_size - offset > self.SAY_ABOVE:
@@ -973,7 +978,7 @@ class LedgerIndex:
     def _store_position(self, fd: int, info: os.stat_result, offset: int) -> None:
         self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
             ("version", self.VERSION), ("file", f"{info.st_dev}:{info.st_ino}"), ("offset", str(offset)),
-            ("tail", self._tail(fd, offset))])
+            ("tail", tail_digest(fd, offset))])
 
     def add(self, fd: int, start: int, entry: Mapping[str, Any], length: int) -> None:
         """Index the line we have just appended at `start` from memory rather than by reading it

@@ -54,8 +54,6 @@ SEGMENT = re.compile(r"[0-9]{8}\.jsonl")
 MACHINE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 #: Bytes per segment at most: well below Nutstore's 500 MB per file, and what a push holds in memory.
 SEGMENT_MAX = 64 << 20
-#: Bytes before the sent offset whose digest tells the same ledger from a replaced one.
-TAIL = 4096
 #: Bytes read from the ledger at a time while a segment is put together.
 BLOCK = 1 << 20
 #: The prefix of the temp files a state file is written to before it is renamed into place.
@@ -227,6 +225,8 @@ class Sync:
     def push(self) -> None:
         """Send the ledger's bytes past the sent offset, less what pulling appended, as one new
         segment (several past SEGMENT_MAX); nothing to send, no request."""
+        from picpipe.ledger import tail_digest
+
         ts = self.ts
         if ts.get("temp"):  # a push killed between its PUT and its rename left this
             self.target.remove(ts["temp"])
@@ -238,7 +238,7 @@ class Sync:
         try:
             size = _settled_size(fd, self.ledger_path)
             sent = int(ts["sent"])
-            if sent and (sent > size or _tail_digest(fd, sent) != ts["digest"]):
+            if sent and (sent > size or tail_digest(fd, sent) != ts["digest"]):
                 self.report.replaced = True
                 # Another file now: send it whole, and merge everything again (its own older lines too).
                 ts.update(sent=0, digest="", pulled=[], merged={}, pull_own=True, legacy_checked=False)
@@ -255,7 +255,9 @@ class Sync:
             os.close(fd)
 
     def _sent_to(self, fd: int, offset: int) -> None:
-        self.ts.update(sent=offset, digest=_tail_digest(fd, offset),
+        from picpipe.ledger import tail_digest
+
+        self.ts.update(sent=offset, digest=tail_digest(fd, offset),
                        pulled=[r for r in self.ts["pulled"] if r[1] > offset])
         self.state.save()
 
@@ -359,6 +361,8 @@ class Sync:
 
 
 def pending(ledger: Path, ts: dict[str, Any]) -> int:
+    from picpipe.ledger import tail_digest
+
     try:
         fd = os.open(ledger, os.O_RDONLY | files.BINARY)
     except FileNotFoundError:
@@ -366,7 +370,7 @@ def pending(ledger: Path, ts: dict[str, Any]) -> int:
     try:
         size = _settled_size(fd, ledger)
         sent = int(ts.get("sent", 0))
-        if sent and (sent > size or _tail_digest(fd, sent) != ts.get("digest")):
+        if sent and (sent > size or tail_digest(fd, sent) != ts.get("digest")):
             return size
         end = _last_line_end(fd, sent, size)
         return sum(b - a for a, b in _outside(sent, end, [(int(a), int(b)) for a, b in ts.get("pulled", [])]))
@@ -381,11 +385,6 @@ def _settled_size(fd: int, ledger: Path) -> int:
 
     with locked(fd, shared=True, readers=ledger):
         return os.fstat(fd).st_size
-
-
-def _tail_digest(fd: int, offset: int) -> str:
-    start = max(0, offset - TAIL)
-    return hashlib.sha256(files.pread(fd, offset - start, start)).hexdigest()
 
 
 def _prefix_digest(path: Path, size: int) -> bytes | None:
