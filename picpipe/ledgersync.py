@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from picpipe import console, files
 from picpipe.config import xdg_home
@@ -225,8 +225,6 @@ class Sync:
     def push(self) -> None:
         """Send the ledger's bytes past the sent offset, less what pulling appended, as one new
         segment (several past SEGMENT_MAX); nothing to send, no request."""
-        from picpipe.ledger import tail_digest
-
         ts = self.ts
         if ts.get("temp"):  # a push killed between its PUT and its rename left this
             self.target.remove(ts["temp"])
@@ -236,21 +234,17 @@ class Sync:
         except FileNotFoundError:
             return
         try:
-            size = _settled_size(fd, self.ledger_path)
-            sent = int(ts["sent"])
-            if sent and (sent > size or tail_digest(fd, sent) != ts["digest"]):
+            unsent = _unsent(fd, self.ledger_path, ts)
+            if unsent.replaced:
                 self.report.replaced = True
                 # Another file now: send it whole, and merge everything again (its own older lines too).
                 ts.update(sent=0, digest="", pulled=[], merged={}, pull_own=True, legacy_checked=False)
                 self.state.save()
-                sent = 0
-            end = _last_line_end(fd, sent, size)
-            skip = [(int(a), int(b)) for a, b in ts["pulled"] if b > sent]
-            for data, upto in _segments(fd, sent, end, skip):
+            for data, upto in _segments(fd, unsent.sent, unsent.end, unsent.skip):
                 self.write_segment(data)
                 self._sent_to(fd, upto)
-            if end > ts["sent"]:  # what is left are lines pulled from this target: nothing to send
-                self._sent_to(fd, end)
+            if unsent.end > ts["sent"]:  # what is left are lines pulled from this target: nothing to send
+                self._sent_to(fd, unsent.end)
         finally:
             os.close(fd)
 
@@ -361,21 +355,35 @@ class Sync:
 
 
 def pending(ledger: Path, ts: dict[str, Any]) -> int:
-    from picpipe.ledger import tail_digest
-
     try:
         fd = os.open(ledger, os.O_RDONLY | files.BINARY)
     except FileNotFoundError:
         return 0
     try:
-        size = _settled_size(fd, ledger)
-        sent = int(ts.get("sent", 0))
-        if sent and (sent > size or tail_digest(fd, sent) != ts.get("digest")):
-            return size
-        end = _last_line_end(fd, sent, size)
-        return sum(b - a for a, b in _outside(sent, end, [(int(a), int(b)) for a, b in ts.get("pulled", [])]))
+        unsent = _unsent(fd, ledger, ts)
+        return unsent.size if unsent.replaced else sum(b - a for a, b in _outside(unsent.sent, unsent.end, unsent.skip))
     finally:
         os.close(fd)
+
+
+class _Unsent(NamedTuple):
+    size: int  # the ledger's, between two appends
+    replaced: bool  # the ledger is another file than the one sent from (then all of it is unsent)
+    sent: int  # the offset sent up to (0 when replaced)
+    end: int  # the end of the last whole line
+    skip: list[tuple[int, int]]  # the byte ranges past `sent` that pulling appended (none when replaced)
+
+
+def _unsent(fd: int, ledger: Path, ts: dict[str, Any]) -> _Unsent:
+    """What a push of the ledger open at `fd` sends to the target of `ts`: [sent, end) less `skip`."""
+    from picpipe.ledger import tail_digest
+
+    size = _settled_size(fd, ledger)
+    sent = int(ts.get("sent", 0))
+    replaced = bool(sent) and (sent > size or tail_digest(fd, sent) != ts.get("digest"))
+    sent = 0 if replaced else sent
+    skip = [] if replaced else [(int(a), int(b)) for a, b in ts.get("pulled", []) if b > sent]
+    return _Unsent(size, replaced, sent, _last_line_end(fd, sent, size), skip)
 
 
 # -- reading the local ledger ------------------------------------------------------------------
