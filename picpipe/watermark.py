@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -148,26 +149,44 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
+#: The settings written as text (--watermark-KEY, [compress] KEY, PICPIPE_COMPRESS_<KEY>) and their
+#: parsers, by config key: pp-compress parses each value once, saying where it was written.
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "watermark_position": parse_position, "watermark_opacity": parse_opacity, "watermark_size": parse_size,
+    "watermark_min": parse_min_side, "watermark_margin": parse_margin}
+
+
 def spec(text: str | None = None, image_file: str | None = None, position: str = DEFAULT_POSITION,
          opacity: float | str = DEFAULT_OPACITY, size: float | str = DEFAULT_SIZE,
          min_side: int | str = DEFAULT_MIN_SIDE,
          margin: str | float = DEFAULT_MARGIN, font: str | None = None) -> Spec:
-    """A checked Spec: the mark image decodes, the text has a font with all its glyphs. Every
-    mistake is a UsageError with a hint, said before any image is touched."""
-    if (text is None) == (image_file is None):
-        raise UsageError("a watermark is either a text or an image", "give --watermark TEXT or --watermark-image FILE")
+    """A checked Spec from settings as written (see `checked`). Every mistake is a UsageError with a
+    hint, said before any image is touched."""
+    given = {"watermark_position": position, "watermark_opacity": opacity, "watermark_size": size,
+             "watermark_min": min_side, "watermark_margin": margin}
     try:
-        distance, relative = parse_margin(margin)
-        checked = dict(position=parse_position(position), opacity=parse_opacity(opacity), size=parse_size(size),
-                       min_side=parse_min_side(min_side), margin=distance, margin_relative=relative)
+        parsed = {key: PARSERS[key](value) for key, value in given.items()}
     except ValueError as exc:
         raise UsageError(f"watermark: {exc}", "see pp-compress --help") from None
+    return checked(text, image_file, font, parsed)
+
+
+def checked(text: str | None, image_file: str | None, font: str | None, parsed: Mapping[str, Any]) -> Spec:
+    """The Spec of a text or an image, with the settings `PARSERS` made (the defaults for those not
+    given), once the mark image decodes and the text has a font with all its glyphs."""
+    if (text is None) == (image_file is None):
+        raise UsageError("a watermark is either a text or an image", "give --watermark TEXT or --watermark-image FILE")
+    distance, relative = parsed.get("watermark_margin") or parse_margin(DEFAULT_MARGIN)
+    settings = dict(position=parsed.get("watermark_position", DEFAULT_POSITION),
+                    opacity=parsed.get("watermark_opacity", DEFAULT_OPACITY),
+                    size=parsed.get("watermark_size", DEFAULT_SIZE),
+                    min_side=parsed.get("watermark_min", DEFAULT_MIN_SIDE), margin=distance, margin_relative=relative)
     if text is not None:
         if not text.strip():
             raise UsageError("the watermark text is empty", "give --watermark TEXT with something to show")
-        return Spec(text=text, font=choose_font(text, font), **checked)  # type: ignore[arg-type]
+        return Spec(text=text, font=choose_font(text, font), **settings)  # type: ignore[arg-type]
     assert image_file is not None
-    return Spec(image=_read_mark(image_file), **checked)  # type: ignore[arg-type]
+    return Spec(image=_read_mark(image_file), **settings)  # type: ignore[arg-type]
 
 
 def _read_mark(path: str) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picpipe.cli import StreamCommand, positive_int
-from picpipe.config import xdg_home
+from picpipe.config import SECTIONS, xdg_home
 from picpipe.errors import PicpipeError, UsageError
 from picpipe.files import read_source, temp_copy
 from picpipe.stream import Record
@@ -46,22 +46,19 @@ def quality(text: str) -> int:
 
 
 #: The watermark's settings: flags --watermark-KEY, PICPIPE_COMPRESS_<KEY>, [compress] KEY.
-WATERMARK_KEYS = ("watermark", "watermark_image", "watermark_position", "watermark_opacity", "watermark_size",
-                  "watermark_min", "watermark_margin", "watermark_font")
+WATERMARK_KEYS = SECTIONS["compress"]
 #: Settings naming files: relative to the configuration file's folder when written there.
 WATERMARK_FILES = ("watermark_image", "watermark_font")
 
 
-def checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
-    """An argparse type that checks a value with a picpipe.watermark parser and keeps its text
-    (watermark.spec parses it, as it does the config's)."""
-    def check(text: str) -> str:
+def parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type of a picpipe.watermark parser: its mistakes are argparse's usage errors."""
+    def parsed(text: str) -> Any:
         try:
-            parse(text)
+            return parse(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
-    return check
+    return parsed
 
 
 #: What one worker may need at most (the bench: 260-310 MB on 15-24 megapixel images), with room.
@@ -134,17 +131,17 @@ class CompressCommand(StreamCommand):
         which.add_argument("--watermark", metavar="TEXT", help="write TEXT, white with a dark outline")
         which.add_argument("--watermark-image", metavar="FILE", help="draw this image (a PNG with transparency)")
         which.add_argument("--no-watermark", action="store_true", help="no watermark, whatever the config says")
-        group.add_argument("--watermark-position", type=checked(wm.parse_position), metavar="WHERE",
+        group.add_argument("--watermark-position", type=parsed_by(wm.PARSERS["watermark_position"]), metavar="WHERE",
                            help=f"one of {', '.join(wm.POSITIONS)} (default {wm.DEFAULT_POSITION})")
-        group.add_argument("--watermark-opacity", type=checked(wm.parse_opacity), metavar="0-1",
+        group.add_argument("--watermark-opacity", type=parsed_by(wm.PARSERS["watermark_opacity"]), metavar="0-1",
                            help=f"1 is opaque (default {wm.DEFAULT_OPACITY})")
-        group.add_argument("--watermark-size", type=checked(wm.parse_size), metavar="SHARE",
+        group.add_argument("--watermark-size", type=parsed_by(wm.PARSERS["watermark_size"]), metavar="SHARE",
                            help="the mark fits in SHARE of the image's width and of its height, e.g. 0.15 or "
                            f"15%% (default {wm.DEFAULT_SIZE}, PicList's)")
-        group.add_argument("--watermark-min", type=checked(wm.parse_min_side), metavar="PX",
+        group.add_argument("--watermark-min", type=parsed_by(wm.PARSERS["watermark_min"]), metavar="PX",
                            help="leave images whose shorter side is below PX unmarked "
                            f"(default {wm.DEFAULT_MIN_SIDE})")
-        group.add_argument("--watermark-margin", type=checked(wm.parse_margin), metavar="MARGIN",
+        group.add_argument("--watermark-margin", type=parsed_by(wm.PARSERS["watermark_margin"]), metavar="MARGIN",
                            help=f"distance from the edges, pixels or %% of the shorter side (default "
                            f"{wm.DEFAULT_MARGIN.replace('%', '%%')})")
         group.add_argument("--watermark-font", metavar="FILE",
@@ -178,22 +175,18 @@ class CompressCommand(StreamCommand):
             return None
         env, file = self.config.section_layers("compress")
         folder = self.config.path.parent if self.config.path is not None else Path.cwd()
-        for key in WATERMARK_FILES:
-            if isinstance(file.get(key), str):
-                file[key] = str(folder / os.path.expanduser(self.config.resolve("[compress]", key, file[key])))
         flags = {key: getattr(args, key) for key in WATERMARK_KEYS if getattr(args, key) is not None}
-        parsers: dict[str, Callable[[Any], Any]] = {
-            "watermark_position": wm.parse_position, "watermark_opacity": wm.parse_opacity,
-            "watermark_size": wm.parse_size, "watermark_min": wm.parse_min_side, "watermark_margin": wm.parse_margin}
         values: dict[str, Any] = {}
         for where, layer in ((f"[compress] in {self.config.path}", file), ("PICPIPE_COMPRESS_*", env),
                              ("", flags)):
-            if where:  # flags were parsed by argparse; the others are checked here, saying where
+            if where:  # flags were parsed by argparse; the others are parsed here, saying where
                 for key, value in list(layer.items()):
                     value = layer[key] = self.config.resolve("[compress]", key, value)
-                    if key in parsers:
+                    if layer is file and key in WATERMARK_FILES and isinstance(value, str):
+                        layer[key] = str(folder / os.path.expanduser(value))
+                    elif key in wm.PARSERS:
                         try:
-                            parsers[key](value)
+                            layer[key] = wm.PARSERS[key](value)
                         except ValueError as exc:
                             raise UsageError(f"{where}: {key}: {exc}", "see pp-compress --help") from None
             if "watermark" in layer or "watermark_image" in layer:
@@ -202,14 +195,7 @@ class CompressCommand(StreamCommand):
             values.update(layer)
         if values.get("watermark") is None and values.get("watermark_image") is None:
             return None
-        return wm.spec(
-            text=values.get("watermark"), image_file=values.get("watermark_image"),
-            position=values.get("watermark_position", wm.DEFAULT_POSITION),
-            opacity=values.get("watermark_opacity", wm.DEFAULT_OPACITY),
-            size=values.get("watermark_size", wm.DEFAULT_SIZE),
-            min_side=values.get("watermark_min", wm.DEFAULT_MIN_SIDE),
-            margin=values.get("watermark_margin", wm.DEFAULT_MARGIN),
-            font=values.get("watermark_font"))
+        return wm.checked(values.get("watermark"), values.get("watermark_image"), values.get("watermark_font"), values)
 
     def worker(self) -> Callable[[Record], Record]:
         return partial(compress_record, self.options, self.out_dir, self.named)
