@@ -74,6 +74,24 @@ def state_files(ledger: Path, environ: Any = os.environ) -> tuple[Path, str]:
     return state_home(environ), hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+class StatePaths(NamedTuple):
+    """The files of one ledger's sync state, in its folder (`state_files`)."""
+
+    folder: Path
+    state: Path  # what was sent and merged, per target
+    lock: Path  # held during a sync
+    auto: Path  # held by the automatic sync while it waits or runs
+    failed: Path  # the last automatic sync's failure, until a command says it
+    told: Path  # ... and once one did
+    log: Path  # the automatic sync's log
+
+
+def state_paths(ledger: Path, environ: Any = os.environ) -> StatePaths:
+    folder, stem = state_files(ledger, environ)
+    kinds = ("json", "lock", "auto", "failed", "told", "log")
+    return StatePaths(folder, *(folder / f"{stem}.{kind}" for kind in kinds))
+
+
 def machine_name() -> str:
     """This host's name as a folder name any server accepts, and a random suffix: two machines
     called `laptop` never write into one folder."""
@@ -86,10 +104,8 @@ class SyncState:
 
     def __init__(self, ledger: Path, environ: Any = os.environ) -> None:
         self.ledger = Path(os.path.abspath(ledger))
-        self.folder, ident = state_files(self.ledger, environ)
-        self.path = self.folder / f"{ident}.json"
-        self.lock_path, self.auto_path = self.folder / f"{ident}.lock", self.folder / f"{ident}.auto"
-        self.failed_path, self.log_path = self.folder / f"{ident}.failed", self.folder / f"{ident}.log"
+        self.paths = state_paths(self.ledger, environ)
+        self.folder, self.path = self.paths.folder, self.paths.state
         self.data: dict[str, Any] = {}
         self.load()
 
@@ -130,12 +146,12 @@ class SyncState:
     def locked(self, wait: bool = True) -> Iterator[bool]:
         """The sync lock of this ledger: one sync at a time (an interactive one waits for the
         automatic one, saying so). Yields False when `wait` is off and another one holds it."""
-        with _lock(self.lock_path, wait=False) as free:
+        with _lock(self.paths.lock, wait=False) as free:
             if free or not wait:
                 yield free
                 return
         console.say(f"waiting for another sync of {self.ledger} to end")
-        with _lock(self.lock_path, wait=True) as free:
+        with _lock(self.paths.lock, wait=True) as free:
             yield free
 
 
@@ -543,7 +559,7 @@ def auto_sync(config: Config, name: str, ledger: Path, every: float, environ: An
     target: Target | None = None
     try:
         while True:
-            with _lock(state.auto_path, wait=False) as mine:
+            with _lock(state.paths.auto, wait=False) as mine:
                 if not mine:
                     return 0  # the one holding it takes these lines too
                 if target is None:
@@ -596,7 +612,7 @@ def _auto_round(state: SyncState, target: Target, every: float) -> int:
             _failed(state, target.name, os_error(exc).message)
             return 1
         log(report.summary(target.name, push=True))
-        for stale in (state.failed_path, state.failed_path.with_suffix(".told")):
+        for stale in (state.paths.failed, state.paths.told):
             stale.unlink(missing_ok=True)
 
 
@@ -616,8 +632,8 @@ def _failed(state: SyncState, name: str, reason: str, resume_after: str | None =
             state.load()
             state.target(target)["blocked_until"] = parse_time(resume_after).timestamp()
             state.save()
-    failure = {"target": name, "at": now_iso(), "reason": reason, "log": str(state.log_path)}
-    files.replace_file(state.failed_path, (json.dumps(failure) + "\n").encode(), TEMP)
+    failure = {"target": name, "at": now_iso(), "reason": reason, "log": str(state.paths.log)}
+    files.replace_file(state.paths.failed, (json.dumps(failure) + "\n").encode(), TEMP)
 
 
 def tell_failure(ledger: Path, environ: Any = os.environ) -> None:
@@ -625,12 +641,10 @@ def tell_failure(ledger: Path, environ: Any = os.environ) -> None:
     command has said so yet (the file is taken by a rename: one process of a pipeline says it)."""
     from picpipe.redact import redact_text
 
-    folder, ident = state_files(ledger, environ)
-    failed = folder / f"{ident}.failed"
-    told = failed.with_suffix(".told")
+    paths = state_paths(ledger, environ)
     try:
-        os.replace(failed, told)  # os.rename refuses an existing .told on Windows
-        failure = json.loads(told.read_bytes())
+        os.replace(paths.failed, paths.told)  # os.rename refuses an existing .told on Windows
+        failure = json.loads(paths.told.read_bytes())
     except (OSError, ValueError):
         return
     console.warn(redact_text(f"ledger sync to {failure.get('target')} failed at {failure.get('at')}: "
@@ -644,24 +658,23 @@ def start_auto_sync(name: str, ledger: Path, environ: Any = os.environ) -> bool:
     import subprocess
     import sys
 
-    folder, ident = state_files(ledger, environ)
-    with _lock(folder / f"{ident}.auto", wait=False) as free:
+    paths = state_paths(ledger, environ)
+    with _lock(paths.auto, wait=False) as free:
         if not free:
             return False
-    log_path = folder / f"{ident}.log"
     try:
-        if log_path.stat().st_size > LOG_MAX:
-            os.replace(log_path, log_path.with_suffix(".log.1"))
+        if paths.log.stat().st_size > LOG_MAX:
+            os.replace(paths.log, paths.log.with_suffix(".log.1"))
     except OSError:  # none yet; or, on Windows, a sync started a moment ago holds it open: rotated next time
         pass
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.BINARY, 0o600)
+    fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.BINARY, 0o600)
     try:
         subprocess.Popen([sys.executable, "-m", "picpipe.commands.backup", "ledger", "--to", name, "--auto",
                           "--ledger", str(Path(os.path.abspath(ledger)))],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fd, cwd=folder,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fd, cwd=paths.folder,
                          env=env, start_new_session=True, close_fds=True)
     finally:
         os.close(fd)

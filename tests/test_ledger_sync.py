@@ -468,7 +468,7 @@ def test_the_state_and_a_failure_are_fsynced_and_a_ctrl_c_leaves_no_temp_file(tm
     ledgersync._failed(state, "nas", "first")
     assert len(synced) == 2
     saved = {path.name: path.read_bytes() for path in state.folder.iterdir()}
-    assert sorted(saved) == sorted([state.path.name, state.failed_path.name])
+    assert sorted(saved) == sorted([state.path.name, state.paths.failed.name])
     assert json.loads(saved[state.path.name])["machine"] == "laptop-1234"
 
     def interrupted(src: object, dst: object) -> None:
