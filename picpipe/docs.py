@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 from picpipe.errors import PicpipeError
 from picpipe.files import BINARY, NONBLOCK
-from picpipe.links import WINDOWS_PATH, encode_url, url_identity
+from picpipe.links import WINDOWS_PATH, elsewhere, encode_url, url_identity
 from picpipe.links import file_url_path as url_path
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
@@ -114,13 +114,6 @@ _MARKDOWN_DECODE = re.compile(r"\\[!-/:-@\[-`{-~]|" + _ENTITY)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def elsewhere(path: str) -> bool:
-    """Whether `path` is a Windows drive or UNC path on a system that is not Windows, where it names
-    no file. The one place where reading a document differs by OS: on Windows such a path resolves
-    as Windows resolves it; elsewhere it is kept as written, and `confined` says why it is no file."""
-    return os.name != "nt" and WINDOWS_PATH.match(path) is not None
-
-
 def local_path(path: str, folder: str) -> str:
     """The absolute path of a local target, read against the document's folder."""
     return path if elsewhere(path) else os.path.abspath(os.path.join(folder, path))
@@ -129,7 +122,7 @@ def local_path(path: str, folder: str) -> str:
 def file_url_path(url: str) -> str:
     """The local path a file: URL names (`links.file_url_path`, the one reading of them), made
     absolute as a document's paths are."""
-    return local_path(url_path(url, windows=os.name == "nt"), os.sep)
+    return local_path(url_path(url), os.sep)
 
 
 def decode_target(target: str, kind: str) -> str:

@@ -56,10 +56,10 @@ def probe_url(url: str, session: requests.Session, timeout: float = 10.0, retrie
         return Probe(url, error is None, status, method, int((time.monotonic() - start) * 1000), error)
 
     if url[:5].lower() == "file:":  # the local host's links (the embedded default): the file is the link
-        from picpipe.links import WINDOWS_PATH, file_url_path
+        from picpipe.links import elsewhere, file_url_path
 
         path = file_url_path(url)
-        if os.name != "nt" and WINDOWS_PATH.match(path):  # file://server/share/a.png names no /share/a.png
+        if elsewhere(path):  # file://server/share/a.png names no /share/a.png
             return result(None, None, masked_error(
                 "file_missing", f"{path}: a Windows path, no such file on this system",
                 "check the link on the Windows machine that has that drive or share"))

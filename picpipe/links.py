@@ -217,13 +217,20 @@ class UrlSet:
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\/]")
 
 
-def file_url_path(url: str, windows: bool = os.name == "nt") -> str:
+def elsewhere(path: str) -> bool:
+    """Whether `path` is a Windows drive or UNC path on a system that is not Windows, where it names
+    no file. The one place where reading a document or a file: URL differs by OS: on Windows such
+    a path resolves as Windows resolves it; elsewhere it is kept as written, and named as no file."""
+    return os.name != "nt" and WINDOWS_PATH.match(path) is not None
+
+
+def file_url_path(url: str, windows: bool | None = None) -> str:
     r"""The path a file: URL names (RFC 8089), the one reading of pp-mark check, pp-scan and the
     local host: file:///home/me/a.png is /home/me/a.png. file:///C:/a.png (or `C|`) is the drive
     path C:/a.png, and file://server/share/a.png the UNC path \\server\share\a.png, on every
     system, as Windows programs write them: elsewhere such a path names no file (`WINDOWS_PATH`
-    matches it), never a POSIX path that happens to exist. On Windows the separators are
-    backslashes (C:\a.png)."""
+    matches it), never a POSIX path that happens to exist. On Windows (`windows`; None: this
+    system, as `os.name` says when called) the separators are backslashes (C:\a.png)."""
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
@@ -232,6 +239,7 @@ def file_url_path(url: str, windows: bool = os.name == "nt") -> str:
         path = "\\\\" + parts.netloc + path.replace("/", "\\")
     elif re.match(r"/[A-Za-z][:|]/", path):
         path = f"{path[1]}:{path[3:]}"
+    windows = os.name == "nt" if windows is None else windows
     return path.replace("/", "\\") if windows else path
 
 

@@ -130,10 +130,12 @@ class WindowsOs(types.ModuleType):
 
 @pytest.fixture
 def on_windows(monkeypatch):
-    """picpipe.docs runs as on Windows (its module-level os only: pytest itself stays on POSIX)."""
-    from picpipe import docs
+    """picpipe.docs, and picpipe.links beneath it, run as on Windows (their module-level os only:
+    pytest itself stays on POSIX)."""
+    from picpipe import docs, links
 
     monkeypatch.setattr(docs, "os", WindowsOs("os"))
+    monkeypatch.setattr(links, "os", WindowsOs("os"))
 
 
 @pytest.mark.parametrize("target,expected", [
