@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from picpipe.config import xdg_home
 from picpipe.errors import PicpipeError, UsageError
-from picpipe.files import BINARY, publish, temp_copy
+from picpipe.files import holds, names_beside, publish, temp_copy
 from picpipe.keys import make_key, sanitize
 from picpipe.stream import Record
 from picpipe.timeutil import now_iso
@@ -565,29 +565,11 @@ def _place(out: Path, top: int | None, folder: Path, folder_fd: int | None, name
             publish(temp, at(name), src_dir_fd=top, dst_dir_fd=folder_fd)
             return name
         except FileExistsError:
-            if _holds(folder_fd, at(name), data):
+            if holds(at(name), data, dir_fd=folder_fd):  # Windows (no dir_fd): lstat, then read
                 return name
-        stem, suffix = os.path.splitext(name)
-        named = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
+        named = names_beside(name, hashlib.sha256(data).hexdigest())[1]  # a name taken: rare
         os.replace(temp, at(named), src_dir_fd=top, dst_dir_fd=folder_fd)  # named after its bytes: same for all
         return named
-
-
-def _holds(folder_fd: int | None, name: str, data: bytes) -> bool:
-    """Whether `name` (in the open folder `folder_fd`, else a path) is a regular file, not a
-    symlink, holding `data`."""
-    import stat
-
-    if folder_fd is None:  # Windows has no O_NOFOLLOW: lstat first
-        from picpipe.files import holds
-
-        return holds(Path(name), data)
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | BINARY, dir_fd=folder_fd)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as handle:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and handle.read() == data
 
 
 class TargetFinder:

@@ -460,12 +460,17 @@ def write_first_free(data: bytes, targets: Iterable[Path], prefix: str) -> tuple
     return None
 
 
-def holds(path: Path, data: bytes) -> bool:
+def holds(path: str | os.PathLike[str], data: bytes, dir_fd: int | None = None) -> bool:
     """Whether `path` is a regular file (not a symlink) of exactly these bytes (size first: no read
-    for most mismatches)."""
+    for most mismatches). With `dir_fd` (an open folder, POSIX), `path` is a name in it, opened
+    without following a symlink there (nor blocking on a FIFO)."""
     try:
-        info = path.lstat()
-        return stat.S_ISREG(info.st_mode) and info.st_size == len(data) and path.read_bytes() == data
+        if dir_fd is None:
+            info = os.lstat(path)
+            return stat.S_ISREG(info.st_mode) and info.st_size == len(data) and Path(path).read_bytes() == data
+        with os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC | BINARY, dir_fd=dir_fd), "rb") as f:
+            info = os.fstat(f.fileno())
+            return stat.S_ISREG(info.st_mode) and info.st_size == len(data) and f.read() == data
     except OSError:
         return False
 

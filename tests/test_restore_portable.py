@@ -113,6 +113,24 @@ def test_a_file_link_at_the_name_is_left_and_the_copy_goes_beside(way: str, tmp_
     assert os.listdir(elsewhere) == ["a.png"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_a_fifo_at_the_name_is_left_without_waiting_for_a_writer(way: str, tmp_path: Path) -> None:
+    """Whether the name holds these bytes is asked without blocking on a FIFO planted there."""
+    import threading
+
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    os.mkfifo(out / "x" / "a.png")
+    placed: list[Path] = []
+    worker = threading.Thread(target=lambda: placed.append(write_restored(out, "x/a.png", b"one")), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "blocked opening the FIFO"
+    [path] = placed
+    assert path.name == f"a-{hashlib.sha256(b'one').hexdigest()[:12]}.png" and path.read_bytes() == b"one"
+    assert stat.S_ISFIFO((out / "x" / "a.png").lstat().st_mode) and temps(out) == []
+
+
 def test_a_dangling_link_at_the_name_is_never_written_through(way: str, tmp_path: Path) -> None:
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     elsewhere.mkdir()
