@@ -328,12 +328,11 @@ def copies_of(record: Record) -> list[tuple[str, bytes, str]]:
     the published bytes (made smaller, GPS and EXIF stripped by pp-compress) are what a repair
     puts back online."""
     from picpipe.files import read_source
+    from picpipe.ledger import bare_imported_source
 
     source, path = record.get("source"), record.get("path")
     copies: list[tuple[str, bytes, str]] = []
-    # An imported source may be a bare file name (PicList keeps no folder): no file of this cwd.
-    imported_name = "import" in record and isinstance(source, str) and not os.path.isabs(source)
-    if isinstance(source, str) and source and not imported_name and os.path.isfile(source):
+    if isinstance(source, str) and source and not bare_imported_source(record) and os.path.isfile(source):
         copies.append((source, read_source(source), "original"))
     if isinstance(path, str) and path and path != source and (not copies or os.path.isfile(path)):
         data = read_source(path)

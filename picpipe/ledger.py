@@ -85,13 +85,19 @@ def not_recorded(exc: OSError, done: str) -> PicpipeError:
                         f"{problem.hint}; the record holds what was done: pipe it into pp-mark to record it")
 
 
+def bare_imported_source(record: Mapping[str, Any]) -> bool:
+    """Whether the record's `source` is a relative name an import took from a history file as it
+    was written there (PicList keeps no folder): it names no file in this cwd, so it is neither
+    made absolute nor read."""
+    source = record.get("source")
+    return "import" in record and isinstance(source, str) and not os.path.isabs(source)
+
+
 def ledger_entry(record: Record, marked_at: str | None = None) -> Record:
     """The line the ledger keeps for a record: absolute local paths, a time, no secrets."""
     entry = {k: v for k, v in record.items() if k not in TRANSIENT_FIELDS}
     for key in ("path", "source"):
-        # An imported source is as the history file says: a bare name (PicList keeps no folder)
-        # names no file in this cwd.
-        if key == "source" and "import" in entry:
+        if key == "source" and bare_imported_source(entry):
             continue
         if isinstance(entry.get(key), str) and entry[key] and not os.path.isabs(entry[key]):
             entry[key] = os.path.abspath(entry[key])
@@ -136,7 +142,12 @@ def _copies(entry: Mapping[str, Any]) -> set[str]:
     backups = entry.get("backups")
     if not isinstance(backups, list):
         return set()
-    return {_CANONICAL([b.get("target"), b.get("location")]) for b in backups if isinstance(b, dict)}
+    return {_copy_id(b) for b in backups if isinstance(b, dict)}
+
+
+def _copy_id(backup: Mapping[str, Any]) -> str:
+    """What makes two backup entries one copy: its target and location."""
+    return _CANONICAL([backup.get("target"), backup.get("location")])
 
 
 #: A line's rows for the index's lookup tables, (key, offset, length) each: by its image's sha256,
@@ -1101,7 +1112,7 @@ def _union_backups(*records: Mapping[str, Any]) -> list[Any]:
         backups = record.get("backups")
         for backup in backups if isinstance(backups, list) else ():
             if isinstance(backup, dict):
-                seen.setdefault(canonical({k: backup.get(k) for k in ("target", "location")}), backup)
+                seen.setdefault(_copy_id(backup), backup)
     return list(seen.values())
 
 
