@@ -749,7 +749,7 @@ def _first_states(index: LedgerIndex, fd: int, chunk: list[tuple[int, Record]]) 
 
     A later line of an image is told from its first by the lines before it, read one at a time
     up to the first of its image (most often the first one): all of an image's lines are read
-    only for its first line, once, not again for each later one (K lines: K reads, not K²)."""
+    only for its first line, once, not again for each later one (K lines: about 2K reads, not K²)."""
     here = dict(chunk)
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for off, entry in chunk:
