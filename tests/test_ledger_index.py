@@ -99,8 +99,8 @@ def uploaded_before(ledger: Ledger, host: str, digest: str) -> dict[str, Any] | 
     """pp-upload's dedupe now (UploadCommand.uploaded_before)."""
     from picpipe.commands.upload import UploadCommand
 
-    command = SimpleNamespace(ledger=ledger, host=SimpleNamespace(name=host))
-    return UploadCommand.uploaded_before(command, digest)  # type: ignore[arg-type]
+    command = SimpleNamespace(ledger=ledger)
+    return UploadCommand.uploaded_before(command, digest, host)  # type: ignore[arg-type]
 
 
 class FakeTarget:

@@ -100,13 +100,12 @@ class UploadCommand(StreamCommand):
 
         self.ledger = Ledger(args.ledger or self.config.ledger())
 
-    def uploaded_before(self, sha256: str, host: str | None = None) -> Record | None:
-        """The newest live ledger entry of these bytes on this host profile (the first --host by
-        default), asked of the ledger's index (brought up to date first: a line appended a moment
-        ago counts)."""
+    def uploaded_before(self, sha256: str, host: str) -> Record | None:
+        """The newest live ledger entry of these bytes on host profile `host`, asked of the ledger's
+        index (brought up to date first: a line appended a moment ago counts)."""
         found = None
         for entry in self.ledger.states_for([sha256]):
-            if entry.get("host") == (host or self.host.name) and entry.get("url") and not entry.get("deleted_at"):
+            if entry.get("host") == host and entry.get("url") and not entry.get("deleted_at"):
                 found = entry
         return found
 
